@@ -1,0 +1,223 @@
+/* libmessage reactor: one event loop per thread over epoll or io_uring. */
+#ifndef LIBMESSAGE_REACTOR_H
+#define LIBMESSAGE_REACTOR_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/signalfd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_EXPORT __attribute__((visibility("default")))
+
+/*
+ * Conventions for every function here: an int return is >= 0 on success and
+ * a negative errno on failure; a `ret` output parameter is written only on
+ * success; a function that fails never calls its callback.
+ *
+ * Threads: a reactor belongs to the thread that runs it. Nothing here is
+ * thread-safe except lm_reactor_post(), lm_reactor_ref() and
+ * lm_reactor_unref().
+ */
+
+/* ---- types ---- */
+
+typedef struct lm_reactor lm_reactor;
+typedef struct lm_source lm_source;
+
+enum lm_backend {
+	LM_BACKEND_AUTO = 0,  /* $LM_BACKEND (epoll|uring|auto), else the preferred one with fallback */
+	LM_BACKEND_EPOLL = 1,
+	LM_BACKEND_URING = 2,
+};
+
+struct lm_reactor_options {
+	enum lm_backend backend;
+};
+
+/* Event bits of io sources. LM_IO_ERR and LM_IO_HUP are always reported. */
+enum {
+	LM_IO_IN = 1u << 0,
+	LM_IO_OUT = 1u << 1,
+	LM_IO_ERR = 1u << 2,
+	LM_IO_HUP = 1u << 3,
+};
+
+enum lm_log_level {
+	LM_LOG_ERROR = 0,
+	LM_LOG_WARN = 1,
+	LM_LOG_INFO = 2,
+	LM_LOG_DEBUG = 3,
+};
+
+/* ---- callbacks ---- */
+
+/* fd is readable/writable/...: events is a mask of LM_IO_* limited to what is
+ * wanted, plus ERR/HUP. */
+typedef void (*lm_io_cb)(lm_source *s, int fd, uint32_t events, void *userdata);
+/* expirations >= 1: how many periods elapsed since the last call (overruns). */
+typedef void (*lm_timer_cb)(lm_source *s, uint64_t expirations, void *userdata);
+typedef void (*lm_signal_cb)(lm_source *s, const struct signalfd_siginfo *si, void *userdata);
+/* Defer and exit sources. */
+typedef void (*lm_source_cb)(lm_source *s, void *userdata);
+typedef void (*lm_post_cb)(void *userdata);
+typedef void (*lm_log_cb)(enum lm_log_level level, const char *msg, void *userdata);
+
+/* ---- lifetime ---- */
+
+/*
+ * Create a reactor. opts may be NULL (backend AUTO). AUTO reads $LM_BACKEND;
+ * an unknown value there is -EINVAL. Asking for io_uring where the kernel
+ * refuses it returns the kernel's error (-EPERM, -ENOSYS, ...); AUTO falls
+ * back to epoll with a debug log line.
+ */
+LM_EXPORT int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts);
+
+/*
+ * Free the reactor and every source still attached (without calling their
+ * callbacks; exit sources run only through lm_reactor_stop()). Posts queued
+ * and not yet run are dropped. Must not be called from a callback of r.
+ * NULL is a no-op. Posts that race with it return -ESHUTDOWN provided the
+ * posting thread holds a reference (lm_reactor_ref()).
+ */
+LM_EXPORT void lm_reactor_free(lm_reactor *r);
+
+/*
+ * Thread-safe reference counting of the reactor's memory, for threads that
+ * post to it: the reactor is torn down by lm_reactor_free(), but its memory
+ * lives until the last reference is dropped, so a late lm_reactor_post()
+ * returns -ESHUTDOWN instead of touching freed memory. NULL-safe.
+ */
+LM_EXPORT lm_reactor *lm_reactor_ref(lm_reactor *r);
+LM_EXPORT void lm_reactor_unref(lm_reactor *r);
+
+/* "epoll" or "io_uring". */
+LM_EXPORT const char *lm_reactor_backend_name(const lm_reactor *r);
+
+/* ---- running ---- */
+
+/*
+ * Run until lm_reactor_stop(); then run the exit sources (in the order they
+ * were added) and return the stop code. -EBUSY if called from a callback.
+ */
+LM_EXPORT int lm_reactor_run(lm_reactor *r);
+
+/*
+ * One iteration: wait up to timeout_ns (-1 forever, 0 poll) for work, then
+ * dispatch it. Returns the number of callbacks run (0 on timeout), or -errno
+ * (-EBUSY from a callback). If lm_reactor_stop() was called during this
+ * iteration, the exit sources run at its end.
+ */
+LM_EXPORT int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns);
+
+/* Ask the loop to stop after the current iteration; code is what
+ * lm_reactor_run() returns. */
+LM_EXPORT void lm_reactor_stop(lm_reactor *r, int code);
+
+/*
+ * One fd that becomes readable when lm_reactor_run_once(r, 0) has work:
+ * put it in a foreign poll()/GLib/libuv loop to embed the reactor.
+ */
+LM_EXPORT int lm_reactor_fd(const lm_reactor *r);
+
+/* CLOCK_MONOTONIC in ns, read once per iteration (after the wait). */
+LM_EXPORT uint64_t lm_reactor_now(const lm_reactor *r);
+
+/* ---- sources ----
+ *
+ * Every add function: ret may be NULL, in which case the source is
+ * "floating": owned by the reactor, freed with it (and, for a one-shot timer
+ * or a defer source, right after its callback). Otherwise the caller owns it
+ * and frees it with lm_source_free().
+ */
+
+/* Watch fd (level-triggered, persistent) for events (LM_IO_IN | LM_IO_OUT).
+ * -EINVAL on a negative fd or unknown bits; -EEXIST if fd is already watched
+ * by this reactor; -EBADF/-EPERM from the kernel for a bad or unpollable fd.
+ * The fd stays the caller's: free the source before closing it. */
+LM_EXPORT int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events,
+				lm_io_cb cb, void *userdata);
+
+/* A CLOCK_MONOTONIC timer due first_ns from now, then every period_ns
+ * (0: one-shot) keeping its phase: a late callback gets the number of
+ * periods elapsed and the next deadline stays on the grid. Timers with the
+ * same deadline fire in the order they were set. A one-shot timer is
+ * disabled after it fires. */
+LM_EXPORT int lm_reactor_add_timer(lm_reactor *r, lm_source **ret, uint64_t first_ns,
+				   uint64_t period_ns, lm_timer_cb cb, void *userdata);
+
+/*
+ * Deliver signo through the reactor's signalfd. The signal is blocked in the
+ * calling thread (which should be the reactor's thread). The application must
+ * block it in its other threads too (or create them after this call, since
+ * threads inherit the mask), else the kernel may deliver it to them; and a
+ * child it spawns inherits the blocked mask: restore the mask after fork()
+ * and before exec(). Removing the source restores the signal's previous
+ * blocked state in the calling thread. Two signals of one kind that arrive
+ * before the loop reads them coalesce into one callback (standard signals
+ * are not queued by the kernel).
+ * -EINVAL: signo out of range, SIGKILL or SIGSTOP; -EBUSY: signo already has
+ * a source on this reactor.
+ */
+LM_EXPORT int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, lm_signal_cb cb,
+				    void *userdata);
+
+/* Run cb once on the next iteration (then the source is disabled; enable it
+ * again to run it again). Defer sources run in the order they were enabled. */
+LM_EXPORT int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb cb,
+				   void *userdata);
+
+/* Run cb when the loop stops (lm_reactor_stop()), in the order added. */
+LM_EXPORT int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb,
+				  void *userdata);
+
+/*
+ * Run fn(userdata) on the reactor's thread. The only call safe from any
+ * thread. Posts are never lost or merged; those of one thread run in the
+ * order posted; a batch of posts wakes the loop once. Allocates; not
+ * async-signal-safe. -ESHUTDOWN once lm_reactor_free() has begun, -ENOMEM.
+ */
+LM_EXPORT int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata);
+
+/* Change an io source's interest. 0 stops watching without freeing. */
+LM_EXPORT int lm_io_set_events(lm_source *s, uint32_t events);
+/* -EINVAL if s is not an io source. */
+LM_EXPORT int lm_io_get_fd(const lm_source *s);
+
+/* Re-arm a timer: first_ns from now, then every period_ns (0 one-shot); also
+ * enables it. -EINVAL if s is not a timer. */
+LM_EXPORT int lm_timer_set(lm_source *s, uint64_t first_ns, uint64_t period_ns);
+
+/* A disabled source gets no callback until enabled again: an io source stops
+ * being watched, a timer keeps its deadline (a missed deadline fires on
+ * enable), a signal stays blocked and pending in the kernel. */
+LM_EXPORT int lm_source_set_enabled(lm_source *s, bool enabled);
+LM_EXPORT bool lm_source_get_enabled(const lm_source *s);
+LM_EXPORT void *lm_source_get_userdata(const lm_source *s);
+LM_EXPORT lm_reactor *lm_source_get_reactor(const lm_source *s);
+
+/*
+ * Detach and free s. Safe from any callback, its own included: no callback
+ * of s runs after this returns, and its memory is released after the
+ * current dispatch. NULL-safe.
+ */
+LM_EXPORT void lm_source_free(lm_source *s);
+
+/* ---- logging ----
+ * The library never writes to stdout. By default warnings and errors go to
+ * stderr; $LM_LOG=debug|info|warn|error sets the level. A handler replaces the
+ * default output (NULL restores it); it may be called from any thread that
+ * uses the library. */
+LM_EXPORT void lm_set_log_handler(lm_log_cb cb, void *userdata);
+LM_EXPORT void lm_set_log_level(enum lm_log_level level);
+LM_EXPORT enum lm_log_level lm_get_log_level(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

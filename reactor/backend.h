@@ -1,0 +1,53 @@
+/* The reactor's backend interface: one const ops table per kernel facility. */
+#ifndef LM_REACTOR_BACKEND_H
+#define LM_REACTOR_BACKEND_H
+
+#include <stdint.h>
+
+/* One readiness report. tag is what was given to add()/mod(); events is a
+ * mask of LM_IO_* bits. */
+struct lm_backend_event {
+	void *tag;
+	uint32_t events;
+};
+
+/*
+ * A backend watches fds for readiness. Semantics every backend must give,
+ * so that the reactor above behaves the same on each:
+ *  - level-triggered: a ready fd is reported at every wait() while it stays
+ *    ready for what was asked;
+ *  - persistent: interest stays until del(), no re-arming by the caller;
+ *  - LM_IO_ERR and LM_IO_HUP are reported even if not asked for;
+ *  - after del() returns, no event carrying that tag is ever reported again,
+ *    and the caller may close the fd at once (and reuse the number).
+ * A backend is used by one thread only.
+ */
+struct lm_backend_ops {
+	/* What lm_reactor_backend_name() says: "epoll" or "io_uring". */
+	const char *name;
+	/* Create the state. 0 and *ret set, or -errno with nothing allocated
+	 * (io_uring refused by the kernel gives its error here). */
+	int (*init)(void **ret);
+	/* Release the state; fds still watched stay open (they are the
+	 * caller's). */
+	void (*fini)(void *b);
+	/* Start watching fd for events (LM_IO_IN | LM_IO_OUT, maybe 0); -EEXIST
+	 * if fd is watched already, -errno from the kernel otherwise. */
+	int (*add)(void *b, int fd, uint32_t events, void *tag);
+	/* Change the interest (and tag) of a watched fd. */
+	int (*mod)(void *b, int fd, uint32_t events, void *tag);
+	/* Stop watching fd; see the guarantee above. Never fails in a way the
+	 * caller must handle (a closed fd is simply forgotten). */
+	void (*del)(void *b, int fd, void *tag);
+	/* Push pending changes, wait at most timeout_ns (-1: no limit, 0: do
+	 * not block) and write at most max events. Returns how many (0 on
+	 * timeout or EINTR) or -errno. */
+	int (*wait)(void *b, struct lm_backend_event *ev, int max, int64_t timeout_ns);
+	/* An fd that is readable whenever wait() would report something. */
+	int (*fd)(void *b);
+};
+
+extern const struct lm_backend_ops lm__backend_epoll;
+extern const struct lm_backend_ops lm__backend_uring;
+
+#endif

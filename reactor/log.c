@@ -1,0 +1,71 @@
+/* Logging: a replaceable handler, a level from $LM_LOG, stderr by default. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log-internal.h"
+
+static pthread_once_t level_once = PTHREAD_ONCE_INIT;
+static int log_level = LM_LOG_WARN;
+static lm_log_cb log_cb;
+static void *log_userdata;
+
+static void read_env_level(void)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	const char *v = getenv("LM_LOG");
+
+	if (!v)
+		return;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(v, names[i]) == 0)
+			__atomic_store_n(&log_level, (int)i, __ATOMIC_RELAXED);
+}
+
+void lm_set_log_handler(lm_log_cb cb, void *userdata)
+{
+	log_userdata = userdata;
+	__atomic_store_n(&log_cb, cb, __ATOMIC_RELEASE);
+}
+
+void lm_set_log_level(enum lm_log_level level)
+{
+	pthread_once(&level_once, read_env_level);
+	if ((int)level < LM_LOG_ERROR)
+		level = LM_LOG_ERROR;
+	if (level > LM_LOG_DEBUG)
+		level = LM_LOG_DEBUG;
+	__atomic_store_n(&log_level, (int)level, __ATOMIC_RELAXED);
+}
+
+enum lm_log_level lm_get_log_level(void)
+{
+	pthread_once(&level_once, read_env_level);
+	return (enum lm_log_level)__atomic_load_n(&log_level, __ATOMIC_RELAXED);
+}
+
+bool lm__log_enabled(enum lm_log_level level)
+{
+	return (int)level <= (int)lm_get_log_level();
+}
+
+void lm__log(enum lm_log_level level, const char *fmt, ...)
+{
+	static const char *const tags[] = {"error", "warning", "info", "debug"};
+	char msg[512];
+	va_list ap;
+	lm_log_cb cb;
+
+	if (!lm__log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cb = __atomic_load_n(&log_cb, __ATOMIC_ACQUIRE);
+	if (cb)
+		cb(level, msg, log_userdata);
+	else
+		fprintf(stderr, "libmessage: %s: %s\n", tags[level], msg);
+}

@@ -1,0 +1,124 @@
+/* Private structures of the reactor, shared by its files. */
+#ifndef LM_REACTOR_INTERNAL_H
+#define LM_REACTOR_INTERNAL_H
+
+#include <bsd/sys/queue.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include "backend.h"
+#include "libmessage/reactor.h"
+
+#define LM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define LM_MAX_EVENTS 256
+
+/* The type tag one switch dispatches on; the last three are the reactor's
+ * own fds, embedded in struct lm_reactor. */
+enum lm__source_type {
+	LM__SRC_IO,
+	LM__SRC_TIMER,
+	LM__SRC_SIGNAL,
+	LM__SRC_DEFER,
+	LM__SRC_EXIT,
+	LM__SRC_TIMERFD,
+	LM__SRC_SIGNALFD,
+	LM__SRC_POSTFD,
+};
+
+TAILQ_HEAD(lm__source_list, lm_source);
+
+struct lm_source {
+	enum lm__source_type type;
+	lm_reactor *r;
+	void *userdata;
+	bool enabled;
+	bool floating; /* owned by the reactor: ret was NULL */
+	bool dead;     /* freed during dispatch; memory released after it */
+	LIST_ENTRY(lm_source) all_link;
+	/* On one of the reactor's lists (defers, exits, garbage), named by list. */
+	TAILQ_ENTRY(lm_source) link;
+	struct lm__source_list *list;
+	union {
+		struct {
+			int fd;
+			uint32_t events;
+			bool watched; /* registered with the backend */
+			lm_io_cb cb;
+		} io;
+		struct {
+			uint64_t deadline;
+			uint64_t period;
+			uint64_t seq;
+			size_t heap_idx; /* SIZE_MAX when not in the heap */
+			lm_timer_cb cb;
+		} timer;
+		struct {
+			int signo;
+			bool was_blocked;
+			lm_signal_cb cb;
+		} sig;
+		struct {
+			lm_source_cb cb;
+		} defer; /* and exit */
+	};
+};
+
+struct lm__post {
+	lm_post_cb fn;
+	void *userdata;
+	STAILQ_ENTRY(lm__post) link;
+};
+STAILQ_HEAD(lm__post_list, lm__post);
+
+struct lm_reactor {
+	const struct lm_backend_ops *ops;
+	void *backend;
+	uint64_t now;
+
+	bool dispatching;
+	bool exit_requested;
+	bool exited; /* exit sources ran in the last iteration */
+	bool embedded; /* lm_reactor_fd() was asked: kick it for pending defers */
+	int exit_code;
+
+	LIST_HEAD(, lm_source) sources;
+	struct lm__source_list defers;     /* enabled, waiting for the next iteration */
+	struct lm__source_list defers_run; /* being dispatched now */
+	struct lm__source_list exits;
+	struct lm__source_list exits_run;
+	struct lm__source_list garbage;
+
+	/* timers: a min-heap on (deadline, seq) behind one timerfd */
+	struct lm_source timerfd_src;
+	int timer_fd;
+	uint64_t timer_armed; /* deadline programmed in timer_fd, UINT64_MAX: none */
+	uint64_t timer_seq;
+	struct lm_source **heap;
+	size_t heap_len, heap_cap;
+
+	/* signals: one signalfd, created with the first signal source */
+	struct lm_source signalfd_src;
+	int signal_fd;
+	sigset_t signal_mask;
+	struct lm_source *signals[_NSIG];
+
+	/* posts from any thread: eventfd + queue under a mutex */
+	struct lm_source post_src;
+	int post_fd;
+	pthread_mutex_t post_lock;
+	struct lm__post_list posts;
+	bool post_kicked; /* post_fd holds an unread wake-up */
+	bool shutdown;    /* lm_reactor_free() has begun: posts fail */
+	int refs;
+
+	struct lm_backend_event events[LM_MAX_EVENTS];
+};
+
+/* Timer heap (timer.c). */
+int lm__heap_push(lm_reactor *r, struct lm_source *s);
+void lm__heap_remove(lm_reactor *r, struct lm_source *s);
+struct lm_source *lm__heap_top(const lm_reactor *r);
+
+uint64_t lm__now_ns(void);
+
+#endif

@@ -1,0 +1,800 @@
+/* The reactor: sources, one iteration of wait + dispatch, deferred release. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log-internal.h"
+#include "reactor-internal.h"
+
+int lm__timers_arm(lm_reactor *r);
+int lm__timers_dispatch(lm_reactor *r);
+
+#define return_if_invalid(cond)                                                                  \
+	do {                                                                                     \
+		if (cond)                                                                        \
+			return -EINVAL;                                                          \
+	} while (0)
+
+/* ---- backend choice ---- */
+
+/* Which backend AUTO prefers where both work: decided by lm-bench-reactor
+ * (see README.md, "Choosing the backend"). */
+static const struct lm_backend_ops *const auto_order[] = {
+	&lm__backend_epoll,
+	&lm__backend_uring,
+};
+
+static int backend_from_env(enum lm_backend *ret)
+{
+	const char *v = getenv("LM_BACKEND");
+
+	if (!v || !*v || strcmp(v, "auto") == 0)
+		*ret = LM_BACKEND_AUTO;
+	else if (strcmp(v, "epoll") == 0)
+		*ret = LM_BACKEND_EPOLL;
+	else if (strcmp(v, "uring") == 0 || strcmp(v, "io_uring") == 0)
+		*ret = LM_BACKEND_URING;
+	else {
+		lm_log_error("LM_BACKEND=%s: expected epoll, uring or auto", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int backend_open(lm_reactor *r, enum lm_backend which)
+{
+	int err = -EINVAL;
+
+	if (which == LM_BACKEND_AUTO) {
+		err = backend_from_env(&which);
+		if (err < 0)
+			return err;
+	}
+	if (which == LM_BACKEND_EPOLL || which == LM_BACKEND_URING) {
+		r->ops = which == LM_BACKEND_EPOLL ? &lm__backend_epoll : &lm__backend_uring;
+		return r->ops->init(&r->backend);
+	}
+	for (size_t i = 0; i < LM_ARRAY_SIZE(auto_order); i++) {
+		r->ops = auto_order[i];
+		err = r->ops->init(&r->backend);
+		if (err == 0)
+			return 0;
+		lm_log_debug("backend %s unavailable (%s), trying the next", r->ops->name,
+			     strerror(-err));
+	}
+	r->ops = NULL;
+	return err;
+}
+
+/* ---- lifetime ---- */
+
+static void internal_source(lm_reactor *r, struct lm_source *s, enum lm__source_type type)
+{
+	s->type = type;
+	s->r = r;
+	s->enabled = true;
+}
+
+int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
+{
+	lm_reactor *r;
+	int err;
+
+	return_if_invalid(!ret);
+	return_if_invalid(opts && (unsigned)opts->backend > LM_BACKEND_URING);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->timer_fd = r->signal_fd = r->post_fd = -1;
+	r->refs = 1;
+	r->timer_armed = UINT64_MAX;
+	LIST_INIT(&r->sources);
+	TAILQ_INIT(&r->defers);
+	TAILQ_INIT(&r->defers_run);
+	TAILQ_INIT(&r->exits);
+	TAILQ_INIT(&r->exits_run);
+	TAILQ_INIT(&r->garbage);
+	STAILQ_INIT(&r->posts);
+	sigemptyset(&r->signal_mask);
+	pthread_mutex_init(&r->post_lock, NULL);
+	internal_source(r, &r->timerfd_src, LM__SRC_TIMERFD);
+	internal_source(r, &r->signalfd_src, LM__SRC_SIGNALFD);
+	internal_source(r, &r->post_src, LM__SRC_POSTFD);
+
+	err = backend_open(r, opts ? opts->backend : LM_BACKEND_AUTO);
+	if (err < 0) {
+		r->ops = NULL;
+		goto fail;
+	}
+	r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	r->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->timer_fd < 0 || r->post_fd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = r->ops->add(r->backend, r->timer_fd, LM_IO_IN, &r->timerfd_src);
+	if (err == 0)
+		err = r->ops->add(r->backend, r->post_fd, LM_IO_IN, &r->post_src);
+	if (err < 0)
+		goto fail;
+	r->now = lm__now_ns();
+	lm_log_debug("reactor %p on %s", (void *)r, r->ops->name);
+	*ret = r;
+	return 0;
+fail:
+	lm_reactor_free(r);
+	return err;
+}
+
+static void source_release(struct lm_source *s);
+static void timers_changed(lm_reactor *r);
+
+lm_reactor *lm_reactor_ref(lm_reactor *r)
+{
+	if (r)
+		__atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+void lm_reactor_unref(lm_reactor *r)
+{
+	if (!r || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	pthread_mutex_destroy(&r->post_lock);
+	free(r);
+}
+
+void lm_reactor_free(lm_reactor *r)
+{
+	struct lm_source *s;
+	struct lm__post *p;
+
+	if (!r)
+		return;
+	if (r->dispatching) {
+		lm_log_error("lm_reactor_free() called from a callback: ignored");
+		return;
+	}
+	while ((s = LIST_FIRST(&r->sources)))
+		lm_source_free(s);
+	while ((s = TAILQ_FIRST(&r->garbage))) {
+		TAILQ_REMOVE(&r->garbage, s, link);
+		source_release(s);
+	}
+	if (r->ops) {
+		if (r->signal_fd >= 0)
+			r->ops->del(r->backend, r->signal_fd, &r->signalfd_src);
+		if (r->timer_fd >= 0)
+			r->ops->del(r->backend, r->timer_fd, &r->timerfd_src);
+		if (r->post_fd >= 0)
+			r->ops->del(r->backend, r->post_fd, &r->post_src);
+		r->ops->fini(r->backend);
+	}
+	if (r->signal_fd >= 0)
+		close(r->signal_fd);
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
+	free(r->heap);
+
+	/* After this, posts fail with -ESHUTDOWN and never touch post_fd. */
+	pthread_mutex_lock(&r->post_lock);
+	r->shutdown = true;
+	if (r->post_fd >= 0)
+		close(r->post_fd);
+	r->post_fd = -1;
+	while ((p = STAILQ_FIRST(&r->posts))) {
+		STAILQ_REMOVE_HEAD(&r->posts, link);
+		free(p);
+	}
+	pthread_mutex_unlock(&r->post_lock);
+	lm_reactor_unref(r);
+}
+
+const char *lm_reactor_backend_name(const lm_reactor *r)
+{
+	return r && r->ops ? r->ops->name : NULL;
+}
+
+int lm_reactor_fd(const lm_reactor *r)
+{
+	if (!r)
+		return -EINVAL;
+	((lm_reactor *)r)->embedded = true;
+	return r->ops->fd(r->backend);
+}
+
+uint64_t lm_reactor_now(const lm_reactor *r)
+{
+	return r ? r->now : 0;
+}
+
+void lm_reactor_stop(lm_reactor *r, int code)
+{
+	if (!r)
+		return;
+	r->exit_requested = true;
+	r->exit_code = code;
+}
+
+/* ---- dispatch ---- */
+
+static void kick(lm_reactor *r)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&r->post_lock);
+	if (!r->post_kicked && write(r->post_fd, &one, sizeof(one)) == sizeof(one))
+		r->post_kicked = true;
+	pthread_mutex_unlock(&r->post_lock);
+}
+
+static int dispatch_posts(lm_reactor *r)
+{
+	struct lm__post_list batch = STAILQ_HEAD_INITIALIZER(batch);
+	struct lm__post *p;
+	uint64_t v;
+	int count = 0;
+
+	pthread_mutex_lock(&r->post_lock);
+	/* Read the eventfd under the lock: a post after this sees an empty
+	 * queue and writes it again, so no wake-up is lost. */
+	if (read(r->post_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		lm_log_warn("eventfd read: %m");
+	r->post_kicked = false;
+	STAILQ_CONCAT(&batch, &r->posts);
+	pthread_mutex_unlock(&r->post_lock);
+
+	while ((p = STAILQ_FIRST(&batch))) {
+		STAILQ_REMOVE_HEAD(&batch, link);
+		p->fn(p->userdata);
+		free(p);
+		count++;
+	}
+	return count;
+}
+
+static int dispatch_signals(lm_reactor *r)
+{
+	struct signalfd_siginfo si[16];
+	int count = 0;
+
+	for (;;) {
+		ssize_t n = read(r->signal_fd, si, sizeof(si));
+
+		if (n <= 0)
+			break;
+		for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
+			struct lm_source *s;
+
+			if (si[i].ssi_signo >= _NSIG)
+				continue;
+			s = r->signals[si[i].ssi_signo];
+			if (!s || s->dead || !s->enabled)
+				continue;
+			s->sig.cb(s, &si[i], s->userdata);
+			count++;
+		}
+		if ((size_t)n < sizeof(si))
+			break;
+	}
+	return count;
+}
+
+static int dispatch_event(lm_reactor *r, const struct lm_backend_event *ev)
+{
+	struct lm_source *s = ev->tag;
+	uint32_t events;
+
+	switch (s->type) {
+	case LM__SRC_TIMERFD:
+		return lm__timers_dispatch(r);
+	case LM__SRC_SIGNALFD:
+		return dispatch_signals(r);
+	case LM__SRC_POSTFD:
+		return dispatch_posts(r);
+	case LM__SRC_IO:
+		/* Freed, disabled or re-aimed earlier in this batch: the event
+		 * is stale. */
+		if (s->dead || !s->enabled || !s->io.watched)
+			return 0;
+		events = ev->events & (s->io.events | LM_IO_ERR | LM_IO_HUP);
+		if (!events)
+			return 0;
+		s->io.cb(s, s->io.fd, events, s->userdata);
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void list_move(struct lm_source *s, struct lm__source_list *to)
+{
+	if (s->list)
+		TAILQ_REMOVE(s->list, s, link);
+	s->list = to;
+	if (to)
+		TAILQ_INSERT_TAIL(to, s, link);
+}
+
+static int dispatch_defers(lm_reactor *r)
+{
+	struct lm_source *s;
+	int count = 0;
+
+	/* Only those pending now: a defer enabled by a callback runs next time. */
+	while ((s = TAILQ_FIRST(&r->defers)))
+		list_move(s, &r->defers_run);
+	while ((s = TAILQ_FIRST(&r->defers_run))) {
+		list_move(s, NULL);
+		s->enabled = false;
+		s->defer.cb(s, s->userdata);
+		count++;
+		if (!s->dead && s->floating && !s->enabled)
+			lm_source_free(s);
+	}
+	return count;
+}
+
+static int dispatch_exits(lm_reactor *r)
+{
+	struct lm_source *s;
+	int count = 0;
+
+	while ((s = TAILQ_FIRST(&r->exits)))
+		list_move(s, &r->exits_run);
+	while ((s = TAILQ_FIRST(&r->exits_run))) {
+		list_move(s, &r->exits);
+		if (!s->enabled)
+			continue;
+		s->defer.cb(s, s->userdata);
+		count++;
+	}
+	return count;
+}
+
+static void collect_garbage(lm_reactor *r)
+{
+	struct lm_source *s;
+
+	while ((s = TAILQ_FIRST(&r->garbage))) {
+		TAILQ_REMOVE(&r->garbage, s, link);
+		source_release(s);
+	}
+}
+
+int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
+{
+	int n, count = 0, err;
+
+	if (!r)
+		return -EINVAL;
+	if (r->dispatching)
+		return -EBUSY;
+	if (!TAILQ_EMPTY(&r->defers) || r->exit_requested)
+		timeout_ns = 0;
+	err = lm__timers_arm(r);
+	if (err < 0)
+		return err;
+	n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
+	if (n < 0)
+		return n;
+	r->now = lm__now_ns();
+	r->dispatching = true;
+	for (int i = 0; i < n; i++)
+		count += dispatch_event(r, &r->events[i]);
+	count += dispatch_defers(r);
+	if (r->exit_requested) {
+		r->exit_requested = false;
+		count += dispatch_exits(r);
+		r->exited = true;
+	}
+	r->dispatching = false;
+	collect_garbage(r);
+	/* Program the timerfd now, not only before the next wait: a foreign
+	 * loop polling lm_reactor_fd() must be woken for the next deadline. */
+	err = lm__timers_arm(r);
+	if (err < 0)
+		lm_log_warn("timerfd: %s", strerror(-err));
+	/* A foreign loop only polls our fd: make it readable for what waits. */
+	if (r->embedded && !TAILQ_EMPTY(&r->defers))
+		kick(r);
+	return count;
+}
+
+int lm_reactor_run(lm_reactor *r)
+{
+	if (!r)
+		return -EINVAL;
+	if (r->dispatching)
+		return -EBUSY;
+	r->exited = false;
+	while (!r->exited) {
+		int err = lm_reactor_run_once(r, -1);
+
+		if (err < 0 && err != -EINTR)
+			return err;
+	}
+	r->exited = false;
+	return r->exit_code;
+}
+
+/* ---- sources ---- */
+
+static struct lm_source *source_new(lm_reactor *r, enum lm__source_type type, void *userdata,
+				    bool floating)
+{
+	struct lm_source *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->type = type;
+	s->r = r;
+	s->userdata = userdata;
+	s->floating = floating;
+	s->enabled = true;
+	LIST_INSERT_HEAD(&r->sources, s, all_link);
+	return s;
+}
+
+static void source_release(struct lm_source *s)
+{
+	free(s);
+}
+
+static void io_unwatch(struct lm_source *s)
+{
+	if (!s->io.watched)
+		return;
+	s->r->ops->del(s->r->backend, s->io.fd, s);
+	s->io.watched = false;
+}
+
+static int io_watch(struct lm_source *s)
+{
+	int err;
+
+	if (!s->enabled || !s->io.events) {
+		io_unwatch(s);
+		return 0;
+	}
+	if (s->io.watched)
+		return s->r->ops->mod(s->r->backend, s->io.fd, s->io.events, s);
+	err = s->r->ops->add(s->r->backend, s->io.fd, s->io.events, s);
+	if (err == 0)
+		s->io.watched = true;
+	return err;
+}
+
+static int signal_mask_update(lm_reactor *r)
+{
+	int fd = signalfd(r->signal_fd, &r->signal_mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	if (r->signal_fd < 0) {
+		err = r->ops->add(r->backend, fd, LM_IO_IN, &r->signalfd_src);
+		if (err < 0) {
+			close(fd);
+			return err;
+		}
+		r->signal_fd = fd;
+	}
+	return 0;
+}
+
+static void signal_detach(struct lm_source *s)
+{
+	lm_reactor *r = s->r;
+	int signo = s->sig.signo;
+	sigset_t one;
+
+	r->signals[signo] = NULL;
+	sigdelset(&r->signal_mask, signo);
+	if (signal_mask_update(r) < 0)
+		lm_log_warn("signalfd update for signal %d: %m", signo);
+	if (s->sig.was_blocked)
+		return;
+	/* Drop what is pending for it before unblocking, so that removing the
+	 * source does not run the default action of a signal it received. */
+	sigemptyset(&one);
+	sigaddset(&one, signo);
+	while (sigtimedwait(&one, NULL, &(struct timespec){0}) > 0)
+		;
+	pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+}
+
+void lm_source_free(lm_source *s)
+{
+	lm_reactor *r;
+
+	if (!s || s->dead)
+		return;
+	r = s->r;
+	switch (s->type) {
+	case LM__SRC_IO:
+		io_unwatch(s);
+		break;
+	case LM__SRC_TIMER:
+		lm__heap_remove(r, s);
+		timers_changed(r);
+		break;
+	case LM__SRC_SIGNAL:
+		signal_detach(s);
+		break;
+	default:
+		break;
+	}
+	s->dead = true;
+	s->enabled = false;
+	LIST_REMOVE(s, all_link);
+	if (r->dispatching) {
+		list_move(s, &r->garbage);
+	} else {
+		list_move(s, NULL);
+		source_release(s);
+	}
+}
+
+int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+		      void *userdata)
+{
+	struct lm_source *s;
+	int err;
+
+	return_if_invalid(!r || fd < 0 || !cb);
+	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
+	s = source_new(r, LM__SRC_IO, userdata, !ret);
+	if (!s)
+		return -ENOMEM;
+	s->io.fd = fd;
+	s->io.events = events;
+	s->io.cb = cb;
+	err = io_watch(s);
+	if (err < 0) {
+		lm_source_free(s);
+		return err;
+	}
+	if (ret)
+		*ret = s;
+	return 0;
+}
+
+/* Outside dispatch, re-program the timerfd at once (run_once does it after
+ * dispatch): an embedding loop may never call run_once until it fires. */
+static void timers_changed(lm_reactor *r)
+{
+	int err;
+
+	if (r->dispatching)
+		return;
+	err = lm__timers_arm(r);
+	if (err < 0)
+		lm_log_warn("timerfd: %s", strerror(-err));
+}
+
+static int timer_program(struct lm_source *s, uint64_t first_ns, uint64_t period_ns)
+{
+	lm_reactor *r = s->r;
+	uint64_t now = lm__now_ns();
+	int err;
+
+	lm__heap_remove(r, s);
+	s->timer.deadline = first_ns > UINT64_MAX - now ? UINT64_MAX - 1 : now + first_ns;
+	s->timer.period = period_ns;
+	s->enabled = true;
+	err = lm__heap_push(r, s);
+	timers_changed(r);
+	return err;
+}
+
+int lm_reactor_add_timer(lm_reactor *r, lm_source **ret, uint64_t first_ns, uint64_t period_ns,
+			 lm_timer_cb cb, void *userdata)
+{
+	struct lm_source *s;
+	int err;
+
+	return_if_invalid(!r || !cb);
+	s = source_new(r, LM__SRC_TIMER, userdata, !ret);
+	if (!s)
+		return -ENOMEM;
+	s->timer.cb = cb;
+	s->timer.heap_idx = SIZE_MAX;
+	err = timer_program(s, first_ns, period_ns);
+	if (err < 0) {
+		lm_source_free(s);
+		return err;
+	}
+	if (ret)
+		*ret = s;
+	return 0;
+}
+
+int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, lm_signal_cb cb,
+			  void *userdata)
+{
+	struct lm_source *s;
+	sigset_t one, old;
+	int err;
+
+	return_if_invalid(!r || !cb || signo <= 0 || signo >= _NSIG);
+	return_if_invalid(signo == SIGKILL || signo == SIGSTOP);
+	if (r->signals[signo])
+		return -EBUSY;
+	s = source_new(r, LM__SRC_SIGNAL, userdata, !ret);
+	if (!s)
+		return -ENOMEM;
+	s->sig.signo = signo;
+	s->sig.cb = cb;
+	sigemptyset(&one);
+	sigaddset(&one, signo);
+	err = pthread_sigmask(SIG_BLOCK, &one, &old);
+	if (err) {
+		LIST_REMOVE(s, all_link);
+		free(s);
+		return -err;
+	}
+	s->sig.was_blocked = sigismember(&old, signo);
+	sigaddset(&r->signal_mask, signo);
+	r->signals[signo] = s;
+	err = signal_mask_update(r);
+	if (err < 0) {
+		lm_source_free(s);
+		return err;
+	}
+	if (ret)
+		*ret = s;
+	return 0;
+}
+
+static int add_callback_source(lm_reactor *r, lm_source **ret, enum lm__source_type type,
+			       lm_source_cb cb, void *userdata)
+{
+	struct lm_source *s;
+
+	return_if_invalid(!r || !cb);
+	s = source_new(r, type, userdata, !ret);
+	if (!s)
+		return -ENOMEM;
+	s->defer.cb = cb;
+	list_move(s, type == LM__SRC_DEFER ? &r->defers : &r->exits);
+	if (type == LM__SRC_DEFER && r->embedded && !r->dispatching)
+		kick(r);
+	if (ret)
+		*ret = s;
+	return 0;
+}
+
+int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata)
+{
+	return add_callback_source(r, ret, LM__SRC_DEFER, cb, userdata);
+}
+
+int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata)
+{
+	return add_callback_source(r, ret, LM__SRC_EXIT, cb, userdata);
+}
+
+int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata)
+{
+	struct lm__post *p;
+	uint64_t one = 1;
+	int err = 0;
+
+	if (!r || !fn)
+		return -EINVAL;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->fn = fn;
+	p->userdata = userdata;
+	pthread_mutex_lock(&r->post_lock);
+	if (r->shutdown) {
+		err = -ESHUTDOWN;
+	} else {
+		STAILQ_INSERT_TAIL(&r->posts, p, link);
+		/* One wake-up per batch: only the post that finds no unread
+		 * wake-up writes the eventfd. */
+		if (!r->post_kicked) {
+			if (write(r->post_fd, &one, sizeof(one)) == sizeof(one))
+				r->post_kicked = true;
+			else
+				lm_log_warn("eventfd write: %m");
+		}
+	}
+	pthread_mutex_unlock(&r->post_lock);
+	if (err)
+		free(p);
+	return err;
+}
+
+int lm_io_set_events(lm_source *s, uint32_t events)
+{
+	uint32_t old;
+	int err;
+
+	return_if_invalid(!s || s->dead || s->type != LM__SRC_IO);
+	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
+	if (events == s->io.events)
+		return 0;
+	old = s->io.events;
+	s->io.events = events;
+	err = io_watch(s);
+	if (err < 0)
+		s->io.events = old;
+	return err;
+}
+
+int lm_io_get_fd(const lm_source *s)
+{
+	return_if_invalid(!s || s->type != LM__SRC_IO);
+	return s->io.fd;
+}
+
+int lm_timer_set(lm_source *s, uint64_t first_ns, uint64_t period_ns)
+{
+	return_if_invalid(!s || s->dead || s->type != LM__SRC_TIMER);
+	return timer_program(s, first_ns, period_ns);
+}
+
+int lm_source_set_enabled(lm_source *s, bool enabled)
+{
+	lm_reactor *r;
+	int err = 0;
+
+	return_if_invalid(!s || s->dead);
+	if (s->enabled == enabled)
+		return 0;
+	r = s->r;
+	s->enabled = enabled;
+	switch (s->type) {
+	case LM__SRC_IO:
+		err = io_watch(s);
+		break;
+	case LM__SRC_TIMER:
+		if (enabled)
+			err = lm__heap_push(r, s);
+		else
+			lm__heap_remove(r, s);
+		timers_changed(r);
+		break;
+	case LM__SRC_SIGNAL:
+		/* Disabled: still blocked, so it waits pending in the kernel. */
+		if (enabled)
+			sigaddset(&r->signal_mask, s->sig.signo);
+		else
+			sigdelset(&r->signal_mask, s->sig.signo);
+		err = signal_mask_update(r);
+		break;
+	case LM__SRC_DEFER:
+		list_move(s, enabled ? &r->defers : NULL);
+		if (enabled && r->embedded && !r->dispatching)
+			kick(r);
+		break;
+	default:
+		break;
+	}
+	if (err < 0)
+		s->enabled = !enabled;
+	return err;
+}
+
+bool lm_source_get_enabled(const lm_source *s)
+{
+	return s && s->enabled;
+}
+
+void *lm_source_get_userdata(const lm_source *s)
+{
+	return s ? s->userdata : NULL;
+}
+
+lm_reactor *lm_source_get_reactor(const lm_source *s)
+{
+	return s ? s->r : NULL;
+}

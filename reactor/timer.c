@@ -1,0 +1,159 @@
+/* Timers: a min-heap on (deadline, seq) behind one timerfd armed with TFD_TIMER_ABSTIME. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log-internal.h"
+#include "reactor-internal.h"
+
+uint64_t lm__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool earlier(const struct lm_source *a, const struct lm_source *b)
+{
+	if (a->timer.deadline != b->timer.deadline)
+		return a->timer.deadline < b->timer.deadline;
+	return a->timer.seq < b->timer.seq;
+}
+
+static void heap_place(lm_reactor *r, size_t i, struct lm_source *s)
+{
+	r->heap[i] = s;
+	s->timer.heap_idx = i;
+}
+
+static void sift_up(lm_reactor *r, size_t i)
+{
+	struct lm_source *s = r->heap[i];
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+
+		if (!earlier(s, r->heap[parent]))
+			break;
+		heap_place(r, i, r->heap[parent]);
+		i = parent;
+	}
+	heap_place(r, i, s);
+}
+
+static void sift_down(lm_reactor *r, size_t i)
+{
+	struct lm_source *s = r->heap[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= r->heap_len)
+			break;
+		if (c + 1 < r->heap_len && earlier(r->heap[c + 1], r->heap[c]))
+			c++;
+		if (!earlier(r->heap[c], s))
+			break;
+		heap_place(r, i, r->heap[c]);
+		i = c;
+	}
+	heap_place(r, i, s);
+}
+
+int lm__heap_push(lm_reactor *r, struct lm_source *s)
+{
+	if (r->heap_len == r->heap_cap) {
+		size_t cap = r->heap_cap ? r->heap_cap * 2 : 16;
+		struct lm_source **h = reallocarray(r->heap, cap, sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		r->heap = h;
+		r->heap_cap = cap;
+	}
+	s->timer.seq = r->timer_seq++;
+	heap_place(r, r->heap_len++, s);
+	sift_up(r, s->timer.heap_idx);
+	return 0;
+}
+
+void lm__heap_remove(lm_reactor *r, struct lm_source *s)
+{
+	size_t i = s->timer.heap_idx;
+	struct lm_source *last;
+
+	if (i == SIZE_MAX)
+		return;
+	s->timer.heap_idx = SIZE_MAX;
+	last = r->heap[--r->heap_len];
+	if (i == r->heap_len)
+		return;
+	heap_place(r, i, last);
+	if (i > 0 && earlier(last, r->heap[(i - 1) / 2]))
+		sift_up(r, i);
+	else
+		sift_down(r, i);
+}
+
+struct lm_source *lm__heap_top(const lm_reactor *r)
+{
+	return r->heap_len ? r->heap[0] : NULL;
+}
+
+int lm__timers_arm(lm_reactor *r)
+{
+	struct lm_source *top = lm__heap_top(r);
+	uint64_t when = top ? top->timer.deadline : UINT64_MAX;
+	struct itimerspec its = {0};
+
+	if (when == r->timer_armed)
+		return 0;
+	if (when != UINT64_MAX) {
+		/* 0 would disarm: a deadline of 0 is long past anyway. */
+		if (when == 0)
+			when = 1;
+		its.it_value.tv_sec = (time_t)(when / 1000000000u);
+		its.it_value.tv_nsec = (long)(when % 1000000000u);
+	}
+	if (timerfd_settime(r->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+		return -errno;
+	r->timer_armed = when;
+	return 0;
+}
+
+/* Fire every timer due at r->now that was set before this pass began; a
+ * timer re-set from a callback waits for the next iteration, so a callback
+ * that re-arms itself at 0 cannot starve the loop. */
+int lm__timers_dispatch(lm_reactor *r)
+{
+	uint64_t buf, start_seq = r->timer_seq;
+	struct lm_source *s;
+	int count = 0;
+
+	if (read(r->timer_fd, &buf, sizeof(buf)) < 0 && errno != EAGAIN)
+		lm_log_warn("timerfd read: %m");
+	r->timer_armed = UINT64_MAX; /* it fired: it is disarmed now */
+	while ((s = lm__heap_top(r)) && s->timer.deadline <= r->now && s->timer.seq < start_seq) {
+		uint64_t expirations = 1;
+
+		lm__heap_remove(r, s);
+		if (s->timer.period) {
+			expirations += (r->now - s->timer.deadline) / s->timer.period;
+			s->timer.deadline += expirations * s->timer.period;
+			if (lm__heap_push(r, s) < 0) {
+				lm_log_error("timer heap: out of memory; timer disabled");
+				s->enabled = false;
+			}
+		} else {
+			s->enabled = false;
+		}
+		s->timer.cb(s, expirations, s->userdata);
+		count++;
+		if (!s->dead && !s->enabled && s->floating)
+			lm_source_free(s);
+	}
+	return count;
+}

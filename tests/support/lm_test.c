@@ -1,0 +1,76 @@
+/* Helpers shared by the tests. */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lm_test.h"
+
+enum lm_backend lm_test_backends[2] = {LM_BACKEND_EPOLL, LM_BACKEND_URING};
+
+const char *lm_test_backend_name(enum lm_backend b)
+{
+	return b == LM_BACKEND_URING ? "io_uring" : b == LM_BACKEND_EPOLL ? "epoll" : "auto";
+}
+
+lm_reactor *lm_test_reactor(enum lm_backend b)
+{
+	struct lm_reactor_options o = {.backend = b};
+	lm_reactor *r = NULL;
+	int err = lm_reactor_new(&r, &o);
+
+	if (err < 0 && b == LM_BACKEND_URING)
+		cr_skip_test("io_uring refused on this machine: %s", strerror(-err));
+	cr_assert_eq(err, 0, "lm_reactor_new(%s): %s", lm_test_backend_name(b), strerror(-err));
+	cr_assert_str_eq(lm_reactor_backend_name(r), b == LM_BACKEND_URING ? "io_uring" : "epoll");
+	return r;
+}
+
+static char runtime_dir[256];
+static pid_t runtime_owner;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void runtime_cleanup(void)
+{
+	/* Only the process that made it removes it, not forked children. */
+	if (runtime_dir[0] && getpid() == runtime_owner)
+		nftw(runtime_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *lm_test_runtime_dir(void)
+{
+	char tmpl[] = "/tmp/lm-test-XXXXXX";
+	char *d = mkdtemp(tmpl);
+
+	cr_assert_not_null(d, "mkdtemp: %s", strerror(errno));
+	snprintf(runtime_dir, sizeof(runtime_dir), "%s", d);
+	if (!runtime_owner)
+		atexit(runtime_cleanup);
+	runtime_owner = getpid();
+	setenv("LM_RUNTIME_DIR", runtime_dir, 1);
+	return runtime_dir;
+}
+
+int lm_test_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the DIR's own fd */
+}

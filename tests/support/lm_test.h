@@ -1,0 +1,43 @@
+/* Helpers shared by the tests: backend parameters, private runtime dirs. */
+#ifndef LM_TEST_H
+#define LM_TEST_H
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <libmessage/reactor.h>
+
+/* The backends every reactor-level test body runs on. */
+extern enum lm_backend lm_test_backends[2];
+
+/* A reactor on backend b, or the test is skipped with the kernel's reason
+ * when b is io_uring and io_uring is refused here. */
+lm_reactor *lm_test_reactor(enum lm_backend b);
+
+/* Name of a backend for messages. */
+const char *lm_test_backend_name(enum lm_backend b);
+
+/* Create a fresh private runtime directory, set LM_RUNTIME_DIR to it and
+ * return its path (removed by lm_test_runtime_cleanup, registered atexit). */
+const char *lm_test_runtime_dir(void);
+
+/* Number of open fds of this process. */
+int lm_test_fd_count(void);
+
+/*
+ * A test body that runs once per backend:
+ *   LM_BACKEND_TEST(suite, name, .timeout = 10) { ... uses `backend` ... }
+ * With io_uring refused, its run skips with the reason.
+ */
+#define LM_BACKEND_TEST(suite, name, ...)                                                        \
+	static void suite##_##name##_body(enum lm_backend backend);                              \
+	ParameterizedTestParameters(suite, name)                                                 \
+	{                                                                                        \
+		return cr_make_param_array(enum lm_backend, lm_test_backends, 2);                \
+	}                                                                                        \
+	ParameterizedTest(enum lm_backend *bp, suite, name, ##__VA_ARGS__)                       \
+	{                                                                                        \
+		suite##_##name##_body(*bp);                                                      \
+	}                                                                                        \
+	static void suite##_##name##_body(enum lm_backend backend)
+
+#endif
