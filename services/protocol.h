@@ -1,0 +1,70 @@
+/* The libmessage wire protocol: pure encode/decode of one message, no I/O. */
+#ifndef LM_SERVICES_PROTOCOL_H
+#define LM_SERVICES_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* See docs/protocol.md for the normative description. */
+#define LM_PROTO_MAGIC0 0x4c /* 'L' */
+#define LM_PROTO_MAGIC1 0x4d /* 'M' */
+#define LM_PROTO_VERSION 1
+#define LM_PROTO_HEADER_SIZE 16
+#define LM_PROTO_MAX_NAME 255
+
+enum lm_proto_kind {
+	LM_PROTO_HELLO = 1,
+	LM_PROTO_WELCOME = 2,
+	LM_PROTO_CALL = 3,
+	LM_PROTO_REPLY = 4,
+	LM_PROTO_ERROR = 5,
+	LM_PROTO_SUBSCRIBE = 6,
+	LM_PROTO_UNSUBSCRIBE = 7,
+	LM_PROTO_SIGNAL = 8,
+	LM_PROTO_DROPPED = 9,
+	LM_PROTO_BYE = 10,
+};
+
+/* A decoded message: name and payload point into the decoded buffer. */
+struct lm_proto_msg {
+	uint8_t kind;
+	uint8_t version;
+	uint16_t flags;
+	uint32_t serial;
+	const char *name; /* not NUL-terminated */
+	size_t name_len;
+	const void *payload;
+	size_t payload_len;
+};
+
+/*
+ * Decode one whole message of len bytes. 0 and *ret filled on success;
+ * -EMSGSIZE if len or an announced length passes max_message; -EPROTO for a
+ * malformed message (short, bad magic, unknown kind, lengths that do not add
+ * up to len, a name that breaks the rules of its kind); -EPROTONOSUPPORT for
+ * another protocol version. Never allocates; *ret untouched on failure.
+ */
+int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len,
+		     size_t max_message);
+
+/*
+ * Fill the 16-byte header for a message of this kind. Checks the name
+ * (length and characters as the kind requires) and that the whole message
+ * fits max_message: -EINVAL for a bad kind or name, -EMSGSIZE if too large.
+ */
+int lm__proto_encode_header(uint8_t hdr[LM_PROTO_HEADER_SIZE], uint8_t kind, uint32_t serial,
+			    const char *name, size_t name_len, size_t payload_len,
+			    size_t max_message);
+
+/* Header, name and payload into buf (one contiguous message). Returns its
+ * length, -ENOSPC if buf is too small, or an error of encode_header. */
+int lm__proto_encode(void *buf, size_t size, uint8_t kind, uint32_t serial, const char *name,
+		     size_t name_len, const void *payload, size_t payload_len, size_t max_message);
+
+/* Whether name is a valid member or error name (1..255 bytes of [A-Za-z0-9_.-]). */
+int lm__proto_name_ok(const char *name, size_t len);
+
+/* "CALL", "REPLY", ... or "?" */
+const char *lm__proto_kind_name(uint8_t kind);
+
+#endif
