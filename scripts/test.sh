@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: install what is missing, then build and run every test
+# three times: a normal build, ASan+UBSan, and ThreadSanitizer (for the tests
+# that start threads).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "normal build (-Werror)"
+scripts/build.sh build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ctest --test-dir build --output-on-failure
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=address,undefined
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir build-asan --output-on-failure
+
+step "ThreadSanitizer (tests that start threads)"
+scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=thread
+# TSan needs a narrower address-space layout than recent kernels randomise.
+TSAN_OPTIONS=halt_on_error=1 setarch "$(uname -m)" -R ctest --test-dir build-tsan -L threads --output-on-failure
+
+step "all three builds passed"

@@ -1,0 +1,676 @@
+/* Reactor tests: every body runs once per backend (epoll, io_uring). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lm_test.h"
+#include "reactor-internal.h"
+
+#define MS 1000000ull
+
+static void run_until(lm_reactor *r, bool *done, int max_iterations)
+{
+	for (int i = 0; i < max_iterations && !*done; i++)
+		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
+	cr_assert(*done, "condition not reached in %d iterations", max_iterations);
+}
+
+/* ---- timers ---- */
+
+struct order_state {
+	uint64_t last_deadline;
+	uint64_t last_seq;
+	int fired;
+	int want;
+	bool done;
+};
+
+static void order_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	struct order_state *st = userdata;
+
+	cr_assert_eq(expirations, 1);
+	cr_assert_geq(s->timer.deadline, st->last_deadline, "timer fired out of order");
+	if (s->timer.deadline == st->last_deadline)
+		cr_assert_gt(s->timer.seq, st->last_seq, "equal deadlines out of set order");
+	st->last_deadline = s->timer.deadline;
+	st->last_seq = s->timer.seq;
+	if (++st->fired == st->want)
+		st->done = true;
+}
+
+LM_BACKEND_TEST(timer, order_100000_random, .timeout = 30)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct order_state st = {.want = 100000};
+
+	srand(42);
+	for (int i = 0; i < st.want; i++)
+		cr_assert_eq(lm_reactor_add_timer(r, NULL, (uint64_t)(rand() % 20000) * 1000, 0,
+						  order_cb, &st),
+			     0);
+	run_until(r, &st.done, 100000);
+	cr_assert_eq(st.fired, st.want);
+	cr_assert_eq(r->heap_len, 0, "floating one-shot timers are freed after firing");
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(timer, equal_deadlines_fire_in_set_order)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct order_state st = {.want = 16};
+	lm_source *t[16];
+	uint64_t when = lm__now_ns() + 5 * MS;
+
+	for (int i = 0; i < 16; i++) {
+		cr_assert_eq(lm_reactor_add_timer(r, &t[i], 0, 0, order_cb, &st), 0);
+		lm__heap_remove(r, t[i]);
+		t[i]->timer.deadline = when;
+		cr_assert_eq(lm__heap_push(r, t[i]), 0);
+	}
+	run_until(r, &st.done, 100);
+	for (int i = 0; i < 16; i++)
+		lm_source_free(t[i]);
+	lm_reactor_free(r);
+}
+
+struct periodic_state {
+	uint64_t first_deadline;
+	uint64_t period;
+	uint64_t total;
+	uint64_t stall_ns;
+	uint64_t max_expirations;
+	int calls;
+	bool done;
+};
+
+static void periodic_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	struct periodic_state *st = userdata;
+
+	st->total += expirations;
+	st->calls++;
+	if (expirations > st->max_expirations)
+		st->max_expirations = expirations;
+	/* The next deadline stays on the grid: first + n * period, no drift. */
+	cr_assert_eq(s->timer.deadline, st->first_deadline + st->total * st->period);
+	if (st->stall_ns && st->calls == 1) {
+		struct timespec ts = {0, (long)st->stall_ns};
+
+		nanosleep(&ts, NULL);
+	}
+	if (st->total >= 50)
+		st->done = true;
+}
+
+LM_BACKEND_TEST(timer, periodic_keeps_phase_over_50_periods, .timeout = 10)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct periodic_state st = {.period = 2 * MS};
+	lm_source *t;
+
+	cr_assert_eq(lm_reactor_add_timer(r, &t, 1 * MS, st.period, periodic_cb, &st), 0);
+	st.first_deadline = t->timer.deadline;
+	run_until(r, &st.done, 1000);
+	cr_assert_geq(st.total, 50);
+	lm_source_free(t);
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(timer, overrun_counts_missed_periods, .timeout = 10)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct periodic_state st = {.period = 1 * MS, .stall_ns = 12 * MS};
+	lm_source *t;
+
+	cr_assert_eq(lm_reactor_add_timer(r, &t, 1 * MS, st.period, periodic_cb, &st), 0);
+	st.first_deadline = t->timer.deadline;
+	run_until(r, &st.done, 1000);
+	/* A 12 ms stall of a 1 ms timer: the call after it reports >= 10. */
+	cr_assert_geq(st.max_expirations, 10, "max expirations %llu",
+		      (unsigned long long)st.max_expirations);
+	lm_source_free(t);
+	lm_reactor_free(r);
+}
+
+static void count_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	(*(int *)userdata)++;
+}
+
+LM_BACKEND_TEST(timer, disable_rearm_and_oneshot)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	int n = 0;
+	lm_source *t;
+
+	cr_assert_eq(lm_reactor_add_timer(r, &t, 2 * MS, 0, count_cb, &n), 0);
+	cr_assert_eq(lm_source_set_enabled(t, false), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 10 * MS), 0, "a disabled timer fired");
+	cr_assert_eq(n, 0);
+	cr_assert_eq(lm_timer_set(t, 1 * MS, 0), 0);
+	cr_assert(lm_source_get_enabled(t));
+	for (int i = 0; i < 20 && n == 0; i++)
+		lm_reactor_run_once(r, 10 * MS);
+	cr_assert_eq(n, 1);
+	cr_assert_not(lm_source_get_enabled(t), "a one-shot timer is disabled after firing");
+	cr_assert_eq(lm_reactor_run_once(r, 5 * MS), 0, "a one-shot timer fired twice");
+	lm_source_free(t);
+	lm_reactor_free(r);
+}
+
+/* ---- io ---- */
+
+struct io_state {
+	int calls;
+	uint32_t last;
+	lm_source *other;
+	lm_source *self;
+};
+
+static void io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	struct io_state *st = userdata;
+
+	st->calls++;
+	st->last = events;
+}
+
+LM_BACKEND_TEST(io, pipe_readiness_is_level_triggered)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct io_state st = {0};
+	lm_source *s;
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &s, p[0], LM_IO_IN, io_cb, &st), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0, "an empty pipe reported readable");
+	cr_assert_eq(write(p[1], "x", 1), 1);
+	for (int i = 1; i <= 3; i++) {
+		cr_assert_eq(lm_reactor_run_once(r, 1000 * MS), 1);
+		cr_assert_eq(st.calls, i, "undrained pipe not reported again");
+		cr_assert(st.last & LM_IO_IN);
+	}
+	lm_source_free(s);
+	close(p[0]);
+	close(p[1]);
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(io, set_events_switches_in_and_out)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct io_state st = {0};
+	lm_source *s;
+	int sv[2];
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &s, sv[0], LM_IO_IN, io_cb, &st), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0);
+	cr_assert_eq(lm_io_set_events(s, LM_IO_OUT), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 1000 * MS), 1);
+	cr_assert_eq(st.last, LM_IO_OUT);
+	cr_assert_eq(lm_io_set_events(s, LM_IO_IN), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0, "OUT reported after switching to IN");
+	cr_assert_eq(send(sv[1], "y", 1, 0), 1);
+	cr_assert_eq(lm_reactor_run_once(r, 1000 * MS), 1);
+	cr_assert_eq(st.last, LM_IO_IN);
+	cr_assert_eq(lm_io_set_events(s, 0), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0, "events 0 still reported");
+	lm_source_free(s);
+	close(sv[0]);
+	close(sv[1]);
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(io, hangup_is_reported)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct io_state st = {0};
+	lm_source *s;
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &s, p[0], LM_IO_IN, io_cb, &st), 0);
+	close(p[1]);
+	cr_assert_eq(lm_reactor_run_once(r, 1000 * MS), 1);
+	cr_assert(st.last & LM_IO_HUP, "events %#x", st.last);
+	lm_source_free(s);
+	close(p[0]);
+	lm_reactor_free(r);
+}
+
+/* ---- signals ---- */
+
+struct sig_state {
+	int calls;
+	struct signalfd_siginfo si;
+};
+
+static void sig_cb(lm_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct sig_state *st = userdata;
+
+	st->calls++;
+	st->si = *si;
+}
+
+LM_BACKEND_TEST(signal, raise_reaches_callback_with_siginfo)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct sig_state st = {0};
+	lm_source *s;
+	sigset_t cur;
+
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGUSR1, sig_cb, &st), 0);
+	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	cr_assert(sigismember(&cur, SIGUSR1), "the signal is blocked in the calling thread");
+	cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+	for (int i = 0; i < 10 && !st.calls; i++)
+		lm_reactor_run_once(r, 100 * MS);
+	cr_assert_eq(st.calls, 1);
+	cr_assert_eq(st.si.ssi_signo, (uint32_t)SIGUSR1);
+	cr_assert_eq(st.si.ssi_pid, (uint32_t)getpid());
+	cr_assert_eq(st.si.ssi_uid, (uint32_t)getuid());
+	lm_source_free(s);
+	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	cr_assert_not(sigismember(&cur, SIGUSR1), "removal restores the previous mask");
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(signal, two_standard_signals_coalesce)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct sig_state st = {0};
+	lm_source *s;
+
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGUSR2, sig_cb, &st), 0);
+	kill(getpid(), SIGUSR2);
+	kill(getpid(), SIGUSR2);
+	for (int i = 0; i < 5; i++)
+		lm_reactor_run_once(r, 20 * MS);
+	/* The kernel keeps one pending instance of a standard signal. */
+	cr_assert_eq(st.calls, 1);
+	lm_source_free(s);
+	lm_reactor_free(r);
+}
+
+LM_BACKEND_TEST(signal, disabled_signal_waits_pending)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct sig_state st = {0};
+	lm_source *s;
+
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGUSR1, sig_cb, &st), 0);
+	cr_assert_eq(lm_source_set_enabled(s, false), 0);
+	kill(getpid(), SIGUSR1);
+	lm_reactor_run_once(r, 20 * MS);
+	cr_assert_eq(st.calls, 0);
+	cr_assert_eq(lm_source_set_enabled(s, true), 0);
+	for (int i = 0; i < 10 && !st.calls; i++)
+		lm_reactor_run_once(r, 100 * MS);
+	cr_assert_eq(st.calls, 1, "the signal was lost while disabled");
+	lm_source_free(s);
+	lm_reactor_free(r);
+}
+
+/* ---- defer and exit ---- */
+
+struct trace {
+	char buf[64];
+	size_t len;
+};
+
+static void trace_cb(lm_source *s, void *userdata)
+{
+	struct trace *t = userdata;
+	const char *tag = s->type == LM__SRC_EXIT ? "X" : "D";
+
+	t->len += (size_t)snprintf(t->buf + t->len, sizeof(t->buf) - t->len, "%s", tag);
+}
+
+static void stop_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	struct trace *t = userdata;
+
+	t->len += (size_t)snprintf(t->buf + t->len, sizeof(t->buf) - t->len, "T");
+	lm_reactor_stop(lm_source_get_reactor(s), 42);
+}
+
+LM_BACKEND_TEST(defer, defer_then_timer_then_exit_in_order)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct trace t = {0};
+	lm_source *d;
+
+	cr_assert_eq(lm_reactor_add_exit(r, NULL, trace_cb, &t), 0);
+	cr_assert_eq(lm_reactor_add_defer(r, &d, trace_cb, &t), 0);
+	cr_assert_eq(lm_reactor_add_defer(r, NULL, trace_cb, &t), 0);
+	cr_assert_eq(lm_reactor_add_exit(r, NULL, trace_cb, &t), 0);
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 5 * MS, 0, stop_cb, &t), 0);
+	cr_assert_eq(lm_reactor_run(r), 42);
+	cr_assert_str_eq(t.buf, "DDTXX");
+	/* A defer runs once; enabling it again runs it once more. */
+	cr_assert_not(lm_source_get_enabled(d));
+	cr_assert_eq(lm_source_set_enabled(d, true), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 1);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0);
+	cr_assert_str_eq(t.buf, "DDTXXD");
+	lm_source_free(d);
+	lm_reactor_free(r);
+}
+
+/* ---- removal from callbacks ---- */
+
+static void free_self_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	(*(int *)userdata)++;
+	lm_source_free(s);
+}
+
+LM_BACKEND_TEST(removal, io_frees_itself)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	int calls = 0, p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(r, NULL, p[0], LM_IO_IN, free_self_cb, &calls), 0);
+	cr_assert_eq(write(p[1], "x", 1), 1);
+	lm_reactor_run_once(r, 1000 * MS);
+	lm_reactor_run_once(r, 10 * MS);
+	cr_assert_eq(calls, 1);
+	close(p[0]);
+	close(p[1]);
+	lm_reactor_free(r);
+}
+
+struct pair_state {
+	lm_source *src[2];
+	int fds[2][2];
+	int calls[2];
+	lm_source *reused; /* a new source on the number of a closed fd */
+	int reused_calls;
+	int reuse_pipe[2];
+};
+
+static void reused_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	((struct pair_state *)userdata)->reused_calls++;
+}
+
+/* Whichever of the two ready sources runs first frees the other, closes
+ * its fd, and opens a new pipe that takes the same number. */
+static void pair_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	struct pair_state *st = userdata;
+	int me = s == st->src[0] ? 0 : 1, other = !me;
+	int old_fd = st->fds[other][0];
+
+	st->calls[me]++;
+	if (!st->src[other])
+		return;
+	lm_source_free(st->src[other]);
+	st->src[other] = NULL;
+	close(st->fds[other][0]);
+	close(st->fds[other][1]);
+	cr_assert_eq(pipe2(st->reuse_pipe, O_NONBLOCK | O_CLOEXEC), 0);
+	if (st->reuse_pipe[0] != old_fd) {
+		cr_assert_eq(dup2(st->reuse_pipe[0], old_fd), old_fd);
+		close(st->reuse_pipe[0]);
+		st->reuse_pipe[0] = old_fd;
+	}
+	cr_assert_eq(lm_reactor_add_io(lm_source_get_reactor(s), &st->reused, old_fd, LM_IO_IN,
+				       reused_cb, st),
+		     0);
+}
+
+LM_BACKEND_TEST(removal, other_ready_source_and_fd_reuse)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct pair_state st = {0};
+
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(pipe2(st.fds[i], O_NONBLOCK | O_CLOEXEC), 0);
+		cr_assert_eq(write(st.fds[i][1], "x", 1), 1);
+		cr_assert_eq(lm_reactor_add_io(r, &st.src[i], st.fds[i][0], LM_IO_IN, pair_cb, &st),
+			     0);
+	}
+	lm_reactor_run_once(r, 1000 * MS);
+	cr_assert_eq(st.calls[0] + st.calls[1], 1, "a freed source got its stale event");
+	cr_assert_eq(st.reused_calls, 0, "the new source got the old fd's event");
+	/* The survivor is still readable; the new pipe is empty. */
+	lm_reactor_run_once(r, 0);
+	cr_assert_eq(st.reused_calls, 0);
+	cr_assert_eq(write(st.reuse_pipe[1], "z", 1), 1);
+	lm_reactor_run_once(r, 1000 * MS);
+	cr_assert_eq(st.reused_calls, 1, "the new source misses its own event");
+	for (int i = 0; i < 2; i++) {
+		if (st.src[i]) {
+			lm_source_free(st.src[i]);
+			close(st.fds[i][0]);
+			close(st.fds[i][1]);
+		}
+	}
+	lm_source_free(st.reused);
+	close(st.reuse_pipe[0]);
+	close(st.reuse_pipe[1]);
+	lm_reactor_free(r);
+}
+
+struct timer_pair {
+	lm_source *t[2];
+	int calls[2];
+};
+
+static void timer_pair_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	struct timer_pair *tp = userdata;
+	int me = s == tp->t[0] ? 0 : 1;
+
+	tp->calls[me]++;
+	if (tp->t[!me]) {
+		lm_source_free(tp->t[!me]);
+		tp->t[!me] = NULL;
+	}
+}
+
+LM_BACKEND_TEST(removal, due_timer_freed_never_fires)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct timer_pair tp = {0};
+
+	cr_assert_eq(lm_reactor_add_timer(r, &tp.t[0], 1 * MS, 0, timer_pair_cb, &tp), 0);
+	cr_assert_eq(lm_reactor_add_timer(r, &tp.t[1], 1 * MS, 0, timer_pair_cb, &tp), 0);
+	usleep(5000); /* both are due before the next wait */
+	lm_reactor_run_once(r, 1000 * MS);
+	lm_reactor_run_once(r, 20 * MS);
+	cr_assert_eq(tp.calls[0], 1);
+	cr_assert_eq(tp.calls[1], 0, "a freed timer fired");
+	lm_source_free(tp.t[0]);
+	lm_reactor_free(r);
+}
+
+static void free_from_defer_cb(lm_source *s, void *userdata)
+{
+	lm_source **victim = userdata;
+
+	lm_source_free(*victim);
+	*victim = NULL;
+	lm_source_free(s);
+}
+
+LM_BACKEND_TEST(removal, defer_frees_itself_and_a_pending_defer)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct trace t = {0};
+	lm_source *victim, *killer;
+
+	cr_assert_eq(lm_reactor_add_defer(r, &killer, free_from_defer_cb, &victim), 0);
+	cr_assert_eq(lm_reactor_add_defer(r, &victim, trace_cb, &t), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 1);
+	cr_assert_eq(t.len, 0, "a freed defer ran");
+	cr_assert_null(victim);
+	lm_reactor_free(r);
+}
+
+/* ---- embedding ---- */
+
+static void embed_post(void *userdata)
+{
+	(*(int *)userdata) += 100;
+}
+
+static void embed_defer(lm_source *s, void *userdata)
+{
+	(*(int *)userdata) += 10;
+}
+
+LM_BACKEND_TEST(embed, poll_loop_drives_the_reactor)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	int fd = lm_reactor_fd(r), n = 0, guard = 0;
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(poll(&pfd, 1, 0), 0, "an idle reactor's fd is readable");
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 2 * MS, 0, count_cb, &n), 0);
+	cr_assert_eq(lm_reactor_add_defer(r, NULL, embed_defer, &n), 0);
+	cr_assert_eq(lm_reactor_post(r, embed_post, &n), 0);
+	while (n != 111 && guard++ < 100) {
+		cr_assert_geq(poll(&pfd, 1, 1000), 1, "the fd never became readable (n=%d)", n);
+		cr_assert_geq(lm_reactor_run_once(r, 0), 0);
+	}
+	cr_assert_eq(n, 111, "timer, defer and post all ran from the foreign loop");
+	lm_reactor_free(r);
+}
+
+/* ---- idle ---- */
+
+LM_BACKEND_TEST(idle, far_timer_sleeps_in_the_kernel, .timeout = 10)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct rusage before, after;
+	int n = 0;
+
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 3600000 * MS, 0, count_cb, &n), 0);
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 1500 * MS, 0, count_cb, &n), 0);
+	getrusage(RUSAGE_SELF, &before);
+	/* One wait until the 1.5 s timer: it is the only wake-up allowed. */
+	while (n == 0)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	getrusage(RUSAGE_SELF, &after);
+	cr_assert_leq(after.ru_nvcsw - before.ru_nvcsw, 2, "%ld wake-ups in 1.5 s idle",
+		      after.ru_nvcsw - before.ru_nvcsw);
+	lm_reactor_free(r);
+}
+
+/* ---- bad input ---- */
+
+static void nop_io(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+}
+
+static void nop_signal(lm_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+}
+
+LM_BACKEND_TEST(bad_input, clear_errors_never_a_crash)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	lm_source *s = NULL, *io;
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(NULL, &s, p[0], LM_IO_IN, nop_io, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_io(r, &s, -1, LM_IO_IN, nop_io, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_io(r, &s, p[0], 0x100, nop_io, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_io(r, &s, p[0], LM_IO_IN, NULL, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_io(r, &s, 999, LM_IO_IN, nop_io, NULL), -EBADF);
+	cr_assert_null(s, "ret written on failure");
+	cr_assert_eq(lm_reactor_add_io(r, &io, p[0], LM_IO_IN, nop_io, NULL), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &s, p[0], LM_IO_IN, nop_io, NULL), -EEXIST);
+	cr_assert_eq(lm_io_set_events(io, 0x80), -EINVAL);
+	cr_assert_eq(lm_timer_set(io, 1, 0), -EINVAL);
+	cr_assert_eq(lm_timer_set(NULL, 1, 0), -EINVAL);
+	cr_assert_eq(lm_reactor_add_signal(r, &s, 0, nop_signal, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_signal(r, &s, _NSIG, nop_signal, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGKILL, nop_signal, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGSTOP, nop_signal, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_signal(r, &s, SIGUSR1, nop_signal, NULL), 0);
+	cr_assert_eq(lm_reactor_add_signal(r, NULL, SIGUSR1, nop_signal, NULL), -EBUSY);
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 1, 0, NULL, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_add_defer(NULL, NULL, trace_cb, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_post(r, NULL, NULL), -EINVAL);
+	cr_assert_eq(lm_reactor_run_once(NULL, 0), -EINVAL);
+	cr_assert_eq(lm_source_set_enabled(NULL, true), -EINVAL);
+	lm_source_free(NULL);
+	lm_reactor_free(NULL);
+	lm_source_free(s);
+	lm_source_free(io);
+	close(p[0]);
+	close(p[1]);
+	lm_reactor_free(r);
+}
+
+static void nested_run_cb(lm_source *s, void *userdata)
+{
+	lm_reactor *r = lm_source_get_reactor(s);
+
+	*(int *)userdata = lm_reactor_run_once(r, 0) == -EBUSY && lm_reactor_run(r) == -EBUSY;
+}
+
+LM_BACKEND_TEST(bad_input, running_from_a_callback_is_ebusy)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	int ok = 0;
+
+	cr_assert_eq(lm_reactor_add_defer(r, NULL, nested_run_cb, &ok), 0);
+	cr_assert_eq(lm_reactor_run_once(r, 0), 1);
+	cr_assert(ok);
+	lm_reactor_free(r);
+}
+
+/* ---- backend choice and logging ---- */
+
+static char logged[512];
+
+static void capture_log(enum lm_log_level level, const char *msg, void *userdata)
+{
+	if (level == LM_LOG_ERROR)
+		snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+Test(backend, bad_env_value_is_einval_and_logged)
+{
+	lm_reactor *r = NULL;
+
+	lm_set_log_handler(capture_log, NULL);
+	setenv("LM_BACKEND", "kqueue", 1);
+	cr_assert_eq(lm_reactor_new(&r, NULL), -EINVAL);
+	cr_assert_null(r);
+	cr_assert(strstr(logged, "LM_BACKEND=kqueue"), "logged: %s", logged);
+	setenv("LM_BACKEND", "epoll", 1);
+	cr_assert_eq(lm_reactor_new(&r, NULL), 0);
+	cr_assert_str_eq(lm_reactor_backend_name(r), "epoll");
+	lm_reactor_free(r);
+	lm_set_log_handler(NULL, NULL);
+}
+
+Test(backend, bad_options_are_einval)
+{
+	struct lm_reactor_options o = {.backend = (enum lm_backend)7};
+	lm_reactor *r = NULL;
+
+	cr_assert_eq(lm_reactor_new(&r, &o), -EINVAL);
+	cr_assert_eq(lm_reactor_new(NULL, NULL), -EINVAL);
+	cr_assert_null(r);
+}

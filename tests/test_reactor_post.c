@@ -1,0 +1,24 @@
+/* lm_reactor_post from many threads: nothing lost, per-thread order, safe teardown. */
+#include "lm_test.h"
+#include "post_stress.h"
+
+static void check(int ret, const char *msg)
+{
+	if (ret == 77)
+		cr_skip_test("%s", msg);
+	cr_assert_eq(ret, 0, "%s", msg);
+}
+
+LM_BACKEND_TEST(post, eight_threads_100000_each_nothing_lost_order_kept, .timeout = 120)
+{
+	char msg[256] = "";
+
+	check(lm_post_stress_order(backend, 8, 100000, msg, sizeof(msg)), msg);
+}
+
+LM_BACKEND_TEST(post, free_while_posting_gives_eshutdown, .timeout = 30)
+{
+	char msg[256] = "";
+
+	check(lm_post_stress_shutdown(backend, msg, sizeof(msg)), msg);
+}
