@@ -1,0 +1,483 @@
+/* The io_uring backend: level-triggered readiness from one-shot polls re-armed in batches. */
+#include <bsd/sys/queue.h>
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "libmessage/reactor.h"
+
+/*
+ * How level-triggered, persistent readiness is obtained.
+ *
+ * A multishot IORING_OP_POLL_ADD posts a completion only on a new wake-up of
+ * the fd's wait queue: an fd that stays readable because the callback did
+ * not drain it is never reported again, which is edge-triggered behaviour.
+ * Re-reporting the last mask without asking the kernel would report fds the
+ * callback did drain. So each registration keeps exactly one one-shot poll in
+ * flight, and after its completion has been reported the poll is queued
+ * again (an SQE, no syscall). The next wait() submits it in the same
+ * io_uring_enter() that waits: the kernel checks readiness at arming time and
+ * completes the poll at once if the fd is still ready. That is epoll's level
+ * triggering, for one SQE per report and no extra syscall.
+ *
+ * Lifetime of a registration ("rec"): user_data is the rec's address. A rec is
+ * freed only when no request naming it can still complete (its poll's
+ * completion was reaped, or its poll never reached the kernel), so a
+ * completion always finds its rec; a removed rec is marked dead and its late
+ * completions are dropped. The address therefore works as the generation:
+ * it cannot be reused while the kernel may still name it.
+ *
+ * del() must leave nothing in the kernel that holds the file: a poll that
+ * was never submitted is turned into a NOP in place; a submitted one is
+ * cancelled with IORING_OP_POLL_REMOVE, submitted before del() returns (the
+ * only syscall outside wait(), besides the fstat() of add()).
+ *
+ * LM_URING_ENTRIES (environment, read by init): the submission queue size
+ * (default 256, the completion queue is twice that). Only for tests that
+ * force SQ exhaustion and CQ overflow with a tiny ring.
+ */
+
+#define URING_DEFAULT_ENTRIES 256
+#define URING_MAX_ENTRIES 32768
+#define UDATA_IGNORE 0 /* completions of NOPs and POLL_REMOVEs */
+
+struct uring_rec {
+	int fd;
+	uint32_t events; /* LM_IO_IN | LM_IO_OUT */
+	void *tag;
+	bool dead;      /* del()'d or replaced by mod(): completions are dropped */
+	bool in_flight; /* a poll naming this rec is queued or in the kernel */
+	bool listed;    /* on the ready list */
+	bool failed;    /* the poll failed: reported once, not re-armed */
+	uint32_t ready; /* LM_IO_* seen by the last completion, not yet reported */
+	struct io_uring_sqe *sqe; /* the queued poll, valid while sqe_seq is current */
+	uint64_t sqe_seq;
+	LIST_ENTRY(uring_rec) all_link;
+	TAILQ_ENTRY(uring_rec) ready_link;
+};
+
+struct uring_backend {
+	struct io_uring ring;
+	struct uring_rec **byfd; /* the live rec of each fd */
+	size_t nfd;
+	LIST_HEAD(, uring_rec) all;
+	TAILQ_HEAD(, uring_rec) ready;
+	uint64_t submit_seq; /* bumped before every submit: older SQEs are the kernel's */
+	int event_fd;        /* registered on the first fd() call, -1 before */
+};
+
+static uint32_t to_poll(uint32_t events)
+{
+	return (events & LM_IO_IN ? POLLIN : 0u) | (events & LM_IO_OUT ? POLLOUT : 0u);
+}
+
+static uint32_t from_poll(uint32_t e)
+{
+	return (e & (POLLIN | POLLPRI) ? LM_IO_IN : 0u) | (e & POLLOUT ? LM_IO_OUT : 0u) |
+	       (e & (POLLERR | POLLNVAL) ? LM_IO_ERR : 0u) |
+	       (e & (POLLHUP | POLLRDHUP) ? LM_IO_HUP : 0u);
+}
+
+static void rec_free(struct uring_rec *rec)
+{
+	LIST_REMOVE(rec, all_link);
+	free(rec);
+}
+
+static void unlist(struct uring_backend *b, struct uring_rec *rec)
+{
+	if (rec->listed)
+		TAILQ_REMOVE(&b->ready, rec, ready_link);
+	rec->listed = false;
+}
+
+/* One completion: note the readiness on its rec, or let a dead rec go. */
+static void complete(struct uring_backend *b, const struct io_uring_cqe *cqe)
+{
+	struct uring_rec *rec = io_uring_cqe_get_data(cqe);
+
+	if (cqe->user_data == UDATA_IGNORE || cqe->user_data == LIBURING_UDATA_TIMEOUT)
+		return;
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		rec->in_flight = false;
+	if (rec->dead) {
+		if (!rec->in_flight)
+			rec_free(rec);
+		return;
+	}
+	if (cqe->res == -ECANCELED)
+		return;
+	/* Any other error (the fd was closed before the poll reached the
+	 * kernel, ...) is reported once as LM_IO_ERR and not re-armed. */
+	if (cqe->res < 0)
+		rec->failed = true;
+	rec->ready |= cqe->res < 0 ? LM_IO_ERR : from_poll((uint32_t)cqe->res);
+	if (!rec->ready)
+		return;
+	if (!rec->listed)
+		TAILQ_INSERT_TAIL(&b->ready, rec, ready_link);
+	rec->listed = true;
+}
+
+/* Move every completion into the recs, flushing a CQ overflow (the kernel
+ * keeps what did not fit and hands it over on the next GETEVENTS enter). */
+static void reap(struct uring_backend *b)
+{
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_for_each_cqe(&b->ring, head, cqe)
+		{
+			complete(b, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&b->ring, n);
+		if (!(IO_URING_READ_ONCE(*b->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW))
+			return;
+		if (io_uring_get_events(&b->ring) < 0 && n == 0)
+			return;
+	}
+}
+
+/* Submit what is queued, waiting as asked; -EBUSY (completions the kernel
+ * cannot post) is answered by reaping and trying again. */
+static int submit(struct uring_backend *b, unsigned wait_nr, struct __kernel_timespec *ts)
+{
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		int ret;
+
+		b->submit_seq++;
+		if (wait_nr)
+			ret = io_uring_submit_and_wait_timeout(&b->ring, &cqe, wait_nr, ts, NULL);
+		else
+			ret = io_uring_submit(&b->ring);
+		if (ret != -EBUSY)
+			return ret;
+		reap(b);
+		wait_nr = 0; /* what was reaped is what we waited for */
+	}
+}
+
+/* A free SQE; a full submission queue is submitted first. */
+static struct io_uring_sqe *get_sqe(struct uring_backend *b)
+{
+	struct io_uring_sqe *sqe;
+
+	while (!(sqe = io_uring_get_sqe(&b->ring))) {
+		int ret = submit(b, 0, NULL);
+
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN)
+			return NULL;
+	}
+	return sqe;
+}
+
+static int arm(struct uring_backend *b, struct uring_rec *rec)
+{
+	struct io_uring_sqe *sqe = get_sqe(b);
+
+	if (!sqe)
+		return -ENOMEM;
+	io_uring_prep_poll_add(sqe, rec->fd, to_poll(rec->events));
+	io_uring_sqe_set_data(sqe, rec);
+	rec->sqe = sqe;
+	rec->sqe_seq = b->submit_seq;
+	rec->in_flight = true;
+	return 0;
+}
+
+/* Stop a rec: after this nothing in the kernel holds its file. */
+static void rec_kill(struct uring_backend *b, struct uring_rec *rec)
+{
+	struct io_uring_sqe *sqe;
+
+	unlist(b, rec);
+	rec->dead = true;
+	if (b->byfd[rec->fd] == rec)
+		b->byfd[rec->fd] = NULL;
+	if (!rec->in_flight) {
+		rec_free(rec);
+		return;
+	}
+	if (rec->sqe_seq == b->submit_seq) {
+		/* Still in our half of the SQ: the kernel never sees the poll. */
+		io_uring_prep_nop(rec->sqe);
+		io_uring_sqe_set_data64(rec->sqe, UDATA_IGNORE);
+		rec_free(rec);
+		return;
+	}
+	sqe = get_sqe(b);
+	if (!sqe)
+		return; /* cannot happen short of a dead ring */
+	io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)rec);
+	io_uring_sqe_set_data64(sqe, UDATA_IGNORE);
+	/* Now, so that the caller may close the fd and the file really goes
+	 * (a pipe's writer must see EPIPE). */
+	(void)submit(b, 0, NULL);
+}
+
+static int uring_init(void **ret)
+{
+	struct io_uring_params p = {.flags = IORING_SETUP_SUBMIT_ALL};
+	struct io_uring_probe *probe;
+	const char *env = getenv("LM_URING_ENTRIES");
+	unsigned entries = URING_DEFAULT_ENTRIES;
+	struct uring_backend *b;
+	int err;
+
+	if (env && *env) {
+		long v = strtol(env, NULL, 10);
+
+		if (v >= 1 && v <= URING_MAX_ENTRIES)
+			entries = (unsigned)v;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->event_fd = -1;
+	LIST_INIT(&b->all);
+	TAILQ_INIT(&b->ready);
+	err = io_uring_queue_init_params(entries, &b->ring, &p);
+	if (err == -EINVAL) {
+		/* Kernel older than 5.18: no SUBMIT_ALL. */
+		p = (struct io_uring_params){0};
+		err = io_uring_queue_init_params(entries, &b->ring, &p);
+	}
+	if (err < 0) {
+		free(b);
+		return err;
+	}
+	probe = io_uring_get_probe_ring(&b->ring);
+	if (!probe || !io_uring_opcode_supported(probe, IORING_OP_POLL_ADD) ||
+	    !io_uring_opcode_supported(probe, IORING_OP_POLL_REMOVE) ||
+	    !io_uring_opcode_supported(probe, IORING_OP_NOP))
+		err = -ENOSYS;
+	io_uring_free_probe(probe);
+	if (err < 0) {
+		io_uring_queue_exit(&b->ring);
+		free(b);
+		return err;
+	}
+	*ret = b;
+	return 0;
+}
+
+static void uring_fini(void *p)
+{
+	struct uring_backend *b = p;
+	struct uring_rec *rec;
+
+	if (!b)
+		return;
+	/* Tearing the ring down cancels every poll; the recs are ours again. */
+	io_uring_queue_exit(&b->ring);
+	while ((rec = LIST_FIRST(&b->all)))
+		rec_free(rec);
+	if (b->event_fd >= 0)
+		close(b->event_fd);
+	free(b->byfd);
+	free(b);
+}
+
+static int fd_room(struct uring_backend *b, int fd)
+{
+	size_t n = b->nfd ? b->nfd : 64;
+	struct uring_rec **t;
+
+	if ((size_t)fd < b->nfd)
+		return 0;
+	while (n <= (size_t)fd)
+		n *= 2;
+	t = realloc(b->byfd, n * sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = b->nfd; i < n; i++)
+		t[i] = NULL;
+	b->byfd = t;
+	b->nfd = n;
+	return 0;
+}
+
+/* epoll refuses fds without a poll method (regular files, directories) and
+ * closed fds at once; io_uring would accept them and fail or report later.
+ * One fstat() keeps the two backends' add() errors the same. */
+static int check_pollable(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+		return -EPERM;
+	return 0;
+}
+
+static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag)
+{
+	struct uring_rec *rec = calloc(1, sizeof(*rec));
+	int err;
+
+	if (!rec)
+		return -ENOMEM;
+	rec->fd = fd;
+	rec->events = events;
+	rec->tag = tag;
+	LIST_INSERT_HEAD(&b->all, rec, all_link);
+	err = arm(b, rec);
+	if (err < 0) {
+		rec_free(rec);
+		return err;
+	}
+	b->byfd[fd] = rec;
+	return 0;
+}
+
+static int uring_add(void *p, int fd, uint32_t events, void *tag)
+{
+	struct uring_backend *b = p;
+	int err;
+
+	if (fd < 0)
+		return -EBADF;
+	err = fd_room(b, fd);
+	if (err < 0)
+		return err;
+	if (b->byfd[fd])
+		return -EEXIST;
+	err = check_pollable(fd);
+	if (err < 0)
+		return err;
+	return rec_new(b, fd, events, tag);
+}
+
+static int uring_mod(void *p, int fd, uint32_t events, void *tag)
+{
+	struct uring_backend *b = p;
+	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
+
+	if (!rec)
+		return -ENOENT;
+	if (events == rec->events) {
+		rec->tag = tag;
+		return 0;
+	}
+	/* A new mask: a fresh rec with its own poll; the old one is cancelled
+	 * (no syscall if its poll was not submitted yet). */
+	rec_kill(b, rec);
+	return rec_new(b, fd, events, tag);
+}
+
+static void uring_del(void *p, int fd, void *tag)
+{
+	struct uring_backend *b = p;
+	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
+
+	(void)tag;
+	if (rec)
+		rec_kill(b, rec);
+}
+
+/* Hand out what the recs hold, queueing each reported poll again. */
+static int report(struct uring_backend *b, struct lm_backend_event *out, int max)
+{
+	struct uring_rec *rec;
+	int n = 0;
+
+	while (n < max && (rec = TAILQ_FIRST(&b->ready))) {
+		unlist(b, rec);
+		out[n].tag = rec->tag;
+		out[n].events = rec->ready;
+		n++;
+		rec->ready = 0;
+		if (rec->failed || rec->in_flight)
+			continue;
+		if (arm(b, rec) < 0) {
+			/* Keep it ready rather than lose it silently. */
+			out[n - 1].events |= LM_IO_ERR;
+		}
+	}
+	return n;
+}
+
+static int uring_wait(void *p, struct lm_backend_event *out, int max, int64_t timeout_ns)
+{
+	struct uring_backend *b = p;
+	struct __kernel_timespec ts;
+	int ret = 0, n;
+
+	if (b->event_fd >= 0) {
+		uint64_t v;
+
+		/* Before reaping: a completion posted after this re-arms it. */
+		if (read(b->event_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			return -errno;
+	}
+	reap(b);
+	if (!TAILQ_EMPTY(&b->ready))
+		timeout_ns = 0;
+	if (timeout_ns == 0) {
+		if (io_uring_sq_ready(&b->ring))
+			ret = submit(b, 0, NULL);
+	} else if (timeout_ns < 0) {
+		ret = submit(b, 1, NULL);
+	} else {
+		ts.tv_sec = timeout_ns / 1000000000;
+		ts.tv_nsec = timeout_ns % 1000000000;
+		ret = submit(b, 1, &ts);
+	}
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN)
+		return ret;
+	reap(b);
+	n = report(b, out, max);
+	if (b->event_fd >= 0) {
+		/* Embedded: the foreign loop sees only event_fd. Submit the
+		 * re-arms now (a still-ready fd completes at once and signals
+		 * it), and signal it ourselves for what is left to report. */
+		if (io_uring_sq_ready(&b->ring))
+			(void)submit(b, 0, NULL);
+		if (!TAILQ_EMPTY(&b->ready) || io_uring_cq_ready(&b->ring))
+			(void)eventfd_write(b->event_fd, 1);
+	}
+	return n;
+}
+
+static int uring_fd(void *p)
+{
+	struct uring_backend *b = p;
+	int fd, err;
+
+	if (b->event_fd >= 0)
+		return b->event_fd;
+	/* Registered only now: without an embedding loop nobody reads it, and
+	 * every completion would signal it for nothing. */
+	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	err = io_uring_register_eventfd(&b->ring, fd);
+	if (err < 0) {
+		close(fd);
+		return err;
+	}
+	b->event_fd = fd;
+	/* Whatever was queued or completed before is work for run_once(). */
+	(void)eventfd_write(fd, 1);
+	return fd;
+}
+
+const struct lm_backend_ops lm__backend_uring = {
+	.name = "io_uring",
+	.init = uring_init,
+	.fini = uring_fini,
+	.add = uring_add,
+	.mod = uring_mod,
+	.del = uring_del,
+	.wait = uring_wait,
+	.fd = uring_fd,
+};
