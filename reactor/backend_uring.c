@@ -336,6 +336,10 @@ static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag)
 		return err;
 	}
 	b->byfd[fd] = rec;
+	/* Embedded, run_once() is only called when event_fd says so: the poll
+	 * must reach the kernel now for its readiness to signal it. */
+	if (b->event_fd >= 0)
+		(void)submit(b, 0, NULL);
 	return 0;
 }
 
@@ -466,8 +470,12 @@ static int uring_fd(void *p)
 		return err;
 	}
 	b->event_fd = fd;
-	/* Whatever was queued or completed before is work for run_once(). */
-	(void)eventfd_write(fd, 1);
+	/* Polls queued before go to the kernel now, so that their readiness
+	 * signals the eventfd; what completed before is signalled by hand. */
+	if (io_uring_sq_ready(&b->ring))
+		(void)submit(b, 0, NULL);
+	if (!TAILQ_EMPTY(&b->ready) || io_uring_cq_ready(&b->ring))
+		(void)eventfd_write(fd, 1);
 	return fd;
 }
 
