@@ -111,12 +111,12 @@ static int epoll_fd(void *p)
 }
 
 const struct lm_backend_ops lm__backend_epoll = {
-	.name = "epoll",
-	.init = epoll_init,
-	.fini = epoll_fini,
-	.add = epoll_add,
-	.mod = epoll_mod,
-	.del = epoll_del,
-	.wait = epoll_wait_ns,
-	.fd = epoll_fd,
+    .name = "epoll",
+    .init = epoll_init,
+    .fini = epoll_fini,
+    .add = epoll_add,
+    .mod = epoll_mod,
+    .del = epoll_del,
+    .wait = epoll_wait_ns,
+    .fd = epoll_fd,
 };

@@ -8,8 +8,8 @@ void lm__log(enum lm_log_level level, const char *fmt, ...) __attribute__((forma
 bool lm__log_enabled(enum lm_log_level level);
 
 #define lm_log_error(...) lm__log(LM_LOG_ERROR, __VA_ARGS__)
-#define lm_log_warn(...) lm__log(LM_LOG_WARN, __VA_ARGS__)
-#define lm_log_info(...) lm__log(LM_LOG_INFO, __VA_ARGS__)
+#define lm_log_warn(...)  lm__log(LM_LOG_WARN, __VA_ARGS__)
+#define lm_log_info(...)  lm__log(LM_LOG_INFO, __VA_ARGS__)
 #define lm_log_debug(...) lm__log(LM_LOG_DEBUG, __VA_ARGS__)
 
 #endif

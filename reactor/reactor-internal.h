@@ -10,7 +10,7 @@
 #include "libmessage/reactor.h"
 
 #define LM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define LM_MAX_EVENTS 256
+#define LM_MAX_EVENTS    256
 
 /* The type tag one switch dispatches on; the last three are the reactor's
  * own fds, embedded in struct lm_reactor. */
@@ -77,7 +77,7 @@ struct lm_reactor {
 
 	bool dispatching;
 	bool exit_requested;
-	bool exited; /* exit sources ran in the last iteration */
+	bool exited;   /* exit sources ran in the last iteration */
 	bool embedded; /* lm_reactor_fd() was asked: kick it for pending defers */
 	int exit_code;
 

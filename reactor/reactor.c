@@ -14,10 +14,10 @@
 int lm__timers_arm(lm_reactor *r);
 int lm__timers_dispatch(lm_reactor *r);
 
-#define return_if_invalid(cond)                                                                  \
-	do {                                                                                     \
-		if (cond)                                                                        \
-			return -EINVAL;                                                          \
+#define return_if_invalid(cond)         \
+	do {                            \
+		if (cond)               \
+			return -EINVAL; \
 	} while (0)
 
 /* ---- backend choice ---- */
@@ -25,8 +25,8 @@ int lm__timers_dispatch(lm_reactor *r);
 /* Which backend AUTO prefers where both work: decided by lm-bench-reactor
  * (see README.md, "Choosing the backend"). */
 static const struct lm_backend_ops *const auto_order[] = {
-	&lm__backend_epoll,
-	&lm__backend_uring,
+    &lm__backend_epoll,
+    &lm__backend_uring,
 };
 
 static int backend_from_env(enum lm_backend *ret)

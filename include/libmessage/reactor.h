@@ -30,7 +30,8 @@ typedef struct lm_reactor lm_reactor;
 typedef struct lm_source lm_source;
 
 enum lm_backend {
-	LM_BACKEND_AUTO = 0,  /* $LM_BACKEND (epoll|uring|auto), else the preferred one with fallback */
+	LM_BACKEND_AUTO =
+	    0, /* $LM_BACKEND (epoll|uring|auto), else the preferred one with fallback */
 	LM_BACKEND_EPOLL = 1,
 	LM_BACKEND_URING = 2,
 };
@@ -168,12 +169,10 @@ LM_EXPORT int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, l
 
 /* Run cb once on the next iteration (then the source is disabled; enable it
  * again to run it again). Defer sources run in the order they were enabled. */
-LM_EXPORT int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb cb,
-				   void *userdata);
+LM_EXPORT int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata);
 
 /* Run cb when the loop stops (lm_reactor_stop()), in the order added. */
-LM_EXPORT int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb,
-				  void *userdata);
+LM_EXPORT int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata);
 
 /*
  * Run fn(userdata) on the reactor's thread. The only call safe from any

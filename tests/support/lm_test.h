@@ -28,16 +28,16 @@ int lm_test_fd_count(void);
  *   LM_BACKEND_TEST(suite, name, .timeout = 10) { ... uses `backend` ... }
  * With io_uring refused, its run skips with the reason.
  */
-#define LM_BACKEND_TEST(suite, name, ...)                                                        \
-	static void suite##_##name##_body(enum lm_backend backend);                              \
-	ParameterizedTestParameters(suite, name)                                                 \
-	{                                                                                        \
-		return cr_make_param_array(enum lm_backend, lm_test_backends, 2);                \
-	}                                                                                        \
-	ParameterizedTest(enum lm_backend *bp, suite, name, ##__VA_ARGS__)                       \
-	{                                                                                        \
-		suite##_##name##_body(*bp);                                                      \
-	}                                                                                        \
+#define LM_BACKEND_TEST(suite, name, ...)                                         \
+	static void suite##_##name##_body(enum lm_backend backend);               \
+	ParameterizedTestParameters(suite, name)                                  \
+	{                                                                         \
+		return cr_make_param_array(enum lm_backend, lm_test_backends, 2); \
+	}                                                                         \
+	ParameterizedTest(enum lm_backend *bp, suite, name, ##__VA_ARGS__)        \
+	{                                                                         \
+		suite##_##name##_body(*bp);                                       \
+	}                                                                         \
 	static void suite##_##name##_body(enum lm_backend backend)
 
 #endif
