@@ -12,8 +12,8 @@
 #include <libmessage/reactor.h>
 
 /* Sizes of one run; --quick divides them by 10. */
-static long pingpong_trips = 100000;
-static long fds_iterations = 2000;
+static long pingpong_trips = 50000;
+static long fds_iterations = 10000;
 static long timer_count = 1000000;
 #define READY_FDS 1000
 
