@@ -11,9 +11,12 @@
 
 #include <libmessage/reactor.h>
 
-/* Sizes of one run; --quick divides them by 10. */
-static long pingpong_trips = 50000;
-static long fds_iterations = 10000;
+/* Sizes of one repetition; --quick divides them by 10. Each bench runs REPS
+ * times per backend, alternating backends, and the median is printed: the
+ * machine's load (and so its wake-up latency) drifts during a run. */
+#define REPS 3
+static long pingpong_trips = 10000;
+static long fds_iterations = 4000;
 static long timer_count = 1000000;
 #define READY_FDS 1000
 
@@ -210,6 +213,18 @@ static const struct {
 	{"timer_fire", "ns/timer fired", bench_timer_fire},
 };
 
+static double median(double v[REPS])
+{
+	for (int i = 1; i < REPS; i++)
+		for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+			double t = v[j];
+
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return v[REPS / 2];
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: lm-bench-reactor [--quick] [--backend epoll|uring] "
@@ -250,8 +265,13 @@ int main(int argc, char **argv)
 
 		if (only && strcmp(only, benches[i].name) != 0)
 			continue;
+		double rep[2][REPS];
+
+		for (int n = 0; n < REPS; n++)
+			for (int k = 0; k < nbackends; k++)
+				rep[k][n] = benches[i].run(backends[k]);
 		for (int k = 0; k < nbackends; k++)
-			v[backends[k] == LM_BACKEND_URING] = benches[i].run(backends[k]);
+			v[backends[k] == LM_BACKEND_URING] = median(rep[k]);
 		if (nbackends == 2)
 			printf("%-17s %12.1f %12.1f %8.2f  %s\n", benches[i].name, v[0], v[1],
 			       v[0] > 0 ? v[1] / v[0] : 0.0, benches[i].unit);
@@ -260,6 +280,6 @@ int main(int argc, char **argv)
 			       benches[i].unit);
 		fflush(stdout);
 	}
-	printf("ratio = io_uring / epoll (below 1: io_uring faster)\n");
+	printf("median of %d alternating runs; ratio = io_uring / epoll (below 1: io_uring faster)\n", REPS);
 	return 0;
 }
