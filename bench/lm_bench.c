@@ -1,0 +1,579 @@
+/* lm-bench: runs every case of the matrix as separate processes and prints the table. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <mqueue.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lm_bench.h"
+
+/* ---- helpers the roles share ---- */
+
+uint64_t bench_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t bench_cpu_ns(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+}
+
+void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
+{
+	int zero = 0;
+	if (!__atomic_compare_exchange_n(&shm->failed, &zero, level, false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_SEQ_CST))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(shm->why, sizeof(shm->why), fmt, ap);
+	va_end(ap);
+}
+
+/* Shared (not private) futexes: the word lives in memory shared across fork. */
+void bench_futex_wait(uint32_t *addr, uint32_t val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT, val, NULL, NULL, 0);
+}
+
+void bench_futex_wake(uint32_t *addr)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+bool bench_more(const struct bench_ctx *x, uint64_t done, uint64_t t_start)
+{
+	if (x->o->count)
+		return done < x->o->count;
+	return bench_now() - t_start < (uint64_t)(x->o->duration * 1e9);
+}
+
+void bench_fan_received(struct bench_ctx *x)
+{
+	uint64_t t = bench_now();
+	uint64_t cur = __atomic_load_n(&x->shm->fan_last, __ATOMIC_RELAXED);
+	while (t > cur && !__atomic_compare_exchange_n(&x->shm->fan_last, &cur, t, false,
+						       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	if (__atomic_add_fetch(&x->shm->fan_ack, 1, __ATOMIC_RELEASE) == (uint32_t)x->c->peers)
+		bench_futex_wake(&x->shm->fan_ack);
+}
+
+void bench_add_cpu(struct bench_shm *shm, uint64_t cpu_ns)
+{
+	__atomic_fetch_add(&shm->cpu_ns, cpu_ns, __ATOMIC_RELAXED);
+}
+
+void bench_add_window(struct bench_shm *shm, uint64_t t_first, uint64_t t_last)
+{
+	uint64_t cur = __atomic_load_n(&shm->t_first, __ATOMIC_RELAXED);
+	while (t_first < cur && !__atomic_compare_exchange_n(&shm->t_first, &cur, t_first, false,
+							     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	cur = __atomic_load_n(&shm->t_last, __ATOMIC_RELAXED);
+	while (t_last > cur && !__atomic_compare_exchange_n(&shm->t_last, &cur, t_last, false,
+							    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+/* ---- the client side of every mode ---- */
+
+static int client_call(struct bench_ctx *x, const struct bench_io *io, char *buf, size_t cap)
+{
+	struct bench_hdr *h = (struct bench_hdr *)buf;
+	size_t size = x->o->size;
+	long n;
+
+	h->kind = BENCH_WARMUP;
+	for (uint64_t i = 0; i < x->o->warmup; i++)
+		if (io->send(io->p, buf, size) < 0 || io->recv(io->p, buf, cap) <= 0)
+			goto fail;
+	struct hist *hist = malloc(sizeof(*hist));
+	if (!hist)
+		return 1;
+	hist_init(hist);
+	uint64_t msgs = 0, cpu0 = bench_cpu_ns(), t0 = bench_now();
+	while (bench_more(x, msgs, t0)) {
+		h->kind = BENCH_DATA;
+		uint64_t t = bench_now();
+		if (io->send(io->p, buf, size) < 0)
+			goto fail;
+		n = io->recv(io->p, buf, cap);
+		if (n <= 0)
+			goto fail;
+		hist_record(hist, bench_now() - t);
+		if ((++msgs & 63) == 0)
+			__atomic_fetch_add(&x->shm->progress, 64, __ATOMIC_RELAXED);
+	}
+	uint64_t t1 = bench_now();
+	bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+	bench_add_window(x->shm, t0, t1);
+	__atomic_fetch_add(&x->shm->msgs, msgs, __ATOMIC_RELAXED);
+	hist_merge(&x->shm->hist, hist);
+	free(hist);
+	h->kind = BENCH_STOP;
+	if (io->send(io->p, buf, size) < 0 || io->flush(io->p) < 0)
+		goto fail;
+	return 0;
+fail:
+	bench_fail(x->shm, 2, "client %d: round trip failed: %s", x->index, strerror(errno));
+	return 1;
+}
+
+static int client_throughput(struct bench_ctx *x, const struct bench_io *io, char *buf)
+{
+	struct bench_hdr *h = (struct bench_hdr *)buf;
+	size_t size = x->o->size;
+	int r;
+
+	h->kind = BENCH_WARMUP;
+	for (uint64_t i = 0; i < x->o->warmup; i++)
+		if ((r = io->send(io->p, buf, size)) < 0)
+			goto fail;
+	uint64_t msgs = 0, cpu0 = bench_cpu_ns(), t0 = bench_now();
+	h->kind = BENCH_DATA;
+	while (bench_more(x, msgs, t0)) {
+		if ((r = io->send(io->p, buf, size)) < 0)
+			goto fail;
+		if ((++msgs & 255) == 0)
+			__atomic_fetch_add(&x->shm->progress, 256, __ATOMIC_RELAXED);
+	}
+	h->kind = BENCH_STOP;
+	if ((r = io->send(io->p, buf, size)) < 0 || (r = io->flush(io->p)) < 0)
+		goto fail;
+	bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+	return 0;
+fail:
+	bench_fail(x->shm, 2, "client %d: send failed: %s", x->index, strerror(-r));
+	return 1;
+}
+
+static int client_subscriber(struct bench_ctx *x, const struct bench_io *io, char *buf,
+			     size_t cap)
+{
+	struct bench_hdr h;
+	uint64_t cpu0 = 0;
+
+	if (x->c->mode == MODE_IDLE)
+		__atomic_fetch_add(&x->shm->progress, 1, __ATOMIC_RELAXED);
+	for (;;) {
+		long n = io->recv(io->p, buf, cap);
+		if (n < (long)sizeof(h)) {
+			bench_fail(x->shm, 2, "subscriber %d: receive failed: %s", x->index,
+				   n < 0 ? strerror((int)-n) : "short message or closed");
+			return 1;
+		}
+		memcpy(&h, buf, sizeof(h));
+		if (h.kind == BENCH_STOP)
+			break;
+		if (h.kind == BENCH_DATA && !cpu0)
+			cpu0 = bench_cpu_ns();
+		bench_fan_received(x);
+	}
+	if (cpu0)
+		bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+	return 0;
+}
+
+int bench_client_run(struct bench_ctx *x, const struct bench_io *io)
+{
+	size_t cap = x->o->size + 64;
+	char *buf = calloc(1, cap);
+	if (!buf)
+		return 1;
+	memset(buf, 'x', x->o->size);
+	memset(buf, 0, sizeof(struct bench_hdr));
+	((struct bench_hdr *)buf)->from = (uint32_t)x->index;
+	switch (x->c->mode) {
+	case MODE_CALL:
+		return client_call(x, io, buf, cap);
+	case MODE_THROUGHPUT:
+		return client_throughput(x, io, buf);
+	default:
+		return client_subscriber(x, io, buf, cap);
+	}
+}
+
+/* ---- processes ---- */
+
+static pid_t children[BENCH_MAX_PEERS + 1];
+static int nchildren;
+static volatile sig_atomic_t interrupted;
+static char runtime_dir[64];
+
+static void on_interrupt(int signo)
+{
+	interrupted = signo;
+	for (int i = 0; i < nchildren; i++)
+		if (children[i] > 0)
+			kill(children[i], SIGKILL);
+}
+
+static int cpus[2] = {-1, -1};
+
+static void find_cpus(void)
+{
+	cpu_set_t set;
+	int n = 0;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return;
+	for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+		if (CPU_ISSET(i, &set))
+			cpus[n++] = i;
+}
+
+static void cpu_label(enum bench_cpu c, char *buf, size_t n)
+{
+	if (c == CPU_SAME)
+		snprintf(buf, n, "same(%d)", cpus[0]);
+	else if (c == CPU_SPLIT)
+		snprintf(buf, n, "split(%d/%d)", cpus[0], cpus[1]);
+	else
+		snprintf(buf, n, "any");
+}
+
+static void pin(enum bench_cpu c, bool server)
+{
+	if (c == CPU_ANY)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(c == CPU_SPLIT && !server ? cpus[1] : cpus[0], &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* Fork one role of the case; the child never returns. */
+static pid_t spawn(struct bench_ctx *x, bool server, int close_fds[2], const sigset_t *mask)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	sigprocmask(SIG_SETMASK, mask, NULL);
+	for (int i = 0; i < 2; i++)
+		if (close_fds[i] >= 0)
+			close(close_fds[i]);
+	pin(x->c->cpu, server);
+	int rc;
+	if (x->c->impl == IMPL_FLOOR)
+		rc = server ? bench_floor_server(x) : bench_floor_client(x);
+	else
+		rc = server ? bench_conn_server(x) : bench_conn_client(x);
+	_exit(rc);
+}
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+static void unlink_floor_queues(unsigned tag, int peers)
+{
+	char name[64];
+	for (int i = 0; i < peers; i++) {
+		snprintf(name, sizeof(name), "/lm-bench-%u-c2s-%d", tag, i);
+		mq_unlink(name);
+		snprintf(name, sizeof(name), "/lm-bench-%u-s2c-%d", tag, i);
+		mq_unlink(name);
+	}
+}
+
+static long proc_wakeups(pid_t pid)
+{
+	char path[64], line[256];
+	long v = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* Wait for every child, with a progress line and a watchdog. Returns the
+ * worst exit status. */
+static int reap_all(struct bench_shm *shm, const char *label, const sigset_t *chld)
+{
+	int worst = 0, left = nchildren;
+	uint64_t last_progress = 0, started = bench_now(), last_change = started;
+	bool shown = false, tty = isatty(2);
+
+	while (left > 0) {
+		int st;
+		pid_t pid;
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			for (int i = 0; i < nchildren; i++)
+				if (children[i] == pid)
+					children[i] = 0;
+			left--;
+			int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			if (code > worst)
+				worst = code;
+			if (code && !interrupted)
+				/* One side gave up: the others would wait forever. */
+				on_interrupt(0);
+		}
+		if (left <= 0)
+			break;
+		struct timespec ts = {1, 0};
+		sigtimedwait(chld, NULL, &ts);
+		uint64_t now = bench_now(), p = __atomic_load_n(&shm->progress, __ATOMIC_RELAXED);
+		if (p != last_progress) {
+			last_progress = p;
+			last_change = now;
+		} else if (now - last_change > 20000000000ull) {
+			bench_fail(shm, 2, "stalled: no progress for 20 s");
+			on_interrupt(0);
+		}
+		if (tty && now - started > 3000000000ull) {
+			fprintf(stderr, "\r%s: %llu messages, %.0f s   ", label,
+				(unsigned long long)p, (double)(now - started) / 1e9);
+			shown = true;
+		}
+	}
+	if (shown)
+		fprintf(stderr, "\r%*s\r", 72, "");
+	nchildren = 0;
+	return worst;
+}
+
+static struct bench_shm *shm;
+
+static void run_case(const struct bench_case *c, const struct bench_opts *o, unsigned tag,
+		     struct bench_result *r)
+{
+	int ready[2] = {-1, -1}, ctl[2] = {-1, -1};
+	sigset_t chld, old;
+	char label[96];
+
+	*r = (struct bench_result){.c = *c, .wake_per_s = -1};
+	cpu_label(c->cpu, r->cpu, sizeof(r->cpu));
+	snprintf(label, sizeof(label), "%s %s %s", bench_mode_name(c->mode), bench_tp_name(c->tp),
+		 c->impl == IMPL_FLOOR ? "floor" : bench_backend_name(c->backend));
+	if (c->cpu == CPU_SPLIT && cpus[1] < 0) {
+		r->status = 1;
+		snprintf(r->why, sizeof(r->why), "split needs two CPUs, this process has one");
+		return;
+	}
+	if (c->impl == IMPL_CONN && bench_conn_available(r->why, sizeof(r->why)) < 0) {
+		r->status = 1;
+		return;
+	}
+	if (c->impl == IMPL_SERVICE) {
+		r->status = 1;
+		snprintf(r->why, sizeof(r->why), "services layer (service.h) not built yet");
+		return;
+	}
+	memset(shm, 0, sizeof(*shm));
+	hist_init(&shm->hist);
+	shm->t_first = UINT64_MAX;
+	snprintf(runtime_dir, sizeof(runtime_dir), "/tmp/lm-bench-XXXXXX");
+	if (!mkdtemp(runtime_dir) || pipe2(ready, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0) {
+		r->status = 2;
+		snprintf(r->why, sizeof(r->why), "setup: %s", strerror(errno));
+		return;
+	}
+	setenv("LM_RUNTIME_DIR", runtime_dir, 1);
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &old);
+
+	struct bench_ctx x = {.c = c, .o = o, .shm = shm, .dir = runtime_dir, .tag = tag,
+			      .index = -1, .ready_fd = ready[1], .ctl_fd = ctl[0]};
+	int server_close[2] = {ready[0], ctl[1]};
+	children[nchildren++] = spawn(&x, true, server_close, &old);
+	close(ready[1]);
+	ready[1] = -1;
+
+	/* The server says "R" once it serves; EOF means it gave up. */
+	struct pollfd pfd = {.fd = ready[0], .events = POLLIN};
+	char byte = 0;
+	if (poll(&pfd, 1, 30000) <= 0 || read(ready[0], &byte, 1) != 1 || byte != 'R') {
+		if (!shm->failed)
+			bench_fail(shm, 2, "server did not start");
+		on_interrupt(0);
+	} else {
+		int client_close[2] = {ready[0], ctl[1]};
+		for (int i = 0; i < c->peers && !interrupted; i++) {
+			x.index = i;
+			x.ready_fd = -1;
+			x.ctl_fd = -1;
+			pid_t pid = spawn(&x, false, client_close, &old);
+			if (pid < 0) {
+				bench_fail(shm, 1, "fork client %d: %s", i, strerror(errno));
+				on_interrupt(0);
+				break;
+			}
+			children[nchildren++] = pid;
+		}
+	}
+	if (c->mode == MODE_IDLE && !shm->failed) {
+		/* Everyone connected, then a quiet window measured from outside. */
+		uint64_t t = bench_now();
+		while (__atomic_load_n(&shm->progress, __ATOMIC_RELAXED) < (uint64_t)c->peers &&
+		       bench_now() - t < 20000000000ull && !shm->failed)
+			usleep(10000);
+		usleep(200000);
+		double window = o->duration > 0 ? o->duration : 2.0;
+		long w0 = proc_wakeups(children[0]);
+		struct timespec ts = {(time_t)window, (long)((window - (time_t)window) * 1e9)};
+		nanosleep(&ts, NULL);
+		long w1 = proc_wakeups(children[0]);
+		if (w0 >= 0 && w1 >= 0)
+			r->wake_per_s = (double)(w1 - w0) / window;
+	}
+	close(ctl[1]); /* idle servers stop on this */
+	int worst = reap_all(shm, label, &chld);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(ready[0]);
+	close(ctl[0]);
+	remove_dir(runtime_dir);
+	if (c->impl == IMPL_FLOOR && c->tp == TP_MQ)
+		unlink_floor_queues(tag, c->peers);
+
+	if (interrupted > 0) {
+		r->status = 2;
+		snprintf(r->why, sizeof(r->why), "interrupted");
+		return;
+	}
+	if (shm->failed || worst) {
+		r->status = shm->failed ? shm->failed : 2;
+		snprintf(r->why, sizeof(r->why), "%s", shm->failed ? shm->why : "a process failed");
+		return;
+	}
+	r->msgs = shm->msgs;
+	if (shm->msgs && shm->t_last > shm->t_first) {
+		r->msgs_per_s = (double)shm->msgs * 1e9 / (double)(shm->t_last - shm->t_first);
+		r->cpu_us_per_msg = (double)shm->cpu_ns / 1e3 / (double)shm->msgs;
+	}
+	if (c->mode == MODE_CALL || c->mode == MODE_SIGNAL) {
+		r->hist = malloc(sizeof(*r->hist));
+		if (r->hist)
+			memcpy(r->hist, &shm->hist, sizeof(*r->hist));
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o;
+	int rc = bench_parse_args(&o, argc, argv, stderr);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+
+	struct sigaction sa = {.sa_handler = on_interrupt};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	/* Fan-out to 1000 FIFO pairs needs 2000 descriptors in one process. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	find_cpus();
+	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shm == MAP_FAILED) {
+		perror("lm-bench: mmap");
+		return 1;
+	}
+
+	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 4, n = 0, failed = 0;
+	struct bench_result *rs = calloc((size_t)max_cases, sizeof(*rs));
+	if (!rs)
+		return 1;
+	if (!o.json) {
+		char a[32], b[32];
+		cpu_label(CPU_SAME, a, sizeof(a));
+		cpu_label(CPU_SPLIT, b, sizeof(b));
+		printf("# lm-bench: size %zu B, %s %llu%s, warmup %llu, clients %d, subscribers %d; "
+		       "CPUs %s / %s\n",
+		       o.size, o.count ? "count" : "duration",
+		       o.count ? (unsigned long long)o.count : (unsigned long long)o.duration,
+		       o.count ? "" : " s", (unsigned long long)o.warmup, o.clients, o.subscribers,
+		       a, b);
+		bench_print_header(stdout);
+	}
+	for (int m = 0; m < MODE_COUNT; m++) {
+		if (!(o.modes & (1u << m)))
+			continue;
+		for (int cpu = 0; cpu < CPU_COUNT; cpu++) {
+			if (!(o.cpus & (1u << cpu)))
+				continue;
+			for (int tp = 0; tp < TP_COUNT && !interrupted; tp++) {
+				if (!(o.transports & (1u << tp)))
+					continue;
+				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT) ? o.clients
+										     : o.subscribers;
+				struct bench_case cs[4];
+				int nc = 0;
+				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
+				for (int b = 1; b <= 2 && !o.floor_only; b++)
+					if (o.backends & (1u << b))
+						cs[nc++] = (struct bench_case){m, tp, IMPL_CONN, b,
+									       cpu, peers};
+				if (!o.floor_only && m != MODE_IDLE)
+					cs[nc++] = (struct bench_case){m, tp, IMPL_SERVICE, 0, cpu,
+								       peers};
+				int floor_at = n;
+				for (int k = 0; k < nc && !interrupted; k++) {
+					struct bench_result *r = &rs[n];
+					run_case(&cs[k], &o, (unsigned)getpid() * 64u + (unsigned)n, r);
+					if (k > 0 && rs[floor_at].status == 0)
+						r->floor = &rs[floor_at];
+					if (r->status == 2)
+						failed = 1;
+					if (o.json)
+						bench_print_json(stdout, r, &o);
+					else
+						bench_print_row(stdout, r);
+					fflush(stdout);
+					n++;
+				}
+			}
+		}
+	}
+	if (o.plot && !interrupted && bench_write_plot(o.plot, rs, n) < 0) {
+		fprintf(stderr, "lm-bench: cannot write %s: %s\n", o.plot, strerror(errno));
+		failed = 1;
+	}
+	if (interrupted) {
+		fprintf(stderr, "lm-bench: interrupted, every process reaped\n");
+		return 130;
+	}
+	return failed;
+}

@@ -1,0 +1,147 @@
+/* lm-bench: shared declarations of the latency tool (options, cases, roles, report). */
+#ifndef LM_BENCH_H
+#define LM_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "hist.h"
+
+enum bench_mode { MODE_CALL, MODE_SIGNAL, MODE_THROUGHPUT, MODE_IDLE, MODE_COUNT };
+enum bench_tp { TP_UNIX, TP_FIFO, TP_MQ, TP_COUNT };
+enum bench_cpu { CPU_SAME, CPU_SPLIT, CPU_ANY, CPU_COUNT };
+/* What carries the messages: the bare kernel, or libmessage at some layer. */
+enum bench_impl { IMPL_FLOOR, IMPL_CONN, IMPL_SERVICE };
+
+#define BENCH_MAX_PEERS 1000
+#define BENCH_MIN_SIZE  16 /* the message header below */
+#define BENCH_MAX_SIZE  (1u << 20)
+
+struct bench_opts {
+	unsigned modes;      /* bit per enum bench_mode */
+	unsigned transports; /* bit per enum bench_tp */
+	unsigned backends;   /* bit 1: epoll, bit 2: uring (enum lm_backend values) */
+	unsigned cpus;       /* bit per enum bench_cpu */
+	size_t size;
+	uint64_t count;  /* measured messages per case; 0: use duration */
+	double duration; /* seconds, when count is 0; idle: length of the idle window */
+	uint64_t warmup;
+	int clients;     /* call, throughput */
+	int subscribers; /* signal, idle */
+	bool json;
+	bool floor_only; /* skip libmessage cases (tests, quick checks) */
+	const char *plot;
+};
+
+/* One message's first bytes; the rest is filler up to --size. */
+struct bench_hdr {
+	uint32_t kind; /* BENCH_WARMUP, BENCH_DATA, BENCH_STOP */
+	uint32_t from;
+	uint64_t t0;
+};
+enum { BENCH_WARMUP = 1, BENCH_DATA = 2, BENCH_STOP = 3 };
+
+struct bench_case {
+	enum bench_mode mode;
+	enum bench_tp tp;
+	enum bench_impl impl;
+	int backend; /* enum lm_backend; 0 for the floor */
+	enum bench_cpu cpu;
+	int peers;   /* clients or subscribers */
+};
+
+/*
+ * State shared by the processes of one case (MAP_SHARED, set up before
+ * fork): the merged histogram and the counters each side adds to.
+ */
+struct bench_shm {
+	struct hist hist;
+	uint64_t msgs;      /* measured messages (round trips, emissions, one-way) */
+	uint64_t cpu_ns;    /* user+system CPU of every process over its measured part */
+	uint64_t t_first;   /* wall window of the measured part */
+	uint64_t t_last;
+	uint64_t progress;  /* messages so far, for the progress line and the watchdog */
+	uint32_t fan_ack;   /* signal: subscribers that got the current emission (futex) */
+	uint32_t pad;
+	uint64_t fan_last;  /* signal: the latest receipt time of the current emission */
+	int failed;         /* 1: not available here, 2: failed while running */
+	char why[160];
+};
+
+struct bench_result {
+	struct bench_case c;
+	int status; /* 0 ok, 1 not available, 2 failed */
+	char why[160];
+	struct hist *hist; /* NULL when the mode has no latencies */
+	uint64_t msgs;
+	double msgs_per_s;
+	double cpu_us_per_msg;
+	double wake_per_s; /* idle: wake-ups per second of the server; < 0 otherwise */
+	const struct bench_result *floor;
+	char cpu[24]; /* the placement with the CPUs used */
+};
+
+/* Everything a role needs: the case, the options, where to meet. */
+struct bench_ctx {
+	const struct bench_case *c;
+	const struct bench_opts *o;
+	struct bench_shm *shm;
+	const char *dir; /* the private runtime directory */
+	unsigned tag;    /* unique per case: mq names */
+	int index;       /* client/subscriber index */
+	int ready_fd;    /* server: write one byte when it serves */
+	int ctl_fd;      /* server: becomes readable (EOF) when an idle case ends */
+};
+
+/* lm_bench_args.c: 0 ok, 1 --help printed, 2 bad arguments (message on err). */
+int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err);
+void bench_usage(FILE *f);
+const char *bench_mode_name(enum bench_mode m);
+const char *bench_tp_name(enum bench_tp t);
+const char *bench_cpu_name(enum bench_cpu c);
+const char *bench_backend_name(int backend);
+
+/* lm_bench.c: helpers the roles share. */
+uint64_t bench_now(void);
+uint64_t bench_cpu_ns(void);
+void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void bench_futex_wait(uint32_t *addr, uint32_t val);
+void bench_futex_wake(uint32_t *addr);
+/* The number of measured messages wanted, or the end time when by duration. */
+bool bench_more(const struct bench_ctx *x, uint64_t done, uint64_t t_start);
+/* Subscriber side of the fan-out measurement. */
+void bench_fan_received(struct bench_ctx *x);
+
+/* A client's way to move messages: blocking send and receive of one whole
+ * message, and flush (wait until everything sent has left). */
+struct bench_io {
+	int (*send)(void *p, const void *buf, size_t len);
+	long (*recv)(void *p, void *buf, size_t cap); /* length, or -errno */
+	int (*flush)(void *p);
+	void *p;
+};
+/* The client side of every mode, the same for the floor and libmessage:
+ * call (round trips), throughput (one-way), signal and idle (subscriber). */
+int bench_client_run(struct bench_ctx *x, const struct bench_io *io);
+/* Server-side accounting shared by the implementations. */
+void bench_add_cpu(struct bench_shm *shm, uint64_t cpu_ns);
+void bench_add_window(struct bench_shm *shm, uint64_t t_first, uint64_t t_last);
+
+/* lm_bench_floor.c and lm_bench_conn.c: the two sides of each case. Return
+ * the process exit code. */
+int bench_floor_server(struct bench_ctx *x);
+int bench_floor_client(struct bench_ctx *x);
+int bench_conn_available(char *why, size_t size);
+int bench_conn_server(struct bench_ctx *x);
+int bench_conn_client(struct bench_ctx *x);
+
+/* lm_bench_report.c */
+void bench_print_header(FILE *f);
+void bench_print_row(FILE *f, const struct bench_result *r);
+void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_opts *o);
+int bench_write_plot(const char *path, struct bench_result *rs, int n);
+
+#endif

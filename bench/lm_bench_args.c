@@ -1,0 +1,258 @@
+/* lm-bench: command-line options and --help. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lm_bench.h"
+
+static const char *const mode_names[] = {"call", "signal", "throughput", "idle"};
+static const char *const tp_names[] = {"unix", "fifo", "mq"};
+static const char *const cpu_names[] = {"same", "split", "any"};
+static const char *const backend_names[] = {"-", "epoll", "uring"};
+
+const char *bench_mode_name(enum bench_mode m)
+{
+	return mode_names[m];
+}
+
+const char *bench_tp_name(enum bench_tp t)
+{
+	return tp_names[t];
+}
+
+const char *bench_cpu_name(enum bench_cpu c)
+{
+	return cpu_names[c];
+}
+
+const char *bench_backend_name(int backend)
+{
+	return backend >= 0 && backend <= 2 ? backend_names[backend] : "?";
+}
+
+void bench_usage(FILE *f)
+{
+	fputs("Usage: lm-bench [OPTION]...\n"
+	      "Measure libmessage against the kernel's floor (the same messages over bare\n"
+	      "blocking sockets, FIFOs or POSIX queues between the same processes, with the\n"
+	      "same CPU placement), in one run. Server and clients are separate processes\n"
+	      "in a private runtime directory.\n"
+	      "\n"
+	      "Options (LIST is comma-separated; the lists make a matrix run in one go):\n"
+	      "  --mode LIST        call, signal, throughput, idle            [call]\n"
+	      "      call:       request/reply round trip timed by the client\n"
+	      "      signal:     one emission to every subscriber; time until the last\n"
+	      "                  subscriber has it (subscribers tell the emitter through\n"
+	      "                  shared memory, the same way for the floor and libmessage)\n"
+	      "      throughput: pipelined one-way messages client -> server\n"
+	      "      idle:       server and subscribers connected, nothing sent, for\n"
+	      "                  --duration; counts the server's wake-ups\n"
+	      "  --transport LIST   unix, fifo, mq                            [unix,fifo,mq]\n"
+	      "  --backend LIST     epoll, uring (reactor of libmessage cases) [epoll,uring]\n"
+	      "  --size N           message size in bytes, 16..1048576        [64]\n"
+	      "  --count N          measured messages per case                [20000]\n"
+	      "  --duration S       measure for S seconds instead of --count (idle: the\n"
+	      "                     idle window, default 2)\n"
+	      "  --warmup N         unmeasured messages before the measured ones [1000]\n"
+	      "  --clients N        client processes for call/throughput, 1..1000 [1]\n"
+	      "  --subscribers N    subscriber processes for signal/idle, 1..1000 [1]\n"
+	      "  --cpu LIST         same: every process on one CPU; split: server on one CPU,\n"
+	      "                     clients on another; any: left to the scheduler   [same]\n"
+	      "  --json             one JSON object per case on stdout instead of the table\n"
+	      "  --plot FILE.svg    write the percentile distribution of every case\n"
+	      "  --floor-only       run only the floor cases\n"
+	      "  --help             this text\n"
+	      "\n"
+	      "Table fields:\n"
+	      "  case        the mode, then what carried it: floor (bare kernel), lm_conn\n"
+	      "              (libmessage transport connections, transport.h, through the\n"
+	      "              reactor), lm_service (client/server layer, service.h)\n"
+	      "  transport   unix (AF_UNIX SOCK_SEQPACKET), fifo (a FIFO pair per client),\n"
+	      "              mq (a POSIX queue pair per client)\n"
+	      "  backend     the reactor backend of libmessage cases; - for the floor\n"
+	      "  cpu         the placement (--cpu) with the CPUs used\n"
+	      "  n           clients or subscribers\n"
+	      "  p50..max    latency percentiles in microseconds (round trip for call, time\n"
+	      "              to the last subscriber for signal); the histogram's relative\n"
+	      "              precision is 0.4 %\n"
+	      "  msgs/s      measured messages (round trips, emissions, one-way messages)\n"
+	      "              per second of wall time\n"
+	      "  cpu_us/msg  user+system CPU of every process of the case (getrusage, over\n"
+	      "              the measured part) divided by the measured messages\n"
+	      "  wake/s      idle: voluntary context switches per second of the server\n"
+	      "              (/proc/PID/status), i.e. how often it woke up for nothing\n"
+	      "  x50, x99    ratio to the floor of the same mode, transport and placement\n"
+	      "              in this run, for p50 and p99 (throughput: floor's msgs/s\n"
+	      "              divided by this case's, so lower is better everywhere)\n"
+	      "A case that cannot run here (its layer not built yet, io_uring refused,\n"
+	      "a kernel limit) is printed as \"n/a\" with the reason; nothing is estimated.\n"
+	      "Exit status: 0 ok, 1 a case failed, 2 bad arguments.\n",
+	      f);
+}
+
+/* Parse a comma list of names into a bit set; -EINVAL on an unknown name. */
+static int parse_list(const char *arg, const char *const *names, int n, int first,
+		      unsigned *ret)
+{
+	unsigned set = 0;
+	char *copy = strdup(arg), *save = NULL;
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int i;
+		for (i = first; i < n; i++)
+			if (strcmp(tok, names[i]) == 0)
+				break;
+		if (i == n) {
+			free(copy);
+			return -EINVAL;
+		}
+		set |= 1u << i;
+	}
+	free(copy);
+	if (!set)
+		return -EINVAL;
+	*ret = set;
+	return 0;
+}
+
+static int parse_u64(const char *arg, uint64_t lo, uint64_t hi, uint64_t *ret)
+{
+	char *end;
+	errno = 0;
+	if (*arg == '-' || *arg == '\0')
+		return -EINVAL;
+	unsigned long long v = strtoull(arg, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
+{
+	enum { O_MODE = 256, O_TP, O_BACKEND, O_SIZE, O_COUNT, O_DURATION, O_WARMUP, O_CLIENTS,
+	       O_SUBS, O_CPU, O_JSON, O_PLOT, O_FLOOR, O_HELP };
+	static const struct option longopts[] = {
+		{"mode", required_argument, NULL, O_MODE},
+		{"transport", required_argument, NULL, O_TP},
+		{"backend", required_argument, NULL, O_BACKEND},
+		{"size", required_argument, NULL, O_SIZE},
+		{"count", required_argument, NULL, O_COUNT},
+		{"duration", required_argument, NULL, O_DURATION},
+		{"warmup", required_argument, NULL, O_WARMUP},
+		{"clients", required_argument, NULL, O_CLIENTS},
+		{"subscribers", required_argument, NULL, O_SUBS},
+		{"cpu", required_argument, NULL, O_CPU},
+		{"json", no_argument, NULL, O_JSON},
+		{"plot", required_argument, NULL, O_PLOT},
+		{"floor-only", no_argument, NULL, O_FLOOR},
+		{"help", no_argument, NULL, O_HELP},
+		{0},
+	};
+	*o = (struct bench_opts){
+		.modes = 1u << MODE_CALL,
+		.transports = (1u << TP_COUNT) - 1,
+		.backends = (1u << 1) | (1u << 2),
+		.cpus = 1u << CPU_SAME,
+		.size = 64,
+		.count = 20000,
+		.duration = 0,
+		.warmup = 1000,
+		.clients = 1,
+		.subscribers = 1,
+	};
+	bool count_set = false;
+	uint64_t v;
+	int opt;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int r = 0;
+		const char *what = NULL;
+		switch (opt) {
+		case O_MODE:
+			r = parse_list(optarg, mode_names, MODE_COUNT, 0, &o->modes);
+			what = "--mode: expected a list of call, signal, throughput, idle";
+			break;
+		case O_TP:
+			r = parse_list(optarg, tp_names, TP_COUNT, 0, &o->transports);
+			what = "--transport: expected a list of unix, fifo, mq";
+			break;
+		case O_BACKEND:
+			r = parse_list(optarg, backend_names, 3, 1, &o->backends);
+			what = "--backend: expected a list of epoll, uring";
+			break;
+		case O_CPU:
+			r = parse_list(optarg, cpu_names, CPU_COUNT, 0, &o->cpus);
+			what = "--cpu: expected a list of same, split, any";
+			break;
+		case O_SIZE:
+			r = parse_u64(optarg, BENCH_MIN_SIZE, BENCH_MAX_SIZE, &v);
+			o->size = v;
+			what = "--size: expected 16..1048576";
+			break;
+		case O_COUNT:
+			r = parse_u64(optarg, 1, UINT64_MAX / 2, &o->count);
+			count_set = true;
+			what = "--count: expected a positive integer";
+			break;
+		case O_WARMUP:
+			r = parse_u64(optarg, 0, UINT64_MAX / 2, &o->warmup);
+			what = "--warmup: expected a non-negative integer";
+			break;
+		case O_DURATION: {
+			char *end;
+			errno = 0;
+			o->duration = strtod(optarg, &end);
+			if (errno || *end || !(o->duration > 0) || o->duration > 86400)
+				r = -EINVAL;
+			what = "--duration: expected seconds, > 0";
+			break;
+		}
+		case O_CLIENTS:
+			r = parse_u64(optarg, 1, BENCH_MAX_PEERS, &v);
+			o->clients = (int)v;
+			what = "--clients: expected 1..1000";
+			break;
+		case O_SUBS:
+			r = parse_u64(optarg, 1, BENCH_MAX_PEERS, &v);
+			o->subscribers = (int)v;
+			what = "--subscribers: expected 1..1000";
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		case O_PLOT:
+			o->plot = optarg;
+			break;
+		case O_FLOOR:
+			o->floor_only = true;
+			break;
+		case O_HELP:
+			bench_usage(stdout);
+			return 1;
+		default:
+			fprintf(err, "lm-bench: unknown or incomplete option '%s' (see --help)\n",
+				argv[optind - 1]);
+			return 2;
+		}
+		if (r < 0) {
+			fprintf(err, "lm-bench: bad value '%s' for %s\n", optarg, what);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(err, "lm-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return 2;
+	}
+	if (o->duration > 0 && count_set) {
+		fprintf(err, "lm-bench: give --count or --duration, not both\n");
+		return 2;
+	}
+	if (o->duration > 0)
+		o->count = 0;
+	return 0;
+}
