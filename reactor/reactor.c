@@ -23,7 +23,8 @@ int lm__timers_dispatch(lm_reactor *r);
 /* ---- backend choice ---- */
 
 /* Which backend AUTO prefers where both work: decided by lm-bench-reactor
- * (see README.md, "Choosing the backend"). */
+ * (docs/backends.md, "Choosing the backend"): epoll, 2.3x faster with many
+ * ready fds and no slower elsewhere. */
 static const struct lm_backend_ops *const auto_order[] = {
     &lm__backend_epoll,
     &lm__backend_uring,
