@@ -2,6 +2,7 @@
 #ifndef LIBMESSAGE_TRANSPORT_H
 #define LIBMESSAGE_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -117,9 +118,103 @@ LM_EXPORT const char *lm_conn_scheme(const lm_conn *c);
  */
 LM_EXPORT int lm_runtime_dir(char *buf, size_t size);
 
+/*
+ * Who may connect to l: the server's own uid always; add others here. A
+ * client whose uid is not allowed is closed at accept time (-EACCES is
+ * logged), before the accept callback. -ENOSPC past 16 entries.
+ */
+LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid);
+
 /* ---- writing a transport ----
- * struct lm_transport_ops (in transport-ops.h below) is what a transport
- * implements; lm_transport_register() adds one to the table. */
+ *
+ * A transport is a const struct lm_transport_ops under a scheme name,
+ * added with lm_transport_register(). The generic layer (endpoints, the
+ * runtime directory, the output queue, the reactor sources, callbacks and
+ * deferred release) is shared; a transport only moves bytes between its
+ * fds and the kernel. Every function returns >= 0 or -errno. The generic
+ * layer calls them only from the reactor's thread, never re-entrantly for
+ * one connection, and never after close() (except free()).
+ *
+ * State: listen() returns an opaque per-listener state, released by
+ * listen_close(); connect() and accept() return an opaque per-connection
+ * state that the transport allocates; the generic layer holds it from then
+ * on, hands it back to every call, and calls close() once (release kernel
+ * resources) then free() once (release memory).
+ */
+struct lm_transport_fds {
+	int rfd;    /* readable: receive() has work (or the peer is gone) */
+	int wfd;    /* writable: send() may make progress; may equal rfd */
+	int hupfd;  /* -1, or readable when the peer died (e.g. a pidfd) */
+};
+
+struct lm_transport_ops {
+	/* Scheme of endpoints ("unix"): [a-z0-9]+, at most 15 bytes. Required. */
+	const char *scheme;
+	/* Largest message this transport can carry; 0: LM_LIMIT_MAX_MESSAGE.
+	 * Options asking for more get -EINVAL. */
+	size_t max_message;
+
+	/* Start serving name (already validated) relative to dirfd, the checked
+	 * runtime directory (valid only during the call; dup it to keep it).
+	 * The generic layer already holds the name's lock. leftover: a dead
+	 * server's lock file was found, so files at the name of the right type
+	 * and ours are its leftovers, to replace; otherwise, or for a file of
+	 * another type or owner, -EEXIST and nothing is touched. On success
+	 * *lstate is the transport's. Required. */
+	int (*listen)(int dirfd, const char *name, bool leftover, void **lstate);
+	/* The fd that becomes readable when accept() has work. Required. */
+	int (*listen_fd)(void *lstate);
+	/* Take one pending connection: 1 and *cstate set, 0 when nothing is
+	 * pending, -errno on a failure of this one request (the listener goes
+	 * on). Required. */
+	int (*accept)(void *lstate, void **cstate);
+	/* Stop serving: close the fds, remove the name's files and free lstate
+	 * (called once; accepted connections live on). Required. */
+	void (*listen_close)(void *lstate);
+
+	/* Connect to name relative to dirfd (as for listen()). Never blocks:
+	 * -ENOENT when nothing is at the name, -ECONNREFUSED when nobody serves
+	 * it, -EAGAIN when the server's backlog is full. Required. */
+	int (*connect)(int dirfd, const char *name, void **cstate);
+	/* The fds the generic layer polls for this connection. Required. */
+	int (*fds)(void *cstate, struct lm_transport_fds *ret);
+	/*
+	 * Write one message (iov, iovcnt, len bytes in all) without blocking.
+	 * *progress is the transport's own count (0 at first) of what the
+	 * kernel already took of this message; advance it. Return 1 when the
+	 * whole message is in the kernel, 0 when the kernel is full (called
+	 * again with the same message and *progress on writability), -errno
+	 * when the connection is broken (-ECONNRESET for a dead peer). iov is
+	 * the caller's: copy nothing that must outlive the call. Never raises
+	 * SIGPIPE. Required.
+	 */
+	int (*send)(void *cstate, const struct iovec *iov, int iovcnt, size_t len, size_t *progress);
+	/*
+	 * Read what is ready (ideally one syscall) and hand each whole message
+	 * to lm_transport_deliver(c, ...), stopping at once if it returns < 0.
+	 * Never allocate more than lm_conn_max_message(c) for a message.
+	 * Return 1 if something was read, 0 if nothing was ready, -ECONNRESET
+	 * at end of file, -EPROTO for a malformed frame, -EMSGSIZE for a
+	 * message announced over the limit. Required.
+	 */
+	int (*receive)(lm_conn *c, void *cstate);
+	/* Who the peer is; -ENOTCONN when not known yet. Required. */
+	int (*peer_cred)(void *cstate, struct lm_peer_cred *ret);
+	/* Release kernel resources (fds, files, queues). Required. */
+	void (*close)(void *cstate);
+	/* Free the state's memory (after close()). Required. */
+	void (*free)(void *cstate);
+};
+
+/* Add a transport. -EINVAL if a required member is missing or the scheme is
+ * malformed, -EEXIST if the scheme is taken, -ENOSPC when the table is full.
+ * ops must outlive the process's use of it. Not thread-safe. */
+LM_EXPORT int lm_transport_register(const struct lm_transport_ops *ops);
+
+/* For transports: deliver one whole message of c to its user. Returns 0,
+ * or -ECANCELED when the user closed or freed c in the callback: the
+ * transport must then return at once without touching c. */
+LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len);
 
 #ifdef __cplusplus
 }

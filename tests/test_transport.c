@@ -1,0 +1,518 @@
+/* The transport conformance suite: one set of tests, run for every transport and backend. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "transport_test.h"
+
+#define NAME "t"
+
+static char endpoint[64];
+
+static lm_reactor *setup(const char *scheme, enum lm_backend backend)
+{
+	lm_reactor *r;
+
+	lm_test_runtime_dir();
+	r = lm_test_reactor(backend);
+	snprintf(endpoint, sizeof(endpoint), "%s:" NAME, scheme);
+	return r;
+}
+
+/* A server on r and one client connected to it, both in this process. */
+static void pair(lm_reactor *r, struct lm_tt_server *s, struct lm_tt_peer *cl)
+{
+	int err = lm_listener_new(&s->l, r, endpoint, NULL, lm_tt_accept, s);
+
+	cr_assert_eq(err, 0, "listen %s: %s", endpoint, strerror(-err));
+	memset(cl, 0, sizeof(*cl));
+	err = lm_conn_connect(&cl->c, r, endpoint, NULL, &lm_tt_callbacks, cl);
+	cr_assert_eq(err, 0, "connect %s: %s", endpoint, strerror(-err));
+}
+
+static void wait_child_ready(int fd)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+	char b;
+
+	cr_assert_eq(poll(&p, 1, 5000), 1, "the forked server did not start");
+	cr_assert_eq(read(fd, &b, 1), 1, "the forked server failed");
+	close(fd);
+}
+
+LM_TRANSPORT_TEST(transport, round_trip_sizes, .timeout = 30)
+{
+	static const size_t sizes[] = {0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 1 << 20};
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {.echo = true};
+	struct lm_tt_peer cl;
+	unsigned char *buf = malloc(1 << 20);
+
+	pair(r, &s, &cl);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t want = cl.received + 1;
+
+		lm_tt_pattern(buf, sizes[i], (unsigned)i);
+		cr_assert_eq(lm_conn_send(cl.c, buf, sizes[i]), 0, "send %zu", sizes[i]);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == want, 10), "no echo of %zu bytes",
+			  sizes[i]);
+		cr_assert_eq(cl.last_len, sizes[i]);
+		cr_assert(sizes[i] == 0 || !memcmp(cl.last, buf, sizes[i]), "%zu bytes corrupted",
+			  sizes[i]);
+	}
+	/* iovecs are concatenated. */
+	{
+		struct iovec v[3] = {{buf, 10}, {buf + 10, 0}, {buf + 10, 70000}};
+
+		lm_tt_pattern(buf, 70010, 99);
+		cr_assert_eq(lm_conn_sendv(cl.c, v, 3), 0);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl.last_len == 70010, 10));
+		cr_assert(!memcmp(cl.last, buf, 70010));
+	}
+	cr_assert_eq(s.peers[0].closed, 0);
+	cr_assert_eq(cl.closed, 0);
+	cr_assert_str_eq(lm_conn_scheme(cl.c), scheme);
+	lm_conn_free(cl.c);
+	free(cl.last);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+	free(buf);
+}
+
+LM_TRANSPORT_TEST(transport, over_max_refused, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {.echo = true};
+	struct lm_tt_peer cl;
+	size_t max = LM_DEFAULT_MAX_MESSAGE;
+	unsigned char *buf = calloc(1, max + 1);
+	struct iovec v[2] = {{buf, max}, {buf, 1}};
+
+	pair(r, &s, &cl);
+	cr_assert_eq(lm_conn_max_message(cl.c), max);
+	cr_assert_eq(lm_conn_send(cl.c, buf, max + 1), -EMSGSIZE);
+	cr_assert_eq(lm_conn_sendv(cl.c, v, 2), -EMSGSIZE);
+	cr_assert_eq(lm_conn_queued(cl.c), 0);
+	cr_assert_eq(lm_conn_send(cl.c, "ok", 2), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5));
+	cr_assert_eq(s.peers[0].received, 1, "something of the refused message was sent");
+	cr_assert_eq(cl.last_len, 2);
+	lm_conn_free(cl.c);
+	free(cl.last);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+	free(buf);
+}
+
+LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	uint64_t seq = 0;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	s.peers[0].check_seq = true;
+	while (seq < 100000) {
+		int err = lm_conn_send(cl.c, &seq, sizeof(seq));
+
+		if (err == -ENOBUFS) {
+			lm_reactor_run_once(r, 10 * 1000 * 1000);
+			continue;
+		}
+		cr_assert_eq(err, 0, "send: %s", strerror(-err));
+		seq++;
+		if (seq % 256 == 0)
+			lm_reactor_run_once(r, 0);
+	}
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 100000, 30), "got %zu",
+		  s.peers[0].received);
+	cr_assert_not(s.peers[0].seq_error, "messages out of order");
+	lm_conn_free(cl.c);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+static void raise_mq_limit(const char *scheme)
+{
+	struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+
+	/* 129 queues are more than RLIMIT_MSGQUEUE's default 800 KiB allows. */
+	if (!strcmp(scheme, "mq") && setrlimit(RLIMIT_MSGQUEUE, &rl) < 0)
+		cr_skip_test("mq: cannot raise RLIMIT_MSGQUEUE for 128 queues: %s",
+			     strerror(errno));
+}
+
+LM_TRANSPORT_TEST(transport, clients_64, .timeout = 60)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {.echo = true};
+	static struct lm_tt_peer cl[64];
+	int err;
+
+	raise_mq_limit(scheme);
+	err = lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s);
+	cr_assert_eq(err, 0, "listen: %s", strerror(-err));
+	for (int i = 0; i < 64; i++) {
+		memset(&cl[i], 0, sizeof(cl[i]));
+		cl[i].check_seq = true;
+		/* A full request queue (fifo, mq) asks to come back later. */
+		while ((err = lm_conn_connect(&cl[i].c, r, endpoint, NULL, &lm_tt_callbacks,
+					      &cl[i])) == -EAGAIN)
+			lm_reactor_run_once(r, 1000 * 1000);
+		cr_assert_eq(err, 0, "connect %d: %s", i, strerror(-err));
+	}
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 64, 10), "accepted %d", s.n);
+	for (uint64_t k = 0; k < 1000; k++) {
+		for (int i = 0; i < 64; i++) {
+			while ((err = lm_conn_send(cl[i].c, &k, sizeof(k))) == -ENOBUFS)
+				lm_reactor_run_once(r, 1000 * 1000);
+			cr_assert_eq(err, 0);
+		}
+		lm_reactor_run_once(r, 0);
+	}
+	cr_assert(LM_TT_RUN_UNTIL(r, ({
+					  bool all = true;
+					  for (int i = 0; i < 64; i++)
+						  all = all && cl[i].received == 1000;
+					  all;
+				  }),
+				  30));
+	for (int i = 0; i < 64; i++) {
+		cr_assert_not(cl[i].seq_error, "client %d: out of order", i);
+		cr_assert_eq(cl[i].closed, 0);
+		lm_conn_free(cl[i].c);
+	}
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, client_killed, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	int baseline, status, err;
+	pid_t pid;
+
+	err = lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s);
+	cr_assert_eq(err, 0, "listen: %s", strerror(-err));
+	lm_reactor_run_once(r, 0);
+	baseline = lm_test_fd_count();
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		lm_reactor *cr = NULL;
+		lm_conn *c = NULL;
+
+		if (lm_reactor_new(&cr, NULL) < 0 ||
+		    lm_conn_connect(&c, cr, endpoint, NULL, &lm_tt_callbacks, NULL) < 0 ||
+		    lm_conn_send(c, "hi", 2) < 0)
+			_exit(1);
+		for (;;)
+			lm_reactor_run_once(cr, -1);
+	}
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1 && s.peers[0].received == 1, 10), "no client");
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].closed > 0, 10), "the death was not seen");
+	LM_TT_RUN_UNTIL(r, false, 0.2);
+	cr_assert_eq(s.peers[0].closed, 1, "closed %d times", s.peers[0].closed);
+	cr_assert_eq(s.peers[0].reason, -ECONNRESET);
+	cr_assert_eq(lm_test_fd_count(), baseline, "fds: %d, baseline %d", lm_test_fd_count(),
+		     baseline);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, server_killed_and_replaced, .timeout = 30)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_peer cl = {0};
+	int status, err;
+	pid_t pid;
+
+	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
+	err = lm_conn_connect(&cl.c, r, endpoint, NULL, &lm_tt_callbacks, &cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "no echo");
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.closed > 0, 10), "the server's death was not seen");
+	LM_TT_RUN_UNTIL(r, false, 0.2);
+	cr_assert_eq(cl.closed, 1);
+	cr_assert_eq(cl.reason, -ECONNRESET);
+	cr_assert_eq(lm_conn_send(cl.c, "x", 1), -ECONNRESET);
+	lm_conn_free(cl.c);
+
+	/* The dead server's leftovers are replaced by the next one. */
+	memset(&cl, 0, sizeof(cl));
+	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
+	err = lm_conn_connect(&cl.c, r, endpoint, NULL, &lm_tt_callbacks, &cl);
+	cr_assert_eq(err, 0, "reconnect: %s", strerror(-err));
+	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "no echo from the new server");
+	lm_conn_free(cl.c);
+	free(cl.last);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, second_listener_refused, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {.echo = true}, s2 = {0};
+	struct lm_tt_peer cl;
+	lm_listener *l2 = NULL;
+	int status;
+	pid_t pid;
+
+	pair(r, &s, &cl);
+	cr_assert_eq(lm_listener_new(&l2, r, endpoint, NULL, lm_tt_accept, &s2), -EADDRINUSE);
+	/* From another process too. */
+	pid = fork();
+	if (pid == 0) {
+		lm_reactor *r2 = NULL;
+
+		_exit(lm_reactor_new(&r2, NULL) == 0 &&
+				      lm_listener_new(&l2, r2, endpoint, NULL, lm_tt_accept, &s2) ==
+					      -EADDRINUSE
+			      ? 0
+			      : 1);
+	}
+	waitpid(pid, &status, 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a second server started");
+	cr_assert_eq(lm_conn_send(cl.c, "still", 5), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5), "the first server is broken");
+	memset(&s2, 0, sizeof(s2));
+	{
+		struct lm_tt_peer cl2 = {0};
+
+		cr_assert_eq(lm_conn_connect(&cl2.c, r, endpoint, NULL, &lm_tt_callbacks, &cl2), 0);
+		cr_assert_eq(lm_conn_send(cl2.c, "new", 3), 0);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl2.received == 1, 5), "no new connections");
+		lm_conn_free(cl2.c);
+		free(cl2.last);
+	}
+	lm_conn_free(cl.c);
+	free(cl.last);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+static void hostile(const char *dir, const char *scheme, enum lm_backend backend, int want)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct lm_tt_server s = {0};
+	lm_conn *c = NULL;
+	char ep[64];
+	int err;
+
+	setenv("LM_RUNTIME_DIR", dir, 1);
+	snprintf(ep, sizeof(ep), "%s:" NAME, scheme);
+	err = lm_listener_new(&s.l, r, ep, NULL, lm_tt_accept, &s);
+	cr_assert_eq(err, want, "%s: listen got %s", dir, strerror(-err));
+	err = lm_conn_connect(&c, r, ep, NULL, &lm_tt_callbacks, NULL);
+	cr_assert_lt(err, 0, "%s: connect succeeded", dir);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, hostile_runtime_dir, .timeout = 20)
+{
+	const char *base = lm_test_runtime_dir();
+	char link[300], target[300], open_dir[300], foreign[300];
+	struct stat st;
+	int err;
+
+	snprintf(target, sizeof(target), "%s/target", base);
+	snprintf(link, sizeof(link), "%s/link", base);
+	snprintf(open_dir, sizeof(open_dir), "%s/open", base);
+	snprintf(foreign, sizeof(foreign), "%s/foreign", base);
+	cr_assert_eq(mkdir(target, 0700), 0);
+	cr_assert_eq(symlink(target, link), 0);
+	hostile(link, scheme, backend, -EPERM);
+
+	cr_assert_eq(mkdir(open_dir, 0700), 0);
+	cr_assert_eq(chmod(open_dir, 0777), 0);
+	hostile(open_dir, scheme, backend, -EPERM);
+	cr_assert_eq(stat(open_dir, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0777, "the directory was touched");
+
+	if (geteuid() == 0) {
+		cr_assert_eq(mkdir(foreign, 0700), 0);
+		cr_assert_eq(chown(foreign, 65534, 65534), 0);
+		hostile(foreign, scheme, backend, -EPERM);
+		cr_assert_eq(stat(foreign, &st), 0);
+		cr_assert_eq(st.st_uid, 65534);
+	}
+	/* Only the private directory itself is ours: nothing was created inside. */
+	{
+		char p[400];
+
+		snprintf(p, sizeof(p), "%s/" NAME ".%s", target, scheme);
+		cr_assert_neq(access(p, F_OK), 0, "something was created through the symlink");
+	}
+
+	/* A foreign object at the name, with no dead server's lock beside it. */
+	setenv("LM_RUNTIME_DIR", target, 1);
+	err = lm_tt_foreign_at_name(scheme, NAME);
+	cr_assert_eq(err, 0, "cannot make the foreign object: %s", strerror(-err));
+	{
+		lm_reactor *r = lm_test_reactor(backend);
+		struct lm_tt_server s = {0};
+
+		err = lm_listener_new(&s.l, r, scheme[0] == 'u' ? "unix:" NAME
+						   : scheme[0] == 'f' ? "fifo:" NAME
+								      : "mq:" NAME,
+				      NULL, lm_tt_accept, &s);
+		cr_assert_eq(err, -EEXIST, "listen over a foreign object: %s", strerror(-err));
+		lm_reactor_free(r);
+	}
+	/* And it is still there. */
+	cr_assert_eq(lm_tt_foreign_at_name(scheme, NAME), -EEXIST, "the foreign object was removed");
+	lm_tt_foreign_remove(scheme, NAME);
+}
+
+LM_TRANSPORT_TEST(transport, bad_names, .timeout = 10)
+{
+	lm_reactor *r = setup(scheme, backend);
+	static const char *bad[] = {"", "a/b", "..", "a..b", "a\nb", "a\x7f"};
+	char ep[300], longname[102];
+	struct lm_tt_server s = {0};
+	lm_conn *c;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(ep, sizeof(ep), "%s:%s", scheme, bad[i]);
+		cr_assert_eq(lm_listener_new(&s.l, r, ep, NULL, lm_tt_accept, &s), -EINVAL, "%s",
+			     ep);
+		cr_assert_eq(lm_conn_connect(&c, r, ep, NULL, &lm_tt_callbacks, NULL), -EINVAL);
+	}
+	memset(longname, 'a', 101);
+	longname[101] = 0;
+	snprintf(ep, sizeof(ep), "%s:%s", scheme, longname);
+	cr_assert_eq(lm_listener_new(&s.l, r, ep, NULL, lm_tt_accept, &s), -EINVAL);
+	cr_assert_eq(lm_listener_new(&s.l, r, "nosuch:x", NULL, lm_tt_accept, &s),
+		     -EPROTONOSUPPORT);
+	snprintf(ep, sizeof(ep), "%s:nobody", scheme);
+	cr_assert_lt(lm_conn_connect(&c, r, ep, NULL, &lm_tt_callbacks, NULL), 0);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, peer_cred, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	struct lm_peer_cred pc;
+	int status;
+	pid_t pid;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	cr_assert_eq(lm_conn_peer_cred(s.peers[0].c, &pc), 0);
+	cr_assert_eq(pc.uid, geteuid());
+	cr_assert(pc.pid == getpid(), "pid %d", (int)pc.pid);
+	cr_assert_eq(lm_conn_peer_cred(cl.c, &pc), 0);
+	cr_assert_eq(pc.uid, geteuid());
+
+	pid = fork();
+	if (pid == 0) {
+		lm_reactor *r2 = NULL;
+		lm_conn *c = NULL;
+
+		if (lm_reactor_new(&r2, NULL) < 0 ||
+		    lm_conn_connect(&c, r2, endpoint, NULL, &lm_tt_callbacks, NULL) < 0 ||
+		    lm_conn_send(c, "me", 2) < 0)
+			_exit(1);
+		for (;;)
+			lm_reactor_run_once(r2, -1);
+	}
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 2 && s.peers[1].received == 1, 10));
+	cr_assert_eq(lm_conn_peer_cred(s.peers[1].c, &pc), 0);
+	cr_assert_eq(pc.uid, geteuid());
+	cr_assert_eq(pc.pid, pid, "pid %d, child %d", (int)pc.pid, (int)pid);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	lm_conn_free(cl.c);
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, other_uid_refused, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	int status, err;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as another uid");
+	err = lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s);
+	cr_assert_eq(err, 0);
+	pid = fork();
+	if (pid == 0) {
+		lm_reactor *r2 = NULL;
+		struct lm_tt_peer p = {0};
+
+		if (setgid(65534) < 0 || setuid(65534) < 0 || lm_reactor_new(&r2, NULL) < 0)
+			_exit(2);
+		err = lm_conn_connect(&p.c, r2, endpoint, NULL, &lm_tt_callbacks, &p);
+		if (err < 0)
+			_exit(err == -EPERM || err == -EACCES ? 0 : 3);
+		lm_conn_send(p.c, "x", 1);
+		LM_TT_RUN_UNTIL(r2, p.closed || p.received, 3);
+		_exit(p.closed && !p.received ? 0 : 4);
+	}
+	LM_TT_RUN_UNTIL(r, false, 0.5);
+	waitpid(pid, &status, 0);
+	LM_TT_RUN_UNTIL(r, false, 0.1);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d",
+		  WEXITSTATUS(status));
+	cr_assert_eq(s.n, 0, "a client of another uid was accepted");
+	lm_listener_free(s.l);
+	lm_reactor_free(r);
+}
+
+Test(transport, register_refuses_incomplete)
+{
+	static const struct lm_transport_ops empty = {.scheme = "x"};
+	extern const struct lm_transport_ops lm__transport_unix;
+	struct lm_transport_ops o = lm__transport_unix;
+
+	cr_assert_eq(lm_transport_register(NULL), -EINVAL);
+	cr_assert_eq(lm_transport_register(&empty), -EINVAL);
+	cr_assert_eq(lm_transport_register(&lm__transport_unix), -EEXIST);
+	o.scheme = "Bad!";
+	cr_assert_eq(lm_transport_register(&o), -EINVAL);
+	o.scheme = "unixcopy";
+	o.receive = NULL;
+	cr_assert_eq(lm_transport_register(&o), -EINVAL);
+	o.receive = lm__transport_unix.receive;
+	cr_assert_eq(lm_transport_register(&o), 0);
+}
+
+Test(transport, runtime_dir_default_rules)
+{
+	char buf[512], want[512];
+	struct stat st;
+
+	unsetenv("LM_RUNTIME_DIR");
+	setenv("XDG_RUNTIME_DIR", lm_test_runtime_dir(), 1);
+	unsetenv("LM_RUNTIME_DIR");
+	snprintf(want, sizeof(want), "%s/libmessage", getenv("XDG_RUNTIME_DIR"));
+	cr_assert_eq(lm_runtime_dir(buf, sizeof(buf)), (int)strlen(want));
+	cr_assert_str_eq(buf, want);
+	cr_assert_eq(stat(want, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0700);
+	cr_assert_eq(lm_runtime_dir(buf, 3), -ENAMETOOLONG);
+}

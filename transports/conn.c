@@ -1,0 +1,641 @@
+/* The generic connection layer: registry, endpoints, listeners, output queue, callbacks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log-internal.h"
+#include "transport-internal.h"
+
+/* ---- registry ---- */
+
+#define LM_MAX_TRANSPORTS 16
+
+static const struct lm_transport_ops *transports[LM_MAX_TRANSPORTS] = {
+	&lm__transport_unix,
+};
+
+static bool ops_complete(const struct lm_transport_ops *o)
+{
+	return o->scheme && o->listen && o->listen_fd && o->accept && o->listen_close &&
+	       o->connect && o->fds && o->send && o->receive && o->peer_cred && o->close &&
+	       o->free;
+}
+
+static const struct lm_transport_ops *transport_find(const char *scheme, size_t len)
+{
+	for (size_t i = 0; i < LM_MAX_TRANSPORTS && transports[i]; i++)
+		if (strlen(transports[i]->scheme) == len &&
+		    !memcmp(transports[i]->scheme, scheme, len))
+			return transports[i];
+	return NULL;
+}
+
+LM_EXPORT int lm_transport_register(const struct lm_transport_ops *ops)
+{
+	size_t i, n;
+
+	if (!ops || !ops_complete(ops))
+		return -EINVAL;
+	n = strlen(ops->scheme);
+	if (n == 0 || n > 15 || strspn(ops->scheme, "abcdefghijklmnopqrstuvwxyz0123456789") != n)
+		return -EINVAL;
+	if (transport_find(ops->scheme, n))
+		return -EEXIST;
+	for (i = 0; i < LM_MAX_TRANSPORTS && transports[i]; i++)
+		;
+	if (i == LM_MAX_TRANSPORTS)
+		return -ENOSPC;
+	transports[i] = ops;
+	return 0;
+}
+
+/* "scheme:name" or a bare name with $LM_TRANSPORT or "unix". */
+static int endpoint_parse(const char *endpoint, const struct lm_transport_ops **ops,
+			  const char **name)
+{
+	const char *colon, *scheme;
+	size_t slen;
+
+	if (!endpoint)
+		return -EINVAL;
+	colon = strchr(endpoint, ':');
+	if (colon) {
+		scheme = endpoint;
+		slen = (size_t)(colon - endpoint);
+		*name = colon + 1;
+	} else {
+		scheme = getenv("LM_TRANSPORT");
+		if (!scheme || !*scheme)
+			scheme = "unix";
+		slen = strlen(scheme);
+		*name = endpoint;
+	}
+	*ops = transport_find(scheme, slen);
+	if (!*ops) {
+		lm_log_error("endpoint %s: unknown transport '%.*s'", endpoint, (int)slen, scheme);
+		return -EPROTONOSUPPORT;
+	}
+	return lm__name_check(*name);
+}
+
+static int options_check(const struct lm_transport_ops *ops,
+			 const struct lm_transport_options *in, struct lm_transport_options *out)
+{
+	size_t limit = ops->max_message ? ops->max_message : LM_LIMIT_MAX_MESSAGE;
+
+	out->max_message = in && in->max_message ? in->max_message : LM_DEFAULT_MAX_MESSAGE;
+	out->max_queue = in && in->max_queue ? in->max_queue : LM_DEFAULT_MAX_QUEUE;
+	if (out->max_message > LM_LIMIT_MAX_MESSAGE || out->max_message > limit)
+		return -EINVAL;
+	return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata);
+static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata);
+
+static void conn_release(lm_conn *c)
+{
+	struct lm__qmsg *m;
+
+	lm_source_free(c->rsrc);
+	lm_source_free(c->wsrc);
+	lm_source_free(c->hsrc);
+	c->rsrc = c->wsrc = c->hsrc = NULL;
+	if (!c->tp_closed && c->tp) {
+		c->ops->close(c->tp);
+		c->tp_closed = true;
+	}
+	while ((m = TAILQ_FIRST(&c->queue))) {
+		TAILQ_REMOVE(&c->queue, m, link);
+		free(m);
+	}
+	c->queued = 0;
+}
+
+static void conn_destroy(lm_conn *c)
+{
+	conn_release(c);
+	lm_source_free(c->defer);
+	if (c->tp)
+		c->ops->free(c->tp);
+	free(c);
+}
+
+/* End of our own dispatch: release the memory of a connection freed in it. */
+static void conn_unbusy(lm_conn *c)
+{
+	if (--c->busy == 0 && c->freed)
+		conn_destroy(c);
+}
+
+/* The connection broke: release it and tell the user once. */
+static void conn_fail(lm_conn *c, int reason)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	conn_release(c);
+	if (c->notified || c->freed)
+		return;
+	c->notified = true;
+	if (c->cb.closed)
+		c->cb.closed(c, reason, c->userdata);
+}
+
+static void conn_defer_cb(lm_source *s, void *userdata)
+{
+	lm_conn *c = userdata;
+
+	c->busy++;
+	if (!c->notified && !c->freed) {
+		c->notified = true;
+		if (c->cb.closed)
+			c->cb.closed(c, c->reason, c->userdata);
+	}
+	conn_unbusy(c);
+}
+
+/* A send found the connection broken: sends fail from now on, the closed
+ * callback runs from the reactor, not inside the caller's send. */
+static void conn_fail_later(lm_conn *c, int reason)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	c->reason = reason;
+	conn_release(c);
+	if (!c->defer && lm_reactor_add_defer(c->r, &c->defer, conn_defer_cb, c) < 0) {
+		c->notified = true;
+		return;
+	}
+	lm_source_set_enabled(c->defer, true);
+}
+
+/* Watch for writability only while something is queued. */
+static int conn_want_out(lm_conn *c, bool on)
+{
+	int err;
+
+	if (c->want_out == on || c->closed)
+		return 0;
+	if (c->fds.wfd == c->fds.rfd) {
+		err = lm_io_set_events(c->rsrc, LM_IO_IN | (on ? LM_IO_OUT : 0));
+	} else if (!c->wsrc) {
+		err = on ? lm_reactor_add_io(c->r, &c->wsrc, c->fds.wfd, LM_IO_OUT, conn_io_cb, c) : 0;
+	} else {
+		err = lm_source_set_enabled(c->wsrc, on);
+	}
+	if (err < 0)
+		return err;
+	c->want_out = on;
+	return 0;
+}
+
+/* Push queued messages to the kernel. */
+static int conn_flush(lm_conn *c)
+{
+	struct lm__qmsg *m;
+	int ret;
+
+	while ((m = TAILQ_FIRST(&c->queue))) {
+		struct iovec iov = {m->data, m->len};
+
+		ret = c->ops->send(c->tp, &iov, 1, m->len, &m->progress);
+		if (ret <= 0)
+			return ret;
+		TAILQ_REMOVE(&c->queue, m, link);
+		c->queued -= m->len;
+		free(m);
+	}
+	ret = conn_want_out(c, false);
+	if (ret < 0)
+		return ret;
+	if (c->cb.drained)
+		c->cb.drained(c, c->userdata);
+	return 0;
+}
+
+static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	lm_conn *c = userdata;
+	int ret;
+
+	c->busy++;
+	if (fd == c->fds.wfd && (events & (LM_IO_OUT | LM_IO_ERR)) && !TAILQ_EMPTY(&c->queue)) {
+		ret = conn_flush(c);
+		if (ret < 0)
+			conn_fail(c, ret);
+	}
+	if (fd == c->fds.rfd && (events & (LM_IO_IN | LM_IO_HUP | LM_IO_ERR)) && !c->closed &&
+	    !c->freed) {
+		ret = c->ops->receive(c, c->tp);
+		if (ret < 0 && ret != -ECANCELED)
+			conn_fail(c, ret);
+		else if (ret == 0 && (events & (LM_IO_HUP | LM_IO_ERR)) && !c->closed && !c->freed)
+			conn_fail(c, -ECONNRESET);
+	}
+	conn_unbusy(c);
+}
+
+/* The peer process died: take what it sent before, then close. */
+static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	lm_conn *c = userdata;
+	int ret = 1;
+
+	c->busy++;
+	while (ret > 0 && !c->closed && !c->freed)
+		ret = c->ops->receive(c, c->tp);
+	if (ret != -ECANCELED)
+		conn_fail(c, ret < 0 ? ret : -ECONNRESET);
+	conn_unbusy(c);
+}
+
+static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops *ops, void *tp,
+		    const struct lm_transport_options *opts)
+{
+	lm_conn *c = calloc(1, sizeof(*c));
+	int err;
+
+	if (!c) {
+		ops->close(tp);
+		ops->free(tp);
+		return -ENOMEM;
+	}
+	c->ops = ops;
+	c->tp = tp;
+	c->r = r;
+	c->max_message = opts->max_message;
+	c->max_queue = opts->max_queue;
+	TAILQ_INIT(&c->queue);
+	err = ops->fds(tp, &c->fds);
+	if (err < 0)
+		goto fail;
+	err = lm_reactor_add_io(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c);
+	if (err < 0)
+		goto fail;
+	if (c->fds.hupfd >= 0) {
+		err = lm_reactor_add_io(r, &c->hsrc, c->fds.hupfd, LM_IO_IN, conn_hup_cb, c);
+		if (err < 0)
+			goto fail;
+	}
+	*ret = c;
+	return 0;
+fail:
+	conn_destroy(c);
+	return err;
+}
+
+LM_EXPORT int lm_conn_connect(lm_conn **ret, lm_reactor *r, const char *endpoint,
+			      const struct lm_transport_options *opts,
+			      const struct lm_conn_callbacks *cb, void *userdata)
+{
+	const struct lm_transport_ops *ops;
+	struct lm_transport_options o;
+	const char *name;
+	void *tp = NULL;
+	lm_conn *c;
+	int dirfd, err;
+
+	if (!ret || !r)
+		return -EINVAL;
+	err = endpoint_parse(endpoint, &ops, &name);
+	if (err < 0)
+		return err;
+	err = options_check(ops, opts, &o);
+	if (err < 0)
+		return err;
+	dirfd = lm__runtime_dir_open(NULL, 0);
+	if (dirfd < 0)
+		return dirfd;
+	err = ops->connect(dirfd, name, &tp);
+	close(dirfd);
+	if (err < 0)
+		return err;
+	err = conn_new(&c, r, ops, tp, &o);
+	if (err < 0)
+		return err;
+	if (cb)
+		c->cb = *cb;
+	c->userdata = userdata;
+	*ret = c;
+	return 0;
+}
+
+LM_EXPORT void lm_conn_set_callbacks(lm_conn *c, const struct lm_conn_callbacks *cb,
+				     void *userdata)
+{
+	if (!c)
+		return;
+	if (cb)
+		c->cb = *cb;
+	else
+		memset(&c->cb, 0, sizeof(c->cb));
+	c->userdata = userdata;
+}
+
+LM_EXPORT void lm_conn_free(lm_conn *c)
+{
+	if (!c || c->freed)
+		return;
+	c->freed = true;
+	c->notified = true;
+	conn_release(c);
+	if (c->busy == 0)
+		conn_destroy(c);
+}
+
+LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len)
+{
+	if (c->closed || c->freed)
+		return -ECANCELED;
+	if (c->cb.message)
+		c->cb.message(c, data, len, c->userdata);
+	return c->closed || c->freed ? -ECANCELED : 0;
+}
+
+static int queue_push(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len,
+		      size_t progress)
+{
+	struct lm__qmsg *m = malloc(sizeof(*m) + len);
+	size_t off = 0;
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len)
+			memcpy(m->data + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	m->len = len;
+	m->progress = progress;
+	TAILQ_INSERT_TAIL(&c->queue, m, link);
+	c->queued += len;
+	err = conn_want_out(c, true);
+	if (err < 0) {
+		/* Could not watch for writability: the connection cannot go on. */
+		conn_fail_later(c, err);
+		return 0;
+	}
+	return 0;
+}
+
+LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
+{
+	size_t len = 0, progress = 0;
+	int ret;
+
+	if (!c || iovcnt < 0 || iovcnt > LM_MAX_IOV || (iovcnt && !iov) || c->freed)
+		return -EINVAL;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len && !iov[i].iov_base)
+			return -EINVAL;
+		len += iov[i].iov_len;
+		if (len > c->max_message)
+			return -EMSGSIZE;
+	}
+	if (c->closed)
+		return -ECONNRESET;
+	if (c->queued + len > c->max_queue)
+		return -ENOBUFS;
+	if (!TAILQ_EMPTY(&c->queue))
+		return queue_push(c, iov, iovcnt, len, 0);
+	ret = c->ops->send(c->tp, iov, iovcnt, len, &progress);
+	if (ret > 0)
+		return 0;
+	if (ret == 0)
+		return queue_push(c, iov, iovcnt, len, progress);
+	if (progress == 0 && ret != -ECONNRESET && ret != -EPIPE)
+		return ret; /* nothing was sent, nothing broke: e.g. -ENOMEM */
+	conn_fail_later(c, ret == -EPIPE ? -ECONNRESET : ret);
+	return -ECONNRESET;
+}
+
+LM_EXPORT int lm_conn_send(lm_conn *c, const void *data, size_t len)
+{
+	struct iovec iov = {(void *)data, len};
+
+	return lm_conn_sendv(c, &iov, 1);
+}
+
+LM_EXPORT size_t lm_conn_queued(const lm_conn *c)
+{
+	return c ? c->queued : 0;
+}
+
+LM_EXPORT size_t lm_conn_max_message(const lm_conn *c)
+{
+	return c ? c->max_message : 0;
+}
+
+LM_EXPORT int lm_conn_peer_cred(const lm_conn *c, struct lm_peer_cred *ret)
+{
+	if (!c || !ret)
+		return -EINVAL;
+	if (c->tp_closed)
+		return -ENOTCONN;
+	return c->ops->peer_cred(c->tp, ret);
+}
+
+LM_EXPORT const char *lm_conn_scheme(const lm_conn *c)
+{
+	return c ? c->ops->scheme : NULL;
+}
+
+/* ---- listeners ---- */
+
+/*
+ * Take the name's lock, "<name>.<scheme>.lock": held for the listener's life
+ * (flock dies with the process, so a killed server's lock is free again).
+ * -EADDRINUSE while a live process holds it. *leftover says whether a
+ * previous server left the file (then files at the name may be replaced).
+ */
+static int lock_take(lm_listener *l, int dirfd, const char *name, bool *leftover)
+{
+	struct stat st;
+	char pid[32];
+	int fd, n;
+
+	snprintf(l->lockname, sizeof(l->lockname), "%s.%s.lock", name, l->ops->scheme);
+	*leftover = true;
+	fd = openat(dirfd, l->lockname, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		*leftover = false;
+		fd = openat(dirfd, l->lockname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0600);
+	}
+	if (fd < 0) {
+		n = -errno;
+		lm_log_error("listener %s: lock file: %s", l->lockname, strerror(-n));
+		return n == -ELOOP ? -EEXIST : n;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+		lm_log_error("listener %s: refused: the lock file is not a regular file of ours",
+			     l->lockname);
+		close(fd);
+		return -EEXIST;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		n = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+		if (n == -EADDRINUSE)
+			lm_log_warn("listener %s: already served by a live process", name);
+		close(fd);
+		return n;
+	}
+	/* The pid, for transports whose clients watch the server's life. */
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		n = -errno;
+		close(fd);
+		return n;
+	}
+	l->lockfd = fd;
+	return 0;
+}
+
+static void listener_destroy(lm_listener *l)
+{
+	lm_source_free(l->src);
+	l->src = NULL;
+	if (l->tp) {
+		l->ops->listen_close(l->tp);
+		l->tp = NULL;
+	}
+	if (l->lockfd >= 0) {
+		/* Still locked: nobody else can be using the name now. */
+		unlinkat(l->dirfd, l->lockname, 0);
+		close(l->lockfd);
+		l->lockfd = -1;
+	}
+	if (l->dirfd >= 0)
+		close(l->dirfd);
+	l->dirfd = -1;
+	if (l->busy == 0)
+		free(l);
+}
+
+static bool uid_allowed(const lm_listener *l, uid_t uid)
+{
+	if (uid == geteuid())
+		return true;
+	for (int i = 0; i < l->nallowed; i++)
+		if (l->allowed[i] == uid)
+			return true;
+	return false;
+}
+
+static void listener_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	lm_listener *l = userdata;
+	struct lm_peer_cred cred;
+	void *tp;
+	lm_conn *c;
+	int ret;
+
+	l->busy++;
+	/* A bounded batch per wake-up keeps the loop fair to the others. */
+	for (int i = 0; i < 32 && !l->freed; i++) {
+		ret = l->ops->accept(l->tp, &tp);
+		if (ret == 0)
+			break;
+		if (ret < 0) {
+			lm_log_debug("listener %s: accept: %s", l->lockname, strerror(-ret));
+			if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM)
+				break;
+			continue;
+		}
+		if (l->ops->peer_cred(tp, &cred) < 0 || !uid_allowed(l, cred.uid)) {
+			lm_log_warn("listener %s: client uid %u refused (-EACCES)", l->lockname,
+				    (unsigned)cred.uid);
+			l->ops->close(tp);
+			l->ops->free(tp);
+			continue;
+		}
+		if (conn_new(&c, l->r, l->ops, tp, &l->opts) < 0)
+			continue;
+		l->cb(l, c, l->userdata);
+	}
+	if (--l->busy == 0 && l->freed)
+		free(l);
+}
+
+LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endpoint,
+			      const struct lm_transport_options *opts, lm_accept_cb cb,
+			      void *userdata)
+{
+	const struct lm_transport_ops *ops;
+	const char *name;
+	lm_listener *l;
+	bool leftover;
+	int err;
+
+	if (!ret || !r || !cb)
+		return -EINVAL;
+	err = endpoint_parse(endpoint, &ops, &name);
+	if (err < 0)
+		return err;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ops = ops;
+	l->r = r;
+	l->cb = cb;
+	l->userdata = userdata;
+	l->lockfd = -1;
+	l->dirfd = -1;
+	err = options_check(ops, opts, &l->opts);
+	if (err < 0)
+		goto fail;
+	l->dirfd = lm__runtime_dir_open(NULL, 0);
+	if (l->dirfd < 0) {
+		err = l->dirfd;
+		goto fail;
+	}
+	err = lock_take(l, l->dirfd, name, &leftover);
+	if (err < 0)
+		goto fail;
+	err = ops->listen(l->dirfd, name, leftover, &l->tp);
+	if (err < 0) {
+		l->tp = NULL;
+		/* Our lock file is not evidence of anything for the next one. */
+		if (!leftover)
+			unlinkat(l->dirfd, l->lockname, 0);
+		close(l->lockfd);
+		l->lockfd = -1;
+		goto fail;
+	}
+	err = lm_reactor_add_io(r, &l->src, ops->listen_fd(l->tp), LM_IO_IN, listener_io_cb, l);
+	if (err < 0)
+		goto fail;
+	*ret = l;
+	return 0;
+fail:
+	listener_destroy(l);
+	return err;
+}
+
+LM_EXPORT void lm_listener_free(lm_listener *l)
+{
+	if (!l || l->freed)
+		return;
+	l->freed = true;
+	listener_destroy(l);
+}
+
+LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid)
+{
+	if (!l)
+		return -EINVAL;
+	if (l->nallowed == LM_MAX_ALLOWED)
+		return -ENOSPC;
+	l->allowed[l->nallowed++] = uid;
+	return 0;
+}

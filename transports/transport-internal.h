@@ -1,0 +1,88 @@
+/* Private structures of the transport layer, shared by its files. */
+#ifndef LM_TRANSPORT_INTERNAL_H
+#define LM_TRANSPORT_INTERNAL_H
+
+#include <bsd/sys/queue.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "libmessage/transport.h"
+
+#define LM_NAME_MAX      100 /* longest endpoint name */
+#define LM_MAX_IOV       1000 /* iovecs per message, leaving room for a header */
+#define LM_MAX_ALLOWED   16
+
+/* A message the kernel did not take whole: copied, with the transport's
+ * progress through it. */
+struct lm__qmsg {
+	TAILQ_ENTRY(lm__qmsg) link;
+	size_t len;
+	size_t progress;
+	unsigned char data[];
+};
+TAILQ_HEAD(lm__qmsg_list, lm__qmsg);
+
+struct lm_conn {
+	const struct lm_transport_ops *ops;
+	void *tp; /* the transport's state */
+	lm_reactor *r;
+	struct lm_conn_callbacks cb;
+	void *userdata;
+	size_t max_message;
+	size_t max_queue;
+	struct lm_transport_fds fds;
+	lm_source *rsrc;  /* rfd (and wfd when equal) */
+	lm_source *wsrc;  /* wfd when it differs from rfd; created on demand */
+	lm_source *hsrc;  /* hupfd */
+	lm_source *defer; /* delivers a close found while sending */
+	struct lm__qmsg_list queue;
+	size_t queued;
+	int busy;          /* depth of our own dispatch: release memory after it */
+	int reason;        /* why it closed, for the deferred callback */
+	bool tp_closed;    /* ops->close() ran */
+	bool closed;       /* broken: sends get -ECONNRESET */
+	bool notified;     /* the closed callback ran (or will not) */
+	bool freed;        /* lm_conn_free() was called */
+	bool want_out;
+};
+
+struct lm_listener {
+	const struct lm_transport_ops *ops;
+	void *tp;
+	lm_reactor *r;
+	lm_source *src;
+	lm_accept_cb cb;
+	void *userdata;
+	struct lm_transport_options opts;
+	int lockfd;
+	int dirfd;
+	char lockname[LM_NAME_MAX + 32];
+	uid_t allowed[LM_MAX_ALLOWED];
+	int nallowed;
+	int busy;
+	bool freed;
+};
+
+/* The runtime directory: open and check it (creating it 0700), return an
+ * O_PATH|O_DIRECTORY fd or -errno; path (if not NULL) gets its name. */
+int lm__runtime_dir_open(char *path, size_t size);
+/* 0 if name is a valid endpoint name, else -EINVAL. */
+int lm__name_check(const char *name);
+
+/* Helpers for framed transports: the encoding of a message is a 4-byte
+ * little-endian length followed by the payload. Fill out[] with the part
+ * [off, off + n) of that encoding; returns the number of iovecs. */
+int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *iov, int iovcnt,
+		    size_t off, size_t n);
+/* Write with SIGPIPE blocked in this thread and any SIGPIPE the write
+ * raised consumed, leaving mask and pending signals as they were. */
+ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
+
+/* An fd that becomes readable when process pid exits, or -errno. */
+int lm__pidfd_open(pid_t pid);
+
+extern const struct lm_transport_ops lm__transport_unix;
+extern const struct lm_transport_ops lm__transport_fifo;
+extern const struct lm_transport_ops lm__transport_mq;
+
+#endif
