@@ -64,14 +64,12 @@ void hist_merge(struct hist *dst, const struct hist *src)
 	__atomic_fetch_add(&dst->count, src->count, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&dst->sum, src->sum, __ATOMIC_RELAXED);
 	uint64_t cur = __atomic_load_n(&dst->min, __ATOMIC_RELAXED);
-	while (src->min < cur &&
-	       !__atomic_compare_exchange_n(&dst->min, &cur, src->min, false, __ATOMIC_RELAXED,
-					    __ATOMIC_RELAXED))
+	while (src->min < cur && !__atomic_compare_exchange_n(&dst->min, &cur, src->min, false,
+							      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	cur = __atomic_load_n(&dst->max, __ATOMIC_RELAXED);
-	while (src->max > cur &&
-	       !__atomic_compare_exchange_n(&dst->max, &cur, src->max, false, __ATOMIC_RELAXED,
-					    __ATOMIC_RELAXED))
+	while (src->max > cur && !__atomic_compare_exchange_n(&dst->max, &cur, src->max, false,
+							      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 }
 

@@ -167,8 +167,7 @@ fail:
 	return 1;
 }
 
-static int client_subscriber(struct bench_ctx *x, const struct bench_io *io, char *buf,
-			     size_t cap)
+static int client_subscriber(struct bench_ctx *x, const struct bench_io *io, char *buf, size_t cap)
 {
 	struct bench_hdr h;
 	uint64_t cpu0 = 0;
@@ -413,8 +412,14 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, &old);
 
-	struct bench_ctx x = {.c = c, .o = o, .shm = shm, .dir = runtime_dir, .tag = tag,
-			      .index = -1, .ready_fd = ready[1], .ctl_fd = ctl[0]};
+	struct bench_ctx x = {.c = c,
+			      .o = o,
+			      .shm = shm,
+			      .dir = runtime_dir,
+			      .tag = tag,
+			      .index = -1,
+			      .ready_fd = ready[1],
+			      .ctl_fd = ctl[0]};
 	int server_close[2] = {ready[0], ctl[1]};
 	children[nchildren++] = spawn(&x, true, server_close, &old);
 	close(ready[1]);
@@ -520,12 +525,13 @@ int main(int argc, char **argv)
 		char a[32], b[32];
 		cpu_label(CPU_SAME, a, sizeof(a));
 		cpu_label(CPU_SPLIT, b, sizeof(b));
-		printf("# lm-bench: size %zu B, %s %llu%s, warmup %llu, clients %d, subscribers %d; "
-		       "CPUs %s / %s\n",
-		       o.size, o.count ? "count" : "duration",
-		       o.count ? (unsigned long long)o.count : (unsigned long long)o.duration,
-		       o.count ? "" : " s", (unsigned long long)o.warmup, o.clients, o.subscribers,
-		       a, b);
+		printf(
+		    "# lm-bench: size %zu B, %s %llu%s, warmup %llu, clients %d, subscribers %d; "
+		    "CPUs %s / %s\n",
+		    o.size, o.count ? "count" : "duration",
+		    o.count ? (unsigned long long)o.count : (unsigned long long)o.duration,
+		    o.count ? "" : " s", (unsigned long long)o.warmup, o.clients, o.subscribers, a,
+		    b);
 		bench_print_header(stdout);
 	}
 	for (int m = 0; m < MODE_COUNT; m++) {
@@ -537,22 +543,24 @@ int main(int argc, char **argv)
 			for (int tp = 0; tp < TP_COUNT && !interrupted; tp++) {
 				if (!(o.transports & (1u << tp)))
 					continue;
-				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT) ? o.clients
-										     : o.subscribers;
+				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
+						? o.clients
+						: o.subscribers;
 				struct bench_case cs[4];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (o.backends & (1u << b))
-						cs[nc++] = (struct bench_case){m, tp, IMPL_CONN, b,
-									       cpu, peers};
+						cs[nc++] = (struct bench_case){m, tp,  IMPL_CONN,
+									       b, cpu, peers};
 				if (!o.floor_only && m != MODE_IDLE)
-					cs[nc++] = (struct bench_case){m, tp, IMPL_SERVICE, 0, cpu,
-								       peers};
+					cs[nc++] =
+					    (struct bench_case){m, tp, IMPL_SERVICE, 0, cpu, peers};
 				int floor_at = n;
 				for (int k = 0; k < nc && !interrupted; k++) {
 					struct bench_result *r = &rs[n];
-					run_case(&cs[k], &o, (unsigned)getpid() * 64u + (unsigned)n, r);
+					run_case(&cs[k], &o, (unsigned)getpid() * 64u + (unsigned)n,
+						 r);
 					if (k > 0 && rs[floor_at].status == 0)
 						r->floor = &rs[floor_at];
 					if (r->status == 2)

@@ -49,7 +49,7 @@ struct bench_case {
 	enum bench_impl impl;
 	int backend; /* enum lm_backend; 0 for the floor */
 	enum bench_cpu cpu;
-	int peers;   /* clients or subscribers */
+	int peers; /* clients or subscribers */
 };
 
 /*
@@ -58,15 +58,15 @@ struct bench_case {
  */
 struct bench_shm {
 	struct hist hist;
-	uint64_t msgs;      /* measured messages (round trips, emissions, one-way) */
-	uint64_t cpu_ns;    /* user+system CPU of every process over its measured part */
-	uint64_t t_first;   /* wall window of the measured part */
+	uint64_t msgs;    /* measured messages (round trips, emissions, one-way) */
+	uint64_t cpu_ns;  /* user+system CPU of every process over its measured part */
+	uint64_t t_first; /* wall window of the measured part */
 	uint64_t t_last;
-	uint64_t progress;  /* messages so far, for the progress line and the watchdog */
-	uint32_t fan_ack;   /* signal: subscribers that got the current emission (futex) */
+	uint64_t progress; /* messages so far, for the progress line and the watchdog */
+	uint32_t fan_ack;  /* signal: subscribers that got the current emission (futex) */
 	uint32_t pad;
-	uint64_t fan_last;  /* signal: the latest receipt time of the current emission */
-	int failed;         /* 1: not available here, 2: failed while running */
+	uint64_t fan_last; /* signal: the latest receipt time of the current emission */
+	int failed;        /* 1: not available here, 2: failed while running */
 	char why[160];
 };
 
@@ -107,7 +107,7 @@ const char *bench_backend_name(int backend);
 uint64_t bench_now(void);
 uint64_t bench_cpu_ns(void);
 void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void bench_futex_wait(uint32_t *addr, uint32_t val);
 void bench_futex_wake(uint32_t *addr);
 /* The number of measured messages wanted, or the end time when by duration. */

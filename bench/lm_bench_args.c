@@ -92,10 +92,12 @@ void bench_usage(FILE *f)
 }
 
 /* Parse a comma list of names into a bit set; -EINVAL on an unknown name. */
-static int parse_list(const char *arg, const char *const *names, int n, int first,
-		      unsigned *ret)
+static int parse_list(const char *arg, const char *const *names, int n, int first, unsigned *ret)
 {
 	unsigned set = 0;
+	size_t len = strlen(arg);
+	if (len == 0 || arg[0] == ',' || arg[len - 1] == ',' || strstr(arg, ",,"))
+		return -EINVAL;
 	char *copy = strdup(arg), *save = NULL;
 	if (!copy)
 		return -ENOMEM;
@@ -132,36 +134,50 @@ static int parse_u64(const char *arg, uint64_t lo, uint64_t hi, uint64_t *ret)
 
 int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 {
-	enum { O_MODE = 256, O_TP, O_BACKEND, O_SIZE, O_COUNT, O_DURATION, O_WARMUP, O_CLIENTS,
-	       O_SUBS, O_CPU, O_JSON, O_PLOT, O_FLOOR, O_HELP };
+	enum {
+		O_MODE = 256,
+		O_TP,
+		O_BACKEND,
+		O_SIZE,
+		O_COUNT,
+		O_DURATION,
+		O_WARMUP,
+		O_CLIENTS,
+		O_SUBS,
+		O_CPU,
+		O_JSON,
+		O_PLOT,
+		O_FLOOR,
+		O_HELP
+	};
 	static const struct option longopts[] = {
-		{"mode", required_argument, NULL, O_MODE},
-		{"transport", required_argument, NULL, O_TP},
-		{"backend", required_argument, NULL, O_BACKEND},
-		{"size", required_argument, NULL, O_SIZE},
-		{"count", required_argument, NULL, O_COUNT},
-		{"duration", required_argument, NULL, O_DURATION},
-		{"warmup", required_argument, NULL, O_WARMUP},
-		{"clients", required_argument, NULL, O_CLIENTS},
-		{"subscribers", required_argument, NULL, O_SUBS},
-		{"cpu", required_argument, NULL, O_CPU},
-		{"json", no_argument, NULL, O_JSON},
-		{"plot", required_argument, NULL, O_PLOT},
-		{"floor-only", no_argument, NULL, O_FLOOR},
-		{"help", no_argument, NULL, O_HELP},
-		{0},
+	    {"mode", required_argument, NULL, O_MODE},
+	    {"transport", required_argument, NULL, O_TP},
+	    {"backend", required_argument, NULL, O_BACKEND},
+	    {"size", required_argument, NULL, O_SIZE},
+	    {"count", required_argument, NULL, O_COUNT},
+	    {"duration", required_argument, NULL, O_DURATION},
+	    {"warmup", required_argument, NULL, O_WARMUP},
+	    {"clients", required_argument, NULL, O_CLIENTS},
+	    {"subscribers", required_argument, NULL, O_SUBS},
+	    {"cpu", required_argument, NULL, O_CPU},
+	    {"json", no_argument, NULL, O_JSON},
+	    {"plot", required_argument, NULL, O_PLOT},
+	    {"floor-only", no_argument, NULL, O_FLOOR},
+	    {"help", no_argument, NULL, O_HELP},
+	    {0},
 	};
 	*o = (struct bench_opts){
-		.modes = 1u << MODE_CALL,
-		.transports = (1u << TP_COUNT) - 1,
-		.backends = (1u << 1) | (1u << 2),
-		.cpus = 1u << CPU_SAME,
-		.size = 64,
-		.count = 20000,
-		.duration = 0,
-		.warmup = 1000,
-		.clients = 1,
-		.subscribers = 1,
+	    .modes = 1u << MODE_CALL,
+	    .transports = (1u << TP_COUNT) - 1,
+	    .backends = (1u << 1) | (1u << 2),
+	    .cpus = 1u << CPU_SAME,
+	    .size = 64,
+	    .count = 20000,
+	    .duration = 0,
+	    .warmup = 1000,
+	    .clients = 1,
+	    .subscribers = 1,
 	};
 	bool count_set = false;
 	uint64_t v;

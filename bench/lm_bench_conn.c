@@ -117,7 +117,8 @@ static void srv_closed(lm_conn *c, int reason, void *userdata)
 			s->conns[i] = NULL;
 	lm_conn_free(c);
 	if (!s->done && s->x->c->mode != MODE_IDLE) {
-		bench_fail(s->x->shm, 2, "server: a connection closed early: %s", strerror(-reason));
+		bench_fail(s->x->shm, 2, "server: a connection closed early: %s",
+			   strerror(-reason));
 		lm_reactor_stop(s->r, 1);
 	}
 }

@@ -147,7 +147,8 @@ static int floor_serve(struct bench_ctx *x, struct link *links, int n)
 			floor_path(x, path, sizeof(path), "c2s", i);
 			floor_path(x, path2, sizeof(path2), "s2c", i);
 			links[i].rfd = mq_create(path, x->o->size, O_RDONLY);
-			links[i].wfd = links[i].rfd < 0 ? -1 : mq_create(path2, x->o->size, O_WRONLY);
+			links[i].wfd =
+			    links[i].rfd < 0 ? -1 : mq_create(path2, x->o->size, O_WRONLY);
 			if (links[i].rfd < 0 || links[i].wfd < 0) {
 				bench_fail(x->shm, 1, "mq_open (queue %d of %d): %s", i + 1, 2 * n,
 					   strerror(errno));

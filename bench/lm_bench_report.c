@@ -86,7 +86,10 @@ void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_
 	else
 		fputs("null", f);
 	fprintf(f, ",\"cpu\":\"%s\",\"peers\":%d,\"size\":%zu,\"status\":\"%s\"", r->cpu,
-		r->c.peers, o->size, r->status == 0 ? "ok" : r->status == 1 ? "n/a" : "failed");
+		r->c.peers, o->size,
+		r->status == 0   ? "ok"
+		: r->status == 1 ? "n/a"
+				 : "failed");
 	if (r->status) {
 		fputs(",\"why\":", f);
 		json_str(f, r->why);
@@ -101,7 +104,8 @@ void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_
 			(unsigned long long)h->count, us(hist_percentile(h, 50)),
 			us(hist_percentile(h, 90)), us(hist_percentile(h, 99)),
 			us(hist_percentile(h, 99.9)), us(h->max), us(h->min));
-	fprintf(f, ",\"msgs\":%llu,\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,\"cpu_us_per_msg\":%.3f",
+	fprintf(f,
+		",\"msgs\":%llu,\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,\"cpu_us_per_msg\":%.3f",
 		(unsigned long long)r->msgs, r->msgs_per_s, r->msgs_per_s * (double)o->size,
 		r->cpu_us_per_msg);
 	if (r->wake_per_s >= 0)
@@ -202,12 +206,13 @@ int bench_write_plot(const char *path, struct bench_result *rs, int n)
 		char name[40];
 		case_name(&rs[i], name, sizeof(name));
 		double ly = MT + 14 + 16 * shown;
-		fprintf(f,
-			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-			"stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s %s %s %s n=%d</text>\n",
-			W - MR + 10, ly - 4, W - MR + 34, ly - 4, col, dash, W - MR + 40, ly, name,
-			bench_tp_name(rs[i].c.tp), bench_backend_name(rs[i].c.backend), rs[i].cpu,
-			rs[i].c.peers);
+		fprintf(
+		    f,
+		    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+		    "stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s %s %s %s n=%d</text>\n",
+		    W - MR + 10, ly - 4, W - MR + 34, ly - 4, col, dash, W - MR + 40, ly, name,
+		    bench_tp_name(rs[i].c.tp), bench_backend_name(rs[i].c.backend), rs[i].cpu,
+		    rs[i].c.peers);
 		shown++;
 	}
 	fputs("</svg>\n", f);

@@ -1,0 +1,313 @@
+/* Tests of lm-bench's own logic: the histogram, argument errors, short runs that reap. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+/* The histogram is a plain C file of the tool: test it in-process. */
+#include "../bench/hist.c"
+
+/* ---- histogram ---- */
+
+static double rel_err(uint64_t got, double want)
+{
+	return ((double)got - want) / want;
+}
+
+Test(bench_hist, uniform_percentiles_within_precision)
+{
+	static struct hist h;
+	hist_init(&h);
+	for (uint64_t v = 1; v <= 1000000; v++)
+		hist_record(&h, v);
+	cr_assert_eq(h.count, 1000000);
+	cr_assert_eq(h.min, 1);
+	cr_assert_eq(h.max, 1000000);
+	const double ps[] = {1, 10, 50, 90, 99, 99.9, 99.99};
+	for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
+		double want = ps[i] / 100.0 * 1e6;
+		uint64_t got = hist_percentile(&h, ps[i]);
+		cr_assert(rel_err(got, want) <= hist_precision() &&
+			      rel_err(got, want) >= -hist_precision(),
+			  "p%g: got %llu, want %.0f (precision %g)", ps[i], (unsigned long long)got,
+			  want, hist_precision());
+	}
+	cr_assert_eq(hist_percentile(&h, 100), 1000000);
+	cr_assert_eq(hist_percentile(&h, 0), 1);
+}
+
+Test(bench_hist, small_values_exact_and_buckets_contiguous)
+{
+	static struct hist h;
+	hist_init(&h);
+	cr_assert_eq(hist_percentile(&h, 50), 0, "empty histogram");
+	for (uint64_t v = 0; v < HIST_LINEAR; v++)
+		cr_assert_eq(hist_bucket_low(hist_index(v)), v);
+	/* Every bucket starts where the previous one ends, up to the limit. */
+	for (unsigned i = 1; i < HIST_BUCKETS; i++)
+		cr_assert_eq(hist_bucket_low(i), hist_bucket_low(i - 1) + hist_bucket_width(i - 1),
+			     "bucket %u", i);
+	for (uint64_t v = 1; v < HIST_LIMIT; v = v * 3 + 1) {
+		unsigned idx = hist_index(v);
+		cr_assert(v >= hist_bucket_low(idx) &&
+			  v < hist_bucket_low(idx) + hist_bucket_width(idx));
+		if (v >= HIST_LINEAR)
+			cr_assert((double)hist_bucket_width(idx) / (double)v <=
+				  2 * hist_precision() + 1e-12);
+	}
+	cr_assert_eq(hist_index(UINT64_MAX), HIST_BUCKETS - 1, "huge values are clamped");
+	for (int i = 0; i < 3; i++)
+		hist_record(&h, 7);
+	hist_record(&h, 100);
+	cr_assert_eq(hist_percentile(&h, 50), 7);
+	cr_assert_eq(hist_percentile(&h, 75), 7);
+	cr_assert_eq(hist_percentile(&h, 76), 100);
+}
+
+Test(bench_hist, merge_adds_counts_and_extremes)
+{
+	static struct hist a, b;
+	hist_init(&a);
+	hist_init(&b);
+	for (uint64_t v = 1000; v < 2000; v++)
+		hist_record(&a, v);
+	for (uint64_t v = 5000; v < 6000; v++)
+		hist_record(&b, v);
+	hist_merge(&a, &b);
+	cr_assert_eq(a.count, 2000);
+	cr_assert_eq(a.min, 1000);
+	cr_assert_eq(a.max, 5999);
+	/* Rank 1500 of 2000 is 5499. */
+	double e = rel_err(hist_percentile(&a, 75), 5499);
+	cr_assert(e <= hist_precision() && e >= -hist_precision(), "p75 of the merge: %g", e);
+}
+
+/* ---- the program ---- */
+
+static char bench_path[PATH_MAX];
+
+static const char *lm_bench(void)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		cr_skip_test("no /proc/self/exe");
+	self[n] = '\0';
+	snprintf(bench_path, sizeof(bench_path), "%s/../bench/lm-bench", dirname(self));
+	if (access(bench_path, X_OK) != 0)
+		cr_skip_test("lm-bench is not built beside the tests (%s)", bench_path);
+	return bench_path;
+}
+
+struct run {
+	int status; /* exit code, or 128 + signal */
+	char out[65536];
+	char err[4096];
+	int leftover; /* processes left behind by lm-bench */
+};
+
+static void read_all(int fd, char *buf, size_t cap)
+{
+	size_t len = 0;
+	ssize_t n;
+	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	buf[len] = '\0';
+	/* Drain the rest so the writer never blocks. */
+	char sink[4096];
+	while (read(fd, sink, sizeof(sink)) > 0)
+		;
+}
+
+/* Run lm-bench with args; with interrupt_ms > 0, send SIGINT after that long.
+ * This process is a subreaper, so any child lm-bench leaves behind becomes
+ * ours and is counted. */
+static void run_bench(struct run *r, const char *const *args, int interrupt_ms)
+{
+	const char *argv[32] = {lm_bench()};
+	int n = 1;
+	for (; args[n - 1]; n++)
+		argv[n] = args[n - 1];
+	argv[n] = NULL;
+	int out[2], err[2];
+	cr_assert_eq(pipe(out), 0);
+	cr_assert_eq(pipe(err), 0);
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		close(out[0]);
+		close(err[0]);
+		execv(argv[0], (char **)argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	if (interrupt_ms > 0) {
+		struct timespec ts = {interrupt_ms / 1000, (interrupt_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		kill(pid, SIGINT);
+	}
+	/* stderr is small; read stdout until lm-bench closes it. */
+	read_all(out[0], r->out, sizeof(r->out));
+	read_all(err[0], r->err, sizeof(r->err));
+	close(out[0]);
+	close(err[0]);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	/* Give orphans, if any, a moment to be reparented to us and die. */
+	struct timespec ts = {0, 100000000};
+	nanosleep(&ts, NULL);
+	r->leftover = 0;
+	while (waitpid(-1, &st, WNOHANG) > 0)
+		r->leftover++;
+}
+
+static void expect_usage_error(const char *const *args, const char *needle)
+{
+	static struct run r;
+	run_bench(&r, args, 0);
+	cr_assert_eq(r.status, 2, "%s: exit %d, stderr: %s", args[0], r.status, r.err);
+	cr_assert(strstr(r.err, needle), "stderr lacks '%s': %s", needle, r.err);
+	cr_assert_eq(r.out[0], '\0', "nothing on stdout: %s", r.out);
+}
+
+Test(bench_args, errors_exit_2_with_a_message, .timeout = 30)
+{
+	expect_usage_error((const char *[]){"--transport", "tcp", NULL}, "--transport");
+	expect_usage_error((const char *[]){"--transport", "unix,", NULL}, "--transport");
+	expect_usage_error((const char *[]){"--subscribers", "0", NULL}, "--subscribers");
+	expect_usage_error((const char *[]){"--subscribers", "1001", NULL}, "--subscribers");
+	expect_usage_error((const char *[]){"--clients", "-1", NULL}, "--clients");
+	expect_usage_error((const char *[]){"--backend", "kqueue", NULL}, "--backend");
+	expect_usage_error((const char *[]){"--mode", "pingpong", NULL}, "--mode");
+	expect_usage_error((const char *[]){"--cpu", "three", NULL}, "--cpu");
+	expect_usage_error((const char *[]){"--size", "8", NULL}, "--size");
+	expect_usage_error((const char *[]){"--count", "10", "--duration", "1", NULL}, "not both");
+	expect_usage_error((const char *[]){"--frobnicate", NULL}, "--frobnicate");
+	expect_usage_error((const char *[]){"extra", NULL}, "extra");
+}
+
+Test(bench_args, help_explains_every_field, .timeout = 30)
+{
+	static struct run r;
+	run_bench(&r, (const char *[]){"--help", NULL}, 0);
+	cr_assert_eq(r.status, 0);
+	const char *words[] = {"--mode",        "--transport", "--backend",  "--size",
+			       "--count",       "--duration",  "--warmup",   "--clients",
+			       "--subscribers", "--cpu",       "--json",     "--plot",
+			       "p50",           "msgs/s",      "cpu_us/msg", "wake/s",
+			       "x50",           "x99",         "floor"};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		cr_assert(strstr(r.out, words[i]), "--help lacks %s", words[i]);
+}
+
+/* Every line of --json output: one object, status ok or n/a, never failed. */
+static int check_json(const char *out, const char *mode, int *ok_floor)
+{
+	int lines = 0;
+	char *copy = strdup(out), *save = NULL;
+	for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		lines++;
+		cr_assert(l[0] == '{' && l[strlen(l) - 1] == '}', "not a JSON object: %s", l);
+		cr_assert(strstr(l, mode), "wrong mode: %s", l);
+		cr_assert(!strstr(l, "\"status\":\"failed\""), "a case failed: %s", l);
+		if (strstr(l, "\"impl\":\"floor\"")) {
+			cr_assert(strstr(l, "\"status\":\"ok\""), "the floor must run: %s", l);
+			cr_assert(strstr(l, "\"p50_us\":") && strstr(l, "\"p99_us\":"), "%s", l);
+			(*ok_floor)++;
+		}
+		if (strstr(l, "\"status\":\"n/a\""))
+			cr_assert(strstr(l, "\"why\":\""), "n/a without a reason: %s", l);
+		if (strstr(l, "\"impl\":\"lm_conn\"") && strstr(l, "\"status\":\"ok\""))
+			cr_assert(strstr(l, "\"ratio_p50\":"), "no ratio to the floor: %s", l);
+	}
+	free(copy);
+	return lines;
+}
+
+Test(bench_run, call_every_transport_json_and_reaped, .timeout = 120)
+{
+	static struct run r;
+	int floors = 0;
+	run_bench(&r,
+		  (const char *[]){"--mode", "call", "--transport", "unix,fifo,mq", "--backend",
+				   "epoll", "--count", "200", "--warmup", "10", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	/* Per transport: floor, lm_conn epoll, lm_service. */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 9, "%s", r.out);
+	cr_assert_eq(floors, 3);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+Test(bench_run, signal_every_transport_json_and_reaped, .timeout = 120)
+{
+	static struct run r;
+	int floors = 0;
+	run_bench(&r,
+		  (const char *[]){"--mode", "signal", "--transport", "unix,fifo,mq", "--backend",
+				   "epoll", "--subscribers", "3", "--count", "100", "--warmup",
+				   "10", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 9, "%s", r.out);
+	cr_assert_eq(floors, 3);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+Test(bench_run, table_shape_and_plot, .timeout = 120)
+{
+	static struct run r;
+	char svg[] = "/tmp/test-bench-XXXXXX.svg";
+	int fd = mkstemps(svg, 4);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	run_bench(&r,
+		  (const char *[]){"--transport", "unix", "--backend", "epoll", "--count", "200",
+				   "--warmup", "10", "--plot", svg, NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	cr_assert(strncmp(r.out, "# lm-bench:", 11) == 0, "%s", r.out);
+	const char *hdr = strstr(r.out, "\ncase ");
+	cr_assert(hdr, "no header: %s", r.out);
+	const char *cols[] = {"p50",    "p90",        "p99", "p99.9", "max",
+			      "msgs/s", "cpu_us/msg", "x50", "x99"};
+	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
+		cr_assert(strstr(hdr, cols[i]), "no column %s", cols[i]);
+	cr_assert(strstr(r.out, "\ncall floor "), "%s", r.out);
+	cr_assert(strstr(r.out, "\ncall lm_conn "), "%s", r.out);
+	char buf[256] = "";
+	FILE *f = fopen(svg, "r");
+	cr_assert(f);
+	cr_assert(fread(buf, 1, sizeof(buf) - 1, f) > 0);
+	fclose(f);
+	unlink(svg);
+	cr_assert(strstr(buf, "<svg"), "not an SVG: %s", buf);
+	cr_assert_eq(r.leftover, 0);
+}
+
+Test(bench_run, ctrl_c_reaps_every_process, .timeout = 120)
+{
+	static struct run r;
+	run_bench(&r,
+		  (const char *[]){"--mode", "signal", "--transport", "unix", "--floor-only",
+				   "--subscribers", "20", "--duration", "30", NULL},
+		  700);
+	cr_assert_eq(r.status, 130, "exit %d: %s", r.status, r.err);
+	cr_assert(strstr(r.err, "interrupted"), "%s", r.err);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
