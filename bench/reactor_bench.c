@@ -35,8 +35,8 @@ static lm_reactor *reactor(enum lm_backend b)
 	int err = lm_reactor_new(&r, &o);
 
 	if (err < 0) {
-		fprintf(stderr, "lm_reactor_new(%s): %s\n", b == LM_BACKEND_URING ? "uring" : "epoll",
-			strerror(-err));
+		fprintf(stderr, "lm_reactor_new(%s): %s\n",
+			b == LM_BACKEND_URING ? "uring" : "epoll", strerror(-err));
 		return NULL;
 	}
 	return r;
@@ -128,7 +128,8 @@ static double bench_ready_fds(enum lm_backend backend)
 	for (int i = 0; i < READY_FDS; i++) {
 		/* An eventfd holding 1 and never read stays readable. */
 		fds[i] = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (fds[i] < 0 || lm_reactor_add_io(r, NULL, fds[i], LM_IO_IN, ready_cb, &calls) < 0) {
+		if (fds[i] < 0 ||
+		    lm_reactor_add_io(r, NULL, fds[i], LM_IO_IN, ready_cb, &calls) < 0) {
 			perror("eventfd / add_io");
 			exit(1);
 		}
@@ -169,8 +170,9 @@ static double bench_timer_churn(enum lm_backend backend)
 	srandom(1);
 	t0 = now_ns();
 	for (long i = 0; i < timer_count; i++)
-		lm_reactor_add_timer(r, &t[i], 1000000000ull + (uint64_t)random() % 3600000000000ull,
-				     0, timer_cb, &fired);
+		lm_reactor_add_timer(r, &t[i],
+				     1000000000ull + (uint64_t)random() % 3600000000000ull, 0,
+				     timer_cb, &fired);
 	for (long i = 0; i < timer_count; i++)
 		lm_source_free(t[i]);
 	t1 = now_ns();
@@ -207,10 +209,10 @@ static const struct {
 	const char *unit;
 	double (*run)(enum lm_backend);
 } benches[] = {
-	{"pingpong", "ns/round trip", bench_pingpong},
-	{"ready_fds", "ns per 1000 ready fds reported", bench_ready_fds},
-	{"timer_add_cancel", "ns/(add+cancel)", bench_timer_churn},
-	{"timer_fire", "ns/timer fired", bench_timer_fire},
+    {"pingpong", "ns/round trip", bench_pingpong},
+    {"ready_fds", "ns per 1000 ready fds reported", bench_ready_fds},
+    {"timer_add_cancel", "ns/(add+cancel)", bench_timer_churn},
+    {"timer_fire", "ns/timer fired", bench_timer_fire},
 };
 
 static double median(double v[REPS])
@@ -245,7 +247,8 @@ int main(int argc, char **argv)
 			timer_count /= 10;
 		} else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
 			i++;
-			backends[0] = strcmp(argv[i], "uring") == 0 ? LM_BACKEND_URING : LM_BACKEND_EPOLL;
+			backends[0] =
+			    strcmp(argv[i], "uring") == 0 ? LM_BACKEND_URING : LM_BACKEND_EPOLL;
 			nbackends = 1;
 		} else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
 			only = argv[++i];
@@ -280,6 +283,8 @@ int main(int argc, char **argv)
 			       benches[i].unit);
 		fflush(stdout);
 	}
-	printf("median of %d alternating runs; ratio = io_uring / epoll (below 1: io_uring faster)\n", REPS);
+	printf(
+	    "median of %d alternating runs; ratio = io_uring / epoll (below 1: io_uring faster)\n",
+	    REPS);
 	return 0;
 }

@@ -43,18 +43,18 @@
  */
 
 #define URING_DEFAULT_ENTRIES 256
-#define URING_MAX_ENTRIES 32768
-#define UDATA_IGNORE 0 /* completions of NOPs and POLL_REMOVEs */
+#define URING_MAX_ENTRIES     32768
+#define UDATA_IGNORE          0 /* completions of NOPs and POLL_REMOVEs */
 
 struct uring_rec {
 	int fd;
 	uint32_t events; /* LM_IO_IN | LM_IO_OUT */
 	void *tag;
-	bool dead;      /* del()'d or replaced by mod(): completions are dropped */
-	bool in_flight; /* a poll naming this rec is queued or in the kernel */
-	bool listed;    /* on the ready list */
-	bool failed;    /* the poll failed: reported once, not re-armed */
-	uint32_t ready; /* LM_IO_* seen by the last completion, not yet reported */
+	bool dead;                /* del()'d or replaced by mod(): completions are dropped */
+	bool in_flight;           /* a poll naming this rec is queued or in the kernel */
+	bool listed;              /* on the ready list */
+	bool failed;              /* the poll failed: reported once, not re-armed */
+	uint32_t ready;           /* LM_IO_* seen by the last completion, not yet reported */
 	struct io_uring_sqe *sqe; /* the queued poll, valid while sqe_seq is current */
 	uint64_t sqe_seq;
 	LIST_ENTRY(uring_rec) all_link;
@@ -480,12 +480,12 @@ static int uring_fd(void *p)
 }
 
 const struct lm_backend_ops lm__backend_uring = {
-	.name = "io_uring",
-	.init = uring_init,
-	.fini = uring_fini,
-	.add = uring_add,
-	.mod = uring_mod,
-	.del = uring_del,
-	.wait = uring_wait,
-	.fd = uring_fd,
+    .name = "io_uring",
+    .init = uring_init,
+    .fini = uring_fini,
+    .add = uring_add,
+    .mod = uring_mod,
+    .del = uring_del,
+    .wait = uring_wait,
+    .fd = uring_fd,
 };

@@ -33,13 +33,13 @@ enum {
 static int refuse_io_uring_setup(void)
 {
 	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* another arch: leave it */
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* another arch: leave it */
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
 
@@ -87,7 +87,8 @@ Test(uring, seccomp_refusal_falls_back_to_epoll, .timeout = 10)
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status), "child died: status %#x", status);
 	cr_assert_neq(WEXITSTATUS(status), CHILD_SECCOMP, "could not install the seccomp filter");
-	cr_assert_neq(WEXITSTATUS(status), CHILD_AUTO_FAILED, "AUTO failed instead of falling back");
+	cr_assert_neq(WEXITSTATUS(status), CHILD_AUTO_FAILED,
+		      "AUTO failed instead of falling back");
 	cr_assert_neq(WEXITSTATUS(status), CHILD_AUTO_NOT_EPOLL, "AUTO did not pick epoll");
 	cr_assert_neq(WEXITSTATUS(status), CHILD_TIMER, "a timer did not run on the fallback");
 	cr_assert_neq(WEXITSTATUS(status), CHILD_URING_NOT_EPERM, "URING did not give -EPERM");
@@ -143,9 +144,9 @@ static void trigger_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 		close(st->new_pipe[0]);
 		st->new_pipe[0] = num;
 	}
-	cr_assert_eq(lm_reactor_add_io(lm_source_get_reactor(s), &st->fresh, num, LM_IO_IN,
-				       fresh_cb, st),
-		     0);
+	cr_assert_eq(
+	    lm_reactor_add_io(lm_source_get_reactor(s), &st->fresh, num, LM_IO_IN, fresh_cb, st),
+	    0);
 }
 
 LM_BACKEND_TEST(uring, removed_ready_fd_number_reused_in_callback)
@@ -250,8 +251,8 @@ Test(uring, tiny_ring_overflow_delivers_every_event, .timeout = 10)
 	for (int i = 0; i < NREADY; i++) {
 		st.fds[i] = eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
 		cr_assert_geq(st.fds[i], 0);
-		cr_assert_eq(lm_reactor_add_io(r, &src[i], st.fds[i], LM_IO_IN, count_ready_cb, &st),
-			     0);
+		cr_assert_eq(
+		    lm_reactor_add_io(r, &src[i], st.fds[i], LM_IO_IN, count_ready_cb, &st), 0);
 	}
 	/* Level-triggered, never drained: every fd in every iteration. */
 	for (int round = 1; round <= 3; round++) {
