@@ -163,3 +163,21 @@ int lm__pidfd_open(pid_t pid)
 
 	return fd < 0 ? -errno : fd;
 }
+
+pid_t lm__server_pid(int dirfd, const char *name, const char *scheme)
+{
+	char file[LM_NAME_MAX + 32], buf[32];
+	ssize_t n;
+	int fd;
+
+	snprintf(file, sizeof(file), "%s.%s.lock", name, scheme);
+	fd = openat(dirfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	return (pid_t)atoi(buf);
+}

@@ -78,6 +78,9 @@ int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *
  * raised consumed, leaving mask and pending signals as they were. */
 ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
 
+/* The pid a live server wrote in the name's lock file, or 0. */
+pid_t lm__server_pid(int dirfd, const char *name, const char *scheme);
+
 /* An fd that becomes readable when process pid exits, or -errno. */
 int lm__pidfd_open(pid_t pid);
 

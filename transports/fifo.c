@@ -1,0 +1,406 @@
+/* The fifo transport: a request FIFO per listener, a FIFO pair per connection. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log-internal.h"
+#include "transport-internal.h"
+
+/*
+ * The listener's "<name>.fifo" only carries connection requests, each one
+ * write of a fixed-size record (<= PIPE_BUF, so concurrent clients never
+ * interleave). The client makes "<name>.<pid>.<n>.c2s" and ".s2c" (mode 0600),
+ * opens its ends and sends the record; the server opens the other ends and
+ * unlinks both, so nothing is left on disk whoever dies. Each FIFO has one
+ * writer and one reader and carries frames: a 4-byte length (host order)
+ * then the payload.
+ */
+#define REQ_MAGIC 0x6c6d6631u /* "lmf1" */
+#define RBUF      (64u * 1024)
+
+struct fifo_req {
+	uint32_t magic;
+	int32_t pid;
+	char id[128];
+};
+_Static_assert(sizeof(struct fifo_req) <= PIPE_BUF, "requests must be atomic");
+
+struct fifo_listener {
+	int fd;
+	int dirfd;
+	char file[LM_NAME_MAX + 8];
+};
+
+struct fifo_conn {
+	int rfd;
+	int wfd;
+	int pidfd;  /* client side: the server's life */
+	int dirfd;  /* client side: to remove its FIFOs if the server never took them */
+	char c2s[160];
+	char s2c[160];
+	struct lm_peer_cred cred;
+	unsigned char *rbuf;
+	size_t rlen;
+	unsigned char *abuf;
+	size_t atotal;
+	size_t afill;
+};
+
+static int fifo_listen(int dirfd, const char *name, bool leftover, void **lstate)
+{
+	struct fifo_listener *fl = calloc(1, sizeof(*fl));
+	struct stat st;
+	int err;
+
+	if (!fl)
+		return -ENOMEM;
+	fl->fd = fl->dirfd = -1;
+	snprintf(fl->file, sizeof(fl->file), "%s.fifo", name);
+	if (fstatat(dirfd, fl->file, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!leftover || !S_ISFIFO(st.st_mode) || st.st_uid != geteuid()) {
+			lm_log_error("fifo:%s: refused: a foreign file is at the name", name);
+			err = -EEXIST;
+			goto fail;
+		}
+		/* A dead server's requests are not new ones: start empty. */
+		lm_log_debug("fifo:%s: replacing the FIFO of a dead server", name);
+		if (unlinkat(dirfd, fl->file, 0) < 0 && errno != ENOENT) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	if (mkfifoat(dirfd, fl->file, 0600) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	/* O_RDWR: we are a writer too, so the FIFO never reports hang-up when
+	 * a client closes its end after its request. */
+	fl->fd = openat(dirfd, fl->file, O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	fl->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (fl->fd < 0 || fl->dirfd < 0) {
+		err = -errno;
+		unlinkat(dirfd, fl->file, 0);
+		goto fail;
+	}
+	*lstate = fl;
+	return 0;
+fail:
+	if (fl->fd >= 0)
+		close(fl->fd);
+	if (fl->dirfd >= 0)
+		close(fl->dirfd);
+	free(fl);
+	return err;
+}
+
+static int fifo_listen_fd(void *lstate)
+{
+	return ((struct fifo_listener *)lstate)->fd;
+}
+
+static void fifo_listen_close(void *lstate)
+{
+	struct fifo_listener *fl = lstate;
+
+	unlinkat(fl->dirfd, fl->file, 0);
+	close(fl->fd);
+	close(fl->dirfd);
+	free(fl);
+}
+
+static struct fifo_conn *conn_alloc(void)
+{
+	struct fifo_conn *fc = calloc(1, sizeof(*fc));
+
+	if (fc)
+		fc->rfd = fc->wfd = fc->pidfd = fc->dirfd = -1;
+	return fc;
+}
+
+static int open_fifo(int dirfd, const char *file, int flags, struct stat *st)
+{
+	int fd = openat(dirfd, file, flags | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, st) < 0 || !S_ISFIFO(st->st_mode)) {
+		close(fd);
+		return -EPROTO;
+	}
+	return fd;
+}
+
+static void fifo_close(void *cstate);
+static void fifo_free(void *cstate);
+
+static int fifo_accept(void *lstate, void **cstate)
+{
+	struct fifo_listener *fl = lstate;
+	struct fifo_req req;
+	struct fifo_conn *fc;
+	struct stat rst, wst;
+	char c2s[160], s2c[160];
+	ssize_t n;
+	int err;
+
+	n = read(fl->fd, &req, sizeof(req));
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	req.id[sizeof(req.id) - 1] = 0;
+	if (n != sizeof(req) || req.magic != REQ_MAGIC || lm__name_check(req.id) < 0) {
+		lm_log_warn("fifo: malformed connection request dropped");
+		return -EPROTO;
+	}
+	snprintf(c2s, sizeof(c2s), "%s.c2s", req.id);
+	snprintf(s2c, sizeof(s2c), "%s.s2c", req.id);
+	fc = conn_alloc();
+	if (!fc)
+		return -ENOMEM;
+	err = fc->rfd = open_fifo(fl->dirfd, c2s, O_RDONLY, &rst);
+	if (err >= 0)
+		err = fc->wfd = open_fifo(fl->dirfd, s2c, O_WRONLY, &wst);
+	/* Both ends are open (or the client is gone): the names are done. */
+	unlinkat(fl->dirfd, c2s, 0);
+	unlinkat(fl->dirfd, s2c, 0);
+	if (err >= 0 && rst.st_uid != wst.st_uid)
+		err = -EPROTO;
+	if (err < 0) {
+		fifo_close(fc);
+		fifo_free(fc);
+		return err == -ENXIO ? -ECONNRESET : err;
+	}
+	fc->cred.uid = rst.st_uid;
+	fc->cred.gid = rst.st_gid;
+	fc->cred.pid = req.pid; /* as the client says: FIFOs cannot tell */
+	*cstate = fc;
+	return 1;
+}
+
+static int fifo_connect(int dirfd, const char *name, void **cstate)
+{
+	static unsigned counter;
+	struct fifo_req req = {.magic = REQ_MAGIC, .pid = getpid()};
+	char file[LM_NAME_MAX + 8];
+	struct fifo_conn *fc;
+	struct iovec v = {&req, sizeof(req)};
+	struct stat st;
+	int lfd, err;
+
+	snprintf(file, sizeof(file), "%s.fifo", name);
+	lfd = open_fifo(dirfd, file, O_WRONLY, &st);
+	if (lfd < 0)
+		return lfd == -ENXIO || lfd == -EPROTO ? -ECONNREFUSED : lfd;
+	fc = conn_alloc();
+	if (!fc) {
+		close(lfd);
+		return -ENOMEM;
+	}
+	fc->cred.uid = st.st_uid;
+	fc->cred.gid = st.st_gid;
+	fc->cred.pid = lm__server_pid(dirfd, name, "fifo");
+	snprintf(req.id, sizeof(req.id), "%s.%d.%u", name, (int)getpid(), counter++);
+	snprintf(fc->c2s, sizeof(fc->c2s), "%s.c2s", req.id);
+	snprintf(fc->s2c, sizeof(fc->s2c), "%s.s2c", req.id);
+	fc->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (fc->dirfd < 0 || mkfifoat(dirfd, fc->c2s, 0600) < 0) {
+		err = -errno;
+		fc->c2s[0] = 0;
+		goto fail;
+	}
+	if (mkfifoat(dirfd, fc->s2c, 0600) < 0) {
+		err = -errno;
+		fc->s2c[0] = 0;
+		goto fail;
+	}
+	/* Our reading end first, so the server can open its writing end. Our
+	 * writing end is O_RDWR only so that it opens before the server reads;
+	 * the server's death shows as end of file on s2c. */
+	err = fc->rfd = open_fifo(dirfd, fc->s2c, O_RDONLY, &st);
+	if (err >= 0)
+		err = fc->wfd = open_fifo(dirfd, fc->c2s, O_RDWR, &st);
+	if (err < 0)
+		goto fail;
+	if (fc->cred.pid > 0) {
+		/* Seen before the server takes the request, too. */
+		fc->pidfd = lm__pidfd_open(fc->cred.pid);
+		if (fc->pidfd < 0) {
+			err = -ECONNREFUSED;
+			goto fail;
+		}
+	}
+	if (lm__writev_nosigpipe(lfd, &v, 1) != sizeof(req)) {
+		err = errno == EAGAIN ? -EAGAIN : -ECONNREFUSED;
+		goto fail;
+	}
+	close(lfd);
+	*cstate = fc;
+	return 0;
+fail:
+	close(lfd);
+	fifo_close(fc);
+	fifo_free(fc);
+	return err;
+}
+
+static int fifo_fds(void *cstate, struct lm_transport_fds *ret)
+{
+	struct fifo_conn *fc = cstate;
+
+	ret->rfd = fc->rfd;
+	ret->wfd = fc->wfd;
+	ret->hupfd = fc->pidfd;
+	return 0;
+}
+
+static int fifo_send(void *cstate, const struct iovec *iov, int iovcnt, size_t len,
+		     size_t *progress)
+{
+	struct fifo_conn *fc = cstate;
+	uint32_t hdr = (uint32_t)len;
+	size_t total = len + sizeof(hdr);
+	struct iovec v[LM_MAX_IOV + 1];
+
+	while (*progress < total) {
+		int k = lm__frame_slice(v, &hdr, iov, iovcnt, *progress, total - *progress);
+		ssize_t n = lm__writev_nosigpipe(fc->wfd, v, k);
+
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		*progress += (size_t)n;
+	}
+	return 1;
+}
+
+static ssize_t read_some(int fd, void *buf, size_t size)
+{
+	ssize_t n;
+
+	do
+		n = read(fd, buf, size);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	return n == 0 ? -ECONNRESET : n;
+}
+
+static int fifo_receive(lm_conn *c, void *cstate)
+{
+	struct fifo_conn *fc = cstate;
+	size_t off = 0, max = lm_conn_max_message(c);
+	ssize_t n;
+	int ret;
+
+	if (fc->abuf) {
+		/* The rest of a big frame goes straight into place. */
+		n = read_some(fc->rfd, fc->abuf + fc->afill, fc->atotal - fc->afill);
+		if (n <= 0)
+			return (int)n;
+		fc->afill += (size_t)n;
+		if (fc->afill == fc->atotal) {
+			unsigned char *m = fc->abuf;
+
+			fc->abuf = NULL;
+			ret = lm_transport_deliver(c, m, fc->atotal);
+			free(m);
+			if (ret < 0)
+				return ret;
+		}
+		return 1;
+	}
+	if (!fc->rbuf && !(fc->rbuf = malloc(RBUF)))
+		return -ENOMEM;
+	n = read_some(fc->rfd, fc->rbuf + fc->rlen, RBUF - fc->rlen);
+	if (n <= 0)
+		return (int)n;
+	fc->rlen += (size_t)n;
+	while (fc->rlen - off >= sizeof(uint32_t)) {
+		size_t avail = fc->rlen - off - sizeof(uint32_t);
+		uint32_t len;
+
+		memcpy(&len, fc->rbuf + off, sizeof(len));
+		if (len > max)
+			return -EMSGSIZE;
+		if (avail >= len) {
+			ret = lm_transport_deliver(c, fc->rbuf + off + sizeof(len), len);
+			if (ret < 0)
+				return ret;
+			off += sizeof(len) + len;
+			continue;
+		}
+		if (len + sizeof(len) > RBUF) {
+			fc->abuf = malloc(len);
+			if (!fc->abuf)
+				return -ENOMEM;
+			memcpy(fc->abuf, fc->rbuf + off + sizeof(len), avail);
+			fc->atotal = len;
+			fc->afill = avail;
+			off = fc->rlen;
+		}
+		break;
+	}
+	memmove(fc->rbuf, fc->rbuf + off, fc->rlen - off);
+	fc->rlen -= off;
+	return 1;
+}
+
+static int fifo_peer_cred(void *cstate, struct lm_peer_cred *ret)
+{
+	*ret = ((struct fifo_conn *)cstate)->cred;
+	return 0;
+}
+
+static void fifo_close(void *cstate)
+{
+	struct fifo_conn *fc = cstate;
+
+	if (fc->rfd >= 0)
+		close(fc->rfd);
+	if (fc->wfd >= 0)
+		close(fc->wfd);
+	if (fc->pidfd >= 0)
+		close(fc->pidfd);
+	if (fc->dirfd >= 0) {
+		/* The server unlinks them when it takes the request; if it never
+		 * did, they are ours to remove. */
+		if (fc->c2s[0])
+			unlinkat(fc->dirfd, fc->c2s, 0);
+		if (fc->s2c[0])
+			unlinkat(fc->dirfd, fc->s2c, 0);
+		close(fc->dirfd);
+	}
+	fc->rfd = fc->wfd = fc->pidfd = fc->dirfd = -1;
+}
+
+static void fifo_free(void *cstate)
+{
+	struct fifo_conn *fc = cstate;
+
+	free(fc->rbuf);
+	free(fc->abuf);
+	free(fc);
+}
+
+const struct lm_transport_ops lm__transport_fifo = {
+	.scheme = "fifo",
+	.listen = fifo_listen,
+	.listen_fd = fifo_listen_fd,
+	.accept = fifo_accept,
+	.listen_close = fifo_listen_close,
+	.connect = fifo_connect,
+	.fds = fifo_fds,
+	.send = fifo_send,
+	.receive = fifo_receive,
+	.peer_cred = fifo_peer_cred,
+	.close = fifo_close,
+	.free = fifo_free,
+};
