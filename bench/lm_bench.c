@@ -184,6 +184,8 @@ static int client_subscriber(struct bench_ctx *x, const struct bench_io *io, cha
 		memcpy(&h, buf, sizeof(h));
 		if (h.kind == BENCH_STOP)
 			break;
+		if (h.kind == BENCH_PROBE)
+			continue;
 		if (h.kind == BENCH_DATA && !cpu0)
 			cpu0 = bench_cpu_ns();
 		bench_fan_received(x);
@@ -279,8 +281,10 @@ static pid_t spawn(struct bench_ctx *x, bool server, int close_fds[2], const sig
 	int rc;
 	if (x->c->impl == IMPL_FLOOR)
 		rc = server ? bench_floor_server(x) : bench_floor_client(x);
-	else
+	else if (x->c->impl == IMPL_CONN)
 		rc = server ? bench_conn_server(x) : bench_conn_client(x);
+	else
+		rc = server ? bench_service_server(x) : bench_service_client(x);
 	_exit(rc);
 }
 
@@ -392,9 +396,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		r->status = 1;
 		return;
 	}
-	if (c->impl == IMPL_SERVICE) {
+	if (c->impl == IMPL_SERVICE && bench_service_available(r->why, sizeof(r->why)) < 0) {
 		r->status = 1;
-		snprintf(r->why, sizeof(r->why), "services layer (service.h) not built yet");
 		return;
 	}
 	memset(shm, 0, sizeof(*shm));
@@ -517,7 +520,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 4, n = 0, failed = 0;
+	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 5, n = 0, failed = 0;
 	struct bench_result *rs = calloc((size_t)max_cases, sizeof(*rs));
 	if (!rs)
 		return 1;
@@ -546,16 +549,17 @@ int main(int argc, char **argv)
 				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
 						? o.clients
 						: o.subscribers;
-				struct bench_case cs[4];
+				struct bench_case cs[5];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (o.backends & (1u << b))
 						cs[nc++] = (struct bench_case){m, tp,  IMPL_CONN,
 									       b, cpu, peers};
-				if (!o.floor_only && m != MODE_IDLE)
-					cs[nc++] =
-					    (struct bench_case){m, tp, IMPL_SERVICE, 0, cpu, peers};
+				for (int b = 1; b <= 2 && !o.floor_only; b++)
+					if (o.backends & (1u << b))
+						cs[nc++] = (struct bench_case){m, tp,  IMPL_SERVICE,
+									       b, cpu, peers};
 				int floor_at = n;
 				for (int k = 0; k < nc && !interrupted; k++) {
 					struct bench_result *r = &rs[n];

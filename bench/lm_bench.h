@@ -41,7 +41,7 @@ struct bench_hdr {
 	uint32_t from;
 	uint64_t t0;
 };
-enum { BENCH_WARMUP = 1, BENCH_DATA = 2, BENCH_STOP = 3 };
+enum { BENCH_WARMUP = 1, BENCH_DATA = 2, BENCH_STOP = 3, BENCH_PROBE = 4 /* ignored */ };
 
 struct bench_case {
 	enum bench_mode mode;
@@ -137,6 +137,9 @@ int bench_floor_client(struct bench_ctx *x);
 int bench_conn_available(char *why, size_t size);
 int bench_conn_server(struct bench_ctx *x);
 int bench_conn_client(struct bench_ctx *x);
+int bench_service_available(char *why, size_t size);
+int bench_service_server(struct bench_ctx *x);
+int bench_service_client(struct bench_ctx *x);
 
 /* lm_bench_report.c */
 void bench_print_header(FILE *f);
