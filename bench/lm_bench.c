@@ -396,7 +396,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		r->status = 1;
 		return;
 	}
-	if (c->impl == IMPL_SERVICE && bench_service_available(r->why, sizeof(r->why)) < 0) {
+	if ((c->impl == IMPL_SERVICE || c->impl == IMPL_EMIT) &&
+	    bench_service_available(r->why, sizeof(r->why)) < 0) {
 		r->status = 1;
 		return;
 	}
@@ -520,7 +521,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 5, n = 0, failed = 0;
+	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 7, n = 0, failed = 0;
 	struct bench_result *rs = calloc((size_t)max_cases, sizeof(*rs));
 	if (!rs)
 		return 1;
@@ -549,7 +550,7 @@ int main(int argc, char **argv)
 				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
 						? o.clients
 						: o.subscribers;
-				struct bench_case cs[5];
+				struct bench_case cs[7];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
@@ -559,6 +560,10 @@ int main(int argc, char **argv)
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (o.backends & (1u << b))
 						cs[nc++] = (struct bench_case){m, tp,  IMPL_SERVICE,
+									       b, cpu, peers};
+				for (int b = 1; b <= 2 && !o.floor_only; b++)
+					if (m == MODE_THROUGHPUT && (o.backends & (1u << b)))
+						cs[nc++] = (struct bench_case){m, tp,  IMPL_EMIT,
 									       b, cpu, peers};
 				int floor_at = n;
 				for (int k = 0; k < nc && !interrupted; k++) {

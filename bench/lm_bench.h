@@ -13,7 +13,12 @@ enum bench_mode { MODE_CALL, MODE_SIGNAL, MODE_THROUGHPUT, MODE_IDLE, MODE_COUNT
 enum bench_tp { TP_UNIX, TP_FIFO, TP_MQ, TP_COUNT };
 enum bench_cpu { CPU_SAME, CPU_SPLIT, CPU_ANY, CPU_COUNT };
 /* What carries the messages: the bare kernel, or libmessage at some layer. */
-enum bench_impl { IMPL_FLOOR, IMPL_CONN, IMPL_SERVICE };
+enum bench_impl {
+	IMPL_FLOOR,   /* bare blocking kernel objects */
+	IMPL_CONN,    /* transport.h connections through the reactor */
+	IMPL_SERVICE, /* service.h: calls, emit, pipelined calls */
+	IMPL_EMIT,    /* service.h, throughput only: pipelined lm_server_emit */
+};
 
 #define BENCH_MAX_PEERS 1000
 #define BENCH_MIN_SIZE  16 /* the message header below */
@@ -65,7 +70,8 @@ struct bench_shm {
 	uint64_t progress; /* messages so far, for the progress line and the watchdog */
 	uint32_t fan_ack;  /* signal: subscribers that got the current emission (futex) */
 	uint32_t pad;
-	uint64_t fan_last; /* signal: the latest receipt time of the current emission */
+	uint64_t fan_last; /* signal: the latest receipt time of the current emission;
+			    * emit throughput: messages received */
 	int failed;        /* 1: not available here, 2: failed while running */
 	char why[160];
 };

@@ -7,7 +7,8 @@
 
 static const char *impl_name(enum bench_impl i)
 {
-	return i == IMPL_FLOOR ? "floor" : i == IMPL_CONN ? "lm_conn" : "lm_service";
+	static const char *const names[] = {"floor", "lm_conn", "lm_service", "lm_emit"};
+	return names[i];
 }
 
 static void case_name(const struct bench_result *r, char *buf, size_t n)

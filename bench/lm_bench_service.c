@@ -197,6 +197,63 @@ static void srv_drain(struct srv *s)
 		;
 }
 
+/* Pipelined one-way signals to the subscribers, as fast as they read: at most
+ * EMIT_WINDOW emissions ahead of the slowest count of received messages (in
+ * shared memory), the rest of the flow control is the transport's queue. */
+#define EMIT_WINDOW 2048
+
+static int srv_emit_stream(struct srv *s, char *buf, uint32_t kind, uint64_t *sent)
+{
+	struct bench_shm *shm = s->x->shm;
+	uint64_t peers = (uint64_t)s->x->c->peers;
+	((struct bench_hdr *)buf)->kind = kind;
+	while ((*sent + 1) * peers >
+	       __atomic_load_n(&shm->fan_last, __ATOMIC_ACQUIRE) + EMIT_WINDOW * peers)
+		if (lm_reactor_run_once(s->r, 1000000) < 0)
+			return -EIO;
+	int r = lm_server_emit(s->s, SIGNAL_NAME, buf, s->x->o->size);
+	if (r < 0) {
+		bench_fail(shm, 2, "lm_server_emit: %s", strerror(-r));
+		return r;
+	}
+	if (r != s->x->c->peers) {
+		bench_fail(shm, 2, "lm_server_emit reached %d of %d subscribers", r,
+			   s->x->c->peers);
+		return -EIO;
+	}
+	(*sent)++;
+	return 0;
+}
+
+static int srv_emit_throughput(struct srv *s)
+{
+	struct bench_ctx *x = s->x;
+	char *buf = calloc(1, x->o->size);
+	uint64_t sent = 0, msgs = 0;
+	if (!buf)
+		return -ENOMEM;
+	if (srv_wait_subscribers(s, buf) < 0)
+		return -EIO;
+	for (uint64_t i = 0; i < x->o->warmup; i++)
+		if (srv_emit_stream(s, buf, BENCH_WARMUP, &sent) < 0)
+			return -EIO;
+	uint64_t cpu0 = bench_cpu_ns(), t0 = bench_now();
+	while (bench_more(x, msgs, t0)) {
+		if (srv_emit_stream(s, buf, BENCH_DATA, &sent) < 0)
+			return -EIO;
+		if ((++msgs & 255) == 0)
+			__atomic_fetch_add(&x->shm->progress, 256, __ATOMIC_RELAXED);
+	}
+	if (srv_emit_stream(s, buf, BENCH_STOP, &sent) < 0)
+		return -EIO;
+	/* Until every subscriber has everything: the queue drains meanwhile. */
+	while (__atomic_load_n(&x->shm->fan_last, __ATOMIC_ACQUIRE) < sent * (uint64_t)x->c->peers)
+		if (lm_reactor_run_once(s->r, 1000000) < 0)
+			return -EIO;
+	bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+	return 0;
+}
+
 int bench_service_server(struct bench_ctx *x)
 {
 	struct srv s = {.x = x};
@@ -217,7 +274,9 @@ int bench_service_server(struct bench_ctx *x)
 	}
 	if (write(x->ready_fd, "R", 1) != 1)
 		return 1;
-	if (x->c->mode == MODE_SIGNAL) {
+	if (x->c->impl == IMPL_EMIT) {
+		r = srv_emit_throughput(&s);
+	} else if (x->c->mode == MODE_SIGNAL) {
 		r = srv_signal(&s);
 	} else if (x->c->mode == MODE_IDLE) {
 		char buf[BENCH_MIN_SIZE + 64] = {0};
@@ -357,6 +416,40 @@ static int cli_flush(void *p)
 	return cl->err;
 }
 
+/* Receiving end of the emit throughput: count, and tell the emitter. */
+static int cli_count(struct bench_ctx *x, const struct bench_io *io)
+{
+	struct cli *cl = io->p;
+	uint64_t msgs = 0, cpu0 = 0, t0 = 0;
+	struct bench_hdr h;
+	for (;;) {
+		long n = cli_recv(cl, cl->buf, cl->cap);
+		if (n < (long)sizeof(h)) {
+			bench_fail(x->shm, 2, "subscriber %d: %s", x->index,
+				   n < 0 ? strerror((int)-n) : "short message");
+			return 1;
+		}
+		memcpy(&h, cl->buf, sizeof(h));
+		if (h.kind == BENCH_PROBE)
+			continue;
+		__atomic_fetch_add(&x->shm->fan_last, 1, __ATOMIC_RELEASE);
+		if (h.kind == BENCH_DATA && !t0) {
+			cpu0 = bench_cpu_ns();
+			t0 = bench_now();
+		}
+		if (h.kind == BENCH_DATA)
+			msgs++;
+		if (h.kind == BENCH_STOP)
+			break;
+	}
+	if (t0) {
+		bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+		bench_add_window(x->shm, t0, bench_now());
+		__atomic_fetch_add(&x->shm->msgs, msgs, __ATOMIC_RELAXED);
+	}
+	return 0;
+}
+
 int bench_service_client(struct bench_ctx *x)
 {
 	struct cli cl = {.x = x, .cap = x->o->size + 64};
@@ -368,7 +461,8 @@ int bench_service_client(struct bench_ctx *x)
 	endpoint(x, ep, sizeof(ep));
 	struct lm_client_options co = {.max_pending = 128};
 	int r = lm_client_new(&cl.c, cl.r, ep, &co);
-	if (r >= 0 && (x->c->mode == MODE_SIGNAL || x->c->mode == MODE_IDLE))
+	if (r >= 0 &&
+	    (x->c->mode == MODE_SIGNAL || x->c->mode == MODE_IDLE || x->c->impl == IMPL_EMIT))
 		r = lm_client_subscribe(cl.c, SIGNAL_NAME, cli_signal, &cl);
 	if (r < 0) {
 		bench_fail(x->shm, 2, "lm_client_new(%s): %s", ep, strerror(-r));
@@ -383,7 +477,7 @@ int bench_service_client(struct bench_ctx *x)
 		lm_reactor_run_once(cl.r, 100000000);
 	}
 	struct bench_io io = {.send = cli_send, .recv = cli_recv, .flush = cli_flush, .p = &cl};
-	int rc = bench_client_run(x, &io);
+	int rc = x->c->impl == IMPL_EMIT ? cli_count(x, &io) : bench_client_run(x, &io);
 	lm_client_free(cl.c);
 	lm_reactor_free(cl.r);
 	return rc;
@@ -400,6 +494,40 @@ int bench_service_available(char *why, size_t size)
 int bench_service_server(struct bench_ctx *x)
 {
 	return 1;
+}
+
+/* Receiving end of the emit throughput: count, and tell the emitter. */
+static int cli_count(struct bench_ctx *x, const struct bench_io *io)
+{
+	struct cli *cl = io->p;
+	uint64_t msgs = 0, cpu0 = 0, t0 = 0;
+	struct bench_hdr h;
+	for (;;) {
+		long n = cli_recv(cl, cl->buf, cl->cap);
+		if (n < (long)sizeof(h)) {
+			bench_fail(x->shm, 2, "subscriber %d: %s", x->index,
+				   n < 0 ? strerror((int)-n) : "short message");
+			return 1;
+		}
+		memcpy(&h, cl->buf, sizeof(h));
+		if (h.kind == BENCH_PROBE)
+			continue;
+		__atomic_fetch_add(&x->shm->fan_last, 1, __ATOMIC_RELEASE);
+		if (h.kind == BENCH_DATA && !t0) {
+			cpu0 = bench_cpu_ns();
+			t0 = bench_now();
+		}
+		if (h.kind == BENCH_DATA)
+			msgs++;
+		if (h.kind == BENCH_STOP)
+			break;
+	}
+	if (t0) {
+		bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
+		bench_add_window(x->shm, t0, bench_now());
+		__atomic_fetch_add(&x->shm->msgs, msgs, __ATOMIC_RELAXED);
+	}
+	return 0;
 }
 
 int bench_service_client(struct bench_ctx *x)
