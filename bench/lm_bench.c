@@ -279,7 +279,9 @@ static pid_t spawn(struct bench_ctx *x, bool server, int close_fds[2], const sig
 			close(close_fds[i]);
 	pin(x->c->cpu, server);
 	int rc;
-	if (x->c->impl == IMPL_FLOOR)
+	if (x->index == -2)
+		rc = x->c->impl == IMPL_CONN ? bench_conn_crowd(x) : bench_service_crowd(x);
+	else if (x->c->impl == IMPL_FLOOR)
 		rc = server ? bench_floor_server(x) : bench_floor_client(x);
 	else if (x->c->impl == IMPL_CONN)
 		rc = server ? bench_conn_server(x) : bench_conn_client(x);
@@ -312,7 +314,7 @@ static void unlink_floor_queues(unsigned tag, int peers)
 	}
 }
 
-static long proc_wakeups(pid_t pid)
+static long proc_status(pid_t pid, const char *field)
 {
 	char path[64], line[256];
 	long v = -1;
@@ -321,8 +323,10 @@ static long proc_wakeups(pid_t pid)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+		if (strncmp(line, field, strlen(field)) == 0) {
+			v = strtol(line + strlen(field), NULL, 10);
 			break;
+		}
 	fclose(f);
 	return v;
 }
@@ -376,6 +380,38 @@ static int reap_all(struct bench_shm *shm, const char *label, const sigset_t *ch
 
 static struct bench_shm *shm;
 
+/* One more process holds o->idle_clients idle connections; the server's RSS
+ * before and after tells what an idle client costs it. */
+static void start_crowd(struct bench_ctx *x, struct bench_result *r, int close_fds[2],
+			const sigset_t *mask)
+{
+	int n = x->o->idle_clients;
+	long rss0 = proc_status(children[0], "VmRSS:");
+	x->index = -2;
+	x->ready_fd = -1;
+	pid_t pid = spawn(x, false, close_fds, mask);
+	if (pid < 0) {
+		bench_fail(shm, 1, "fork: %s", strerror(errno));
+		return;
+	}
+	children[nchildren++] = pid;
+	uint64_t t0 = bench_now();
+	while (!shm->failed && !interrupted &&
+	       (!__atomic_load_n(&shm->crowd_ready, __ATOMIC_ACQUIRE) ||
+		__atomic_load_n(&shm->accepted, __ATOMIC_RELAXED) < (uint64_t)n)) {
+		if (bench_now() - t0 > 90000000000ull) {
+			bench_fail(shm, 2, "%d idle clients not connected after 90 s", n);
+			return;
+		}
+		usleep(10000);
+	}
+	usleep(100000);
+	long rss1 = proc_status(children[0], "VmRSS:");
+	r->idle_clients = n;
+	if (rss0 > 0 && rss1 > 0)
+		r->rss_per_idle_client = (double)(rss1 - rss0) * 1024.0 / n;
+}
+
 static void run_case(const struct bench_case *c, const struct bench_opts *o, unsigned tag,
 		     struct bench_result *r)
 {
@@ -383,7 +419,7 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	sigset_t chld, old;
 	char label[96];
 
-	*r = (struct bench_result){.c = *c, .wake_per_s = -1};
+	*r = (struct bench_result){.c = *c, .wake_per_s = -1, .rss_per_idle_client = -1};
 	cpu_label(c->cpu, r->cpu, sizeof(r->cpu));
 	snprintf(label, sizeof(label), "%s %s %s", bench_mode_name(c->mode), bench_tp_name(c->tp),
 		 c->impl == IMPL_FLOOR ? "floor" : bench_backend_name(c->backend));
@@ -438,6 +474,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		on_interrupt(0);
 	} else {
 		int client_close[2] = {ready[0], ctl[1]};
+		if (c->mode == MODE_CALL && c->impl != IMPL_FLOOR && o->idle_clients > 0)
+			start_crowd(&x, r, client_close, &old);
 		for (int i = 0; i < c->peers && !interrupted; i++) {
 			x.index = i;
 			x.ready_fd = -1;
@@ -459,10 +497,10 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 			usleep(10000);
 		usleep(200000);
 		double window = o->duration > 0 ? o->duration : 2.0;
-		long w0 = proc_wakeups(children[0]);
+		long w0 = proc_status(children[0], "voluntary_ctxt_switches:");
 		struct timespec ts = {(time_t)window, (long)((window - (time_t)window) * 1e9)};
 		nanosleep(&ts, NULL);
-		long w1 = proc_wakeups(children[0]);
+		long w1 = proc_status(children[0], "voluntary_ctxt_switches:");
 		if (w0 >= 0 && w1 >= 0)
 			r->wake_per_s = (double)(w1 - w0) / window;
 	}

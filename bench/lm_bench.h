@@ -33,8 +33,9 @@ struct bench_opts {
 	uint64_t count;  /* measured messages per case; 0: use duration */
 	double duration; /* seconds, when count is 0; idle: length of the idle window */
 	uint64_t warmup;
-	int clients;     /* call, throughput */
-	int subscribers; /* signal, idle */
+	int clients;      /* call, throughput */
+	int subscribers;  /* signal, idle */
+	int idle_clients; /* call, libmessage cases: idle connections of one more process */
 	bool json;
 	bool floor_only; /* skip libmessage cases (tests, quick checks) */
 	const char *plot;
@@ -70,9 +71,11 @@ struct bench_shm {
 	uint64_t progress; /* messages so far, for the progress line and the watchdog */
 	uint32_t fan_ack;  /* signal: subscribers that got the current emission (futex) */
 	uint32_t pad;
-	uint64_t fan_last; /* signal: the latest receipt time of the current emission;
-			    * emit throughput: messages received */
-	int failed;        /* 1: not available here, 2: failed while running */
+	uint64_t fan_last;    /* signal: the latest receipt time of the current emission;
+			       * emit throughput: messages received */
+	uint64_t accepted;    /* connections the server has taken (idle clients) */
+	uint32_t crowd_ready; /* the idle clients are all connected */
+	int failed;           /* 1: not available here, 2: failed while running */
 	char why[160];
 };
 
@@ -87,6 +90,8 @@ struct bench_result {
 	double wake_per_s; /* idle: wake-ups per second of the server; < 0 otherwise */
 	const struct bench_result *floor;
 	char cpu[24]; /* the placement with the CPUs used */
+	int idle_clients;
+	double rss_per_idle_client; /* bytes of server RSS per idle client; < 0: unknown */
 };
 
 /* Everything a role needs: the case, the options, where to meet. */
@@ -96,7 +101,7 @@ struct bench_ctx {
 	struct bench_shm *shm;
 	const char *dir; /* the private runtime directory */
 	unsigned tag;    /* unique per case: mq names */
-	int index;       /* client/subscriber index */
+	int index;       /* client/subscriber index; -2: the idle clients' process */
 	int ready_fd;    /* server: write one byte when it serves */
 	int ctl_fd;      /* server: becomes readable (EOF) when an idle case ends */
 };
@@ -146,6 +151,9 @@ int bench_conn_client(struct bench_ctx *x);
 int bench_service_available(char *why, size_t size);
 int bench_service_server(struct bench_ctx *x);
 int bench_service_client(struct bench_ctx *x);
+/* Hold o->idle_clients idle connections until the server goes away. */
+int bench_conn_crowd(struct bench_ctx *x);
+int bench_service_crowd(struct bench_ctx *x);
 
 /* lm_bench_report.c */
 void bench_print_header(FILE *f);

@@ -57,6 +57,9 @@ void bench_usage(FILE *f)
 	      "  --warmup N         unmeasured messages before the measured ones [1000]\n"
 	      "  --clients N        client processes for call/throughput, 1..1000 [1]\n"
 	      "  --subscribers N    subscriber processes for signal/idle, 1..1000 [1]\n"
+	      "  --idle-clients N   call, libmessage cases: one more process holds N idle\n"
+	      "                     connections to the server while the call is measured;\n"
+	      "                     prints the server's RSS growth per idle client  [0]\n"
 	      "  --cpu LIST         same: every process on one CPU; split: server on one CPU,\n"
 	      "                     clients on another; any: left to the scheduler   [same]\n"
 	      "  --json             one JSON object per case on stdout instead of the table\n"
@@ -147,6 +150,7 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 		O_WARMUP,
 		O_CLIENTS,
 		O_SUBS,
+		O_IDLE,
 		O_CPU,
 		O_JSON,
 		O_PLOT,
@@ -163,6 +167,7 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 	    {"warmup", required_argument, NULL, O_WARMUP},
 	    {"clients", required_argument, NULL, O_CLIENTS},
 	    {"subscribers", required_argument, NULL, O_SUBS},
+	    {"idle-clients", required_argument, NULL, O_IDLE},
 	    {"cpu", required_argument, NULL, O_CPU},
 	    {"json", no_argument, NULL, O_JSON},
 	    {"plot", required_argument, NULL, O_PLOT},
@@ -240,6 +245,11 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 			r = parse_u64(optarg, 1, BENCH_MAX_PEERS, &v);
 			o->subscribers = (int)v;
 			what = "--subscribers: expected 1..1000";
+			break;
+		case O_IDLE:
+			r = parse_u64(optarg, 0, 100000, &v);
+			o->idle_clients = (int)v;
+			what = "--idle-clients: expected 0..100000";
 			break;
 		case O_JSON:
 			o->json = true;

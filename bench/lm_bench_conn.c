@@ -128,7 +128,8 @@ static const struct lm_conn_callbacks srv_cbs = {.message = srv_message, .closed
 static void srv_accept(lm_listener *l, lm_conn *c, void *userdata)
 {
 	struct srv *s = userdata;
-	if (s->nconns == s->x->c->peers) {
+	__atomic_fetch_add(&s->x->shm->accepted, 1, __ATOMIC_RELAXED);
+	if (s->nconns == s->x->c->peers + s->x->o->idle_clients) {
 		lm_conn_free(c);
 		return;
 	}
@@ -217,7 +218,7 @@ int bench_conn_server(struct bench_ctx *x)
 	char ep[128];
 	int r;
 
-	s.conns = calloc((size_t)x->c->peers, sizeof(*s.conns));
+	s.conns = calloc((size_t)(x->c->peers + x->o->idle_clients), sizeof(*s.conns));
 	if (!s.conns || new_reactor(x, &s.r) < 0)
 		return 1;
 	endpoint(x, ep, sizeof(ep));
@@ -374,4 +375,51 @@ int bench_conn_client(struct bench_ctx *x)
 	lm_conn_free(cl.c);
 	lm_reactor_free(cl.r);
 	return rc;
+}
+
+/* ---- idle clients: connections that never send ---- */
+
+struct crowd {
+	int closed;
+};
+
+static void crowd_message(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+}
+
+static void crowd_closed(lm_conn *c, int reason, void *userdata)
+{
+	struct crowd *cr = userdata;
+	cr->closed++;
+	lm_conn_free(c);
+}
+
+static const struct lm_conn_callbacks crowd_cbs = {.message = crowd_message,
+						   .closed = crowd_closed};
+
+int bench_conn_crowd(struct bench_ctx *x)
+{
+	struct crowd cr = {0};
+	lm_reactor *r;
+	char ep[128];
+	int n = x->o->idle_clients;
+	if (new_reactor(x, &r) < 0)
+		return 1;
+	endpoint(x, ep, sizeof(ep));
+	for (int i = 0; i < n; i++) {
+		lm_conn *c;
+		int e = lm_conn_connect(&c, r, ep, NULL, &crowd_cbs, &cr);
+		if (e < 0) {
+			bench_fail(x->shm, 1, "idle client %d: lm_conn_connect: %s", i,
+				   strerror(-e));
+			return 1;
+		}
+	}
+	__atomic_store_n(&x->shm->crowd_ready, 1, __ATOMIC_RELEASE);
+	/* Until the server goes away at the end of the case. */
+	while (cr.closed < n)
+		if (lm_reactor_run_once(r, -1) < 0)
+			return 1;
+	lm_reactor_free(r);
+	return 0;
 }

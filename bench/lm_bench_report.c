@@ -55,13 +55,17 @@ void bench_print_row(FILE *f, const struct bench_result *r)
 		fprintf(f, "%7s ", "-");
 	const struct bench_result *fl = r->floor;
 	if (fl && h && fl->hist && h->count && fl->hist->count)
-		fprintf(f, "%6.2f %6.2f\n",
+		fprintf(f, "%6.2f %6.2f",
 			(double)hist_percentile(h, 50) / (double)hist_percentile(fl->hist, 50),
 			(double)hist_percentile(h, 99) / (double)hist_percentile(fl->hist, 99));
 	else if (fl && r->c.mode == MODE_THROUGHPUT && r->msgs_per_s > 0)
-		fprintf(f, "%6.2f %6s\n", fl->msgs_per_s / r->msgs_per_s, "-");
+		fprintf(f, "%6.2f %6s", fl->msgs_per_s / r->msgs_per_s, "-");
 	else
-		fprintf(f, "%6s %6s\n", "-", "-");
+		fprintf(f, "%6s %6s", "-", "-");
+	if (r->idle_clients)
+		fprintf(f, "  +%d idle clients, server RSS %+.0f B/client", r->idle_clients,
+			r->rss_per_idle_client);
+	fputc('\n', f);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -111,6 +115,9 @@ void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_
 		r->cpu_us_per_msg);
 	if (r->wake_per_s >= 0)
 		fprintf(f, ",\"wake_per_s\":%.2f", r->wake_per_s);
+	if (r->idle_clients)
+		fprintf(f, ",\"idle_clients\":%d,\"server_rss_per_idle_client\":%.1f",
+			r->idle_clients, r->rss_per_idle_client);
 	const struct bench_result *fl = r->floor;
 	if (fl && h && fl->hist && h->count && fl->hist->count)
 		fprintf(f, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f",

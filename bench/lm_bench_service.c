@@ -24,6 +24,8 @@
 #pragma weak lm_client_call
 #pragma weak lm_client_subscribe
 #pragma weak lm_client_pending
+#pragma weak lm_server_client_count
+#pragma weak lm_client_set_state_cb
 
 #define SIGNAL_NAME "Tick"
 
@@ -31,7 +33,8 @@ int bench_service_available(char *why, size_t size)
 {
 	if (lm_server_new && lm_server_free && lm_server_add_methods && lm_server_add_signal &&
 	    lm_server_emit && lm_call_reply && lm_client_new && lm_client_free &&
-	    lm_client_get_state && lm_client_call && lm_client_subscribe && lm_client_pending)
+	    lm_client_get_state && lm_client_call && lm_client_subscribe && lm_client_pending &&
+	    lm_server_client_count && lm_client_set_state_cb)
 		return 0;
 	snprintf(why, size, "services layer (lm_server_*, lm_client_*) not built yet");
 	return -ENOSYS;
@@ -254,6 +257,16 @@ static int srv_emit_throughput(struct srv *s)
 	return 0;
 }
 
+/* Tell the parent how many clients are in, until the idle ones all are. */
+static void srv_count(lm_source *src, uint64_t expirations, void *userdata)
+{
+	struct srv *s = userdata;
+	size_t n = lm_server_client_count(s->s);
+	__atomic_store_n(&s->x->shm->accepted, n, __ATOMIC_RELAXED);
+	if (n >= (size_t)s->x->o->idle_clients)
+		lm_source_free(src);
+}
+
 int bench_service_server(struct bench_ctx *x)
 {
 	struct srv s = {.x = x};
@@ -290,7 +303,10 @@ int bench_service_server(struct bench_ctx *x)
 		if (r >= 0)
 			r = srv_emit(&s, buf, BENCH_STOP);
 	} else {
-		r = lm_reactor_run(s.r);
+		if (x->o->idle_clients && x->c->mode == MODE_CALL)
+			r = lm_reactor_add_timer(s.r, NULL, 5000000, 5000000, srv_count, &s);
+		if (r >= 0)
+			r = lm_reactor_run(s.r);
 	}
 	if (r >= 0)
 		srv_drain(&s);
@@ -483,6 +499,61 @@ int bench_service_client(struct bench_ctx *x)
 	return rc;
 }
 
+/* ---- idle clients ---- */
+
+struct crowd {
+	int connected;
+	int gone; /* disconnected after having been connected */
+};
+
+static void crowd_state(lm_client *c, enum lm_client_state state, int reason, void *userdata)
+{
+	struct crowd *cr = userdata;
+	if (state == LM_CLIENT_CONNECTED)
+		cr->connected++;
+	else if (state == LM_CLIENT_DISCONNECTED)
+		cr->gone++;
+}
+
+int bench_service_crowd(struct bench_ctx *x)
+{
+	struct crowd cr = {0};
+	lm_reactor *r;
+	char ep[128];
+	int n = x->o->idle_clients;
+	if (new_reactor(x, &r) < 0)
+		return 1;
+	endpoint(x, ep, sizeof(ep));
+	for (int i = 0; i < n; i++) {
+		lm_client *c;
+		int e = lm_client_new(&c, r, ep, NULL);
+		if (e < 0) {
+			bench_fail(x->shm, 1, "idle client %d: lm_client_new: %s", i, strerror(-e));
+			return 1;
+		}
+		lm_client_set_state_cb(c, crowd_state, &cr);
+		if (lm_client_get_state(c) == LM_CLIENT_CONNECTED)
+			cr.connected++;
+	}
+	uint64_t t0 = bench_now();
+	while (cr.connected < n) {
+		if (bench_now() - t0 > 60000000000ull) {
+			bench_fail(x->shm, 2, "idle clients: %d of %d connected after 60 s",
+				   cr.connected, n);
+			return 1;
+		}
+		if (lm_reactor_run_once(r, 100000000) < 0)
+			return 1;
+	}
+	__atomic_store_n(&x->shm->crowd_ready, 1, __ATOMIC_RELEASE);
+	/* Until the server goes away at the end of the case (the clients would
+	 * reconnect forever: the process just ends). */
+	while (cr.gone < n)
+		if (lm_reactor_run_once(r, -1) < 0)
+			return 1;
+	_exit(0);
+}
+
 #else /* no service.h yet */
 
 int bench_service_available(char *why, size_t size)
@@ -496,41 +567,12 @@ int bench_service_server(struct bench_ctx *x)
 	return 1;
 }
 
-/* Receiving end of the emit throughput: count, and tell the emitter. */
-static int cli_count(struct bench_ctx *x, const struct bench_io *io)
+int bench_service_client(struct bench_ctx *x)
 {
-	struct cli *cl = io->p;
-	uint64_t msgs = 0, cpu0 = 0, t0 = 0;
-	struct bench_hdr h;
-	for (;;) {
-		long n = cli_recv(cl, cl->buf, cl->cap);
-		if (n < (long)sizeof(h)) {
-			bench_fail(x->shm, 2, "subscriber %d: %s", x->index,
-				   n < 0 ? strerror((int)-n) : "short message");
-			return 1;
-		}
-		memcpy(&h, cl->buf, sizeof(h));
-		if (h.kind == BENCH_PROBE)
-			continue;
-		__atomic_fetch_add(&x->shm->fan_last, 1, __ATOMIC_RELEASE);
-		if (h.kind == BENCH_DATA && !t0) {
-			cpu0 = bench_cpu_ns();
-			t0 = bench_now();
-		}
-		if (h.kind == BENCH_DATA)
-			msgs++;
-		if (h.kind == BENCH_STOP)
-			break;
-	}
-	if (t0) {
-		bench_add_cpu(x->shm, bench_cpu_ns() - cpu0);
-		bench_add_window(x->shm, t0, bench_now());
-		__atomic_fetch_add(&x->shm->msgs, msgs, __ATOMIC_RELAXED);
-	}
-	return 0;
+	return 1;
 }
 
-int bench_service_client(struct bench_ctx *x)
+int bench_service_crowd(struct bench_ctx *x)
 {
 	return 1;
 }

@@ -198,6 +198,7 @@ Test(bench_args, errors_exit_2_with_a_message, .timeout = 30)
 	expect_usage_error((const char *[]){"--size", "8", NULL}, "--size");
 	expect_usage_error((const char *[]){"--count", "10", "--duration", "1", NULL}, "not both");
 	expect_usage_error((const char *[]){"--frobnicate", NULL}, "--frobnicate");
+	expect_usage_error((const char *[]){"--idle-clients", "100001", NULL}, "--idle-clients");
 	expect_usage_error((const char *[]){"extra", NULL}, "extra");
 }
 
@@ -298,6 +299,24 @@ Test(bench_run, table_shape_and_plot, .timeout = 120)
 	unlink(svg);
 	cr_assert(strstr(buf, "<svg"), "not an SVG: %s", buf);
 	cr_assert_eq(r.leftover, 0);
+}
+
+Test(bench_run, idle_clients_are_connected_and_reaped, .timeout = 120)
+{
+	static struct run r;
+	int floors = 0;
+	run_bench(&r,
+		  (const char *[]){"--transport", "unix", "--backend", "epoll", "--count", "100",
+				   "--warmup", "10", "--idle-clients", "50", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 3, "%s", r.out);
+	const char *l = strstr(r.out, "\"impl\":\"lm_conn\"");
+	cr_assert(l, "%s", r.out);
+	if (strstr(l, "\"status\":\"ok\""))
+		cr_assert(strstr(l, "\"idle_clients\":50,\"server_rss_per_idle_client\":"), "%s",
+			  l);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
 Test(bench_run, ctrl_c_reaps_every_process, .timeout = 120)
