@@ -105,7 +105,7 @@ static int client_call(struct bench_ctx *x, const struct bench_io *io, char *buf
 
 	h->kind = BENCH_WARMUP;
 	for (uint64_t i = 0; i < x->o->warmup; i++)
-		if (io->send(io->p, buf, size) < 0 || io->recv(io->p, buf, cap) <= 0)
+		if ((n = io->send(io->p, buf, size)) < 0 || (n = io->recv(io->p, buf, cap)) <= 0)
 			goto fail;
 	struct hist *hist = malloc(sizeof(*hist));
 	if (!hist)
@@ -115,7 +115,7 @@ static int client_call(struct bench_ctx *x, const struct bench_io *io, char *buf
 	while (bench_more(x, msgs, t0)) {
 		h->kind = BENCH_DATA;
 		uint64_t t = bench_now();
-		if (io->send(io->p, buf, size) < 0)
+		if ((n = io->send(io->p, buf, size)) < 0)
 			goto fail;
 		n = io->recv(io->p, buf, cap);
 		if (n <= 0)
@@ -131,11 +131,12 @@ static int client_call(struct bench_ctx *x, const struct bench_io *io, char *buf
 	hist_merge(&x->shm->hist, hist);
 	free(hist);
 	h->kind = BENCH_STOP;
-	if (io->send(io->p, buf, size) < 0 || io->flush(io->p) < 0)
+	if ((n = io->send(io->p, buf, size)) < 0 || (n = io->flush(io->p)) < 0)
 		goto fail;
 	return 0;
 fail:
-	bench_fail(x->shm, 2, "client %d: round trip failed: %s", x->index, strerror(errno));
+	bench_fail(x->shm, 2, "client %d: round trip failed: %s", x->index,
+		   n ? strerror((int)-n) : "connection closed");
 	return 1;
 }
 
