@@ -226,7 +226,9 @@ static int check_json(const char *out, const char *mode, int *ok_floor)
 		cr_assert(l[0] == '{' && l[strlen(l) - 1] == '}', "not a JSON object: %s", l);
 		cr_assert(strstr(l, mode), "wrong mode: %s", l);
 		cr_assert(!strstr(l, "\"status\":\"failed\""), "a case failed: %s", l);
-		if (strstr(l, "\"impl\":\"floor\"")) {
+		/* The floor runs, except where a kernel limit shared with the rest of
+		 * the machine says no (mq queues_max): then it says why. */
+		if (strstr(l, "\"impl\":\"floor\"") && !strstr(l, "\"status\":\"n/a\"")) {
 			cr_assert(strstr(l, "\"status\":\"ok\""), "the floor must run: %s", l);
 			cr_assert(strstr(l, "\"p50_us\":") && strstr(l, "\"p99_us\":"), "%s", l);
 			(*ok_floor)++;
@@ -251,7 +253,7 @@ Test(bench_run, call_every_transport_json_and_reaped, .timeout = 120)
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
 	/* Per transport: floor, lm_conn epoll, lm_service. */
 	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 9, "%s", r.out);
-	cr_assert_eq(floors, 3);
+	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
@@ -266,7 +268,7 @@ Test(bench_run, signal_every_transport_json_and_reaped, .timeout = 120)
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
 	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 9, "%s", r.out);
-	cr_assert_eq(floors, 3);
+	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
