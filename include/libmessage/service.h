@@ -1,0 +1,239 @@
+/* libmessage services: methods and signals between processes. */
+#ifndef LIBMESSAGE_SERVICE_H
+#define LIBMESSAGE_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "reactor.h"
+#include "transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A server offers methods and signals on an endpoint ("unix:srvtime", ...);
+ * a client calls its methods and subscribes to its signals. Everything runs
+ * on the reactor's thread; many servers and clients may share one reactor;
+ * nothing here starts a thread. The wire format is docs/protocol.md.
+ *
+ * Errors a user sees (negative errno):
+ *   -EINVAL        a bad argument (NULL, a name that is not 1..255 of
+ *                  [A-Za-z0-9_.-], an option out of range)
+ *   -EMSGSIZE      the message would pass max_message; nothing was sent
+ *   -ENOBUFS       a client: max_pending calls already wait
+ *   -ENOTCONN      a client not connected (server absent; it keeps trying)
+ *   -ECONNRESET    the connection broke while the call was pending
+ *   -ETIMEDOUT     no reply within the call's timeout
+ *   -EREMOTEIO     the server replied with an ERROR (see struct lm_reply)
+ *   -EACCES        the server refused this uid
+ *   -EEXIST        a method or signal of that name is already registered
+ *   -ENOENT        no such signal (emit) or subscription (unsubscribe)
+ *   -EADDRINUSE    a live server already serves the endpoint
+ *   -EALREADY      a call was already replied to
+ */
+
+/* ---- types ---- */
+
+typedef struct lm_server lm_server;
+typedef struct lm_client lm_client;
+typedef struct lm_call lm_call;
+
+#define LM_DEFAULT_CALL_TIMEOUT_NS (25ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_PENDING 128
+#define LM_LIMIT_MAX_PENDING 65535
+#define LM_DEFAULT_HANDSHAKE_TIMEOUT_NS (5ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_HANDSHAKES 64
+#define LM_DEFAULT_RECONNECT_MIN_NS (100ll * 1000 * 1000)
+#define LM_DEFAULT_RECONNECT_MAX_NS (5ll * 1000 * 1000 * 1000)
+
+/* What happens to a subscriber whose output queue is full. */
+enum lm_overflow {
+	/* Drop the signals that do not fit (keeping the newest) and send the
+	 * subscriber DROPPED(n) before the next one it gets. */
+	LM_OVERFLOW_DROP_OLDEST = 0,
+	/* Disconnect the subscriber. */
+	LM_OVERFLOW_DISCONNECT = 1,
+};
+
+struct lm_server_options {
+	const char *name;			/* sent in WELCOME and lm.Introspect; NULL: the endpoint */
+	struct lm_transport_options transport;	/* max_message, max_queue per peer */
+	int64_t handshake_timeout_ns;		/* 0: 5 s */
+	unsigned max_handshakes;		/* 0: 64 connections in handshake at once */
+	const uid_t *allow_uids;		/* besides the server's own uid (copied) */
+	size_t n_allow_uids;
+};
+
+struct lm_client_options {
+	const char *name;			/* sent in HELLO; may be NULL */
+	struct lm_transport_options transport;
+	int64_t call_timeout_ns;		/* default timeout (timeout_ns < 0 in a call); 0: 25 s */
+	unsigned max_pending;			/* 0: 128; at most LM_LIMIT_MAX_PENDING */
+	int64_t handshake_timeout_ns;		/* 0: 5 s */
+	int64_t reconnect_min_ns;		/* 0: 100 ms */
+	int64_t reconnect_max_ns;		/* 0: 5 s */
+};
+
+/* A reply as the client sees it. */
+struct lm_reply {
+	int status;		/* 0 REPLY; -EREMOTEIO ERROR; or -ECONNRESET, -ETIMEDOUT, ... */
+	const void *payload;	/* REPLY: the result; otherwise NULL */
+	size_t len;
+	const char *error_name;	/* -EREMOTEIO: the error's name; else NULL */
+	const char *error_message; /* -EREMOTEIO: its message (may be ""); else NULL */
+};
+
+/* Client connection states, reported through lm_client_state_cb. */
+enum lm_client_state {
+	LM_CLIENT_DISCONNECTED = 0, /* waiting to reconnect (reason < 0 says why) */
+	LM_CLIENT_CONNECTING = 1,   /* connected, handshake under way */
+	LM_CLIENT_CONNECTED = 2,    /* WELCOME received, subscriptions re-sent */
+};
+
+/* ---- callbacks ---- */
+
+/* A CALL arrived. The handler owns call until it replies (lm_call_reply or
+ * lm_call_error), now or later. payload is valid only during the handler. */
+typedef void (*lm_method_cb)(lm_call *call, const void *payload, size_t len, void *userdata);
+
+/* The client of a deferred call went away: call is freed after this returns
+ * (unless lm_call_reply/lm_call_error is called inside, which returns
+ * -ECONNRESET and frees it). */
+typedef void (*lm_call_abandoned_cb)(lm_call *call, void *userdata);
+
+/* A call completed. reply and what it points to are valid only during the
+ * callback. Called exactly once per successful lm_client_call(), never from
+ * inside lm_client_call() itself. */
+typedef void (*lm_reply_cb)(lm_client *c, const struct lm_reply *reply, void *userdata);
+
+/* A signal arrived. dropped > 0: that many signals of this name were lost
+ * before this one (the server's DROPPED notice). */
+typedef void (*lm_signal_msg_cb)(lm_client *c, const char *signal, const void *payload,
+				 size_t len, uint64_t dropped, void *userdata);
+
+typedef void (*lm_client_state_cb)(lm_client *c, enum lm_client_state state, int reason,
+				   void *userdata);
+
+struct lm_method {
+	const char *name;
+	lm_method_cb handler;
+};
+
+/* ---- lifetime ---- */
+
+/*
+ * Serve endpoint on r. opts may be NULL. Errors of lm_listener_new()
+ * (-EADDRINUSE, -EPERM, ...), -EINVAL, -ENOMEM.
+ */
+LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
+			    const struct lm_server_options *opts);
+/* Disconnect every client (BYE), free every call, subscription and timer,
+ * remove the endpoint. Safe from the server's own handlers. NULL-safe. */
+LM_EXPORT void lm_server_free(lm_server *s);
+
+/*
+ * Connect to endpoint on r. The client connects at once if it can, else it
+ * keeps trying with backoff (so a client may start before its server); either
+ * way 0 is returned. opts may be NULL. -EINVAL, -ENOMEM.
+ */
+LM_EXPORT int lm_client_new(lm_client **ret, lm_reactor *r, const char *endpoint,
+			    const struct lm_client_options *opts);
+/* Every pending call completes with -ECANCELED, then the client is freed.
+ * Must not be called from its own callbacks during a sync call. NULL-safe. */
+LM_EXPORT void lm_client_free(lm_client *c);
+
+/* ---- server operations ---- */
+
+/*
+ * Add methods (the table is not copied: keep it alive, e.g. static const).
+ * userdata goes to each handler. -EEXIST if a name is taken (nothing added),
+ * -EINVAL for a bad name or a NULL handler.
+ */
+LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *methods, size_t n,
+				    void *userdata);
+
+/* Declare a signal and its overflow policy. -EEXIST, -EINVAL. */
+LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overflow policy);
+
+/*
+ * Send a signal to every subscriber, encoding it once. Returns the number of
+ * subscribers it was sent or queued to (a subscriber over its queue bound
+ * gets the DROP_OLDEST or DISCONNECT treatment and is not counted).
+ * -ENOENT for an undeclared signal, -EMSGSIZE.
+ */
+LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, const void *payload, size_t len);
+
+/* Number of clients connected (handshake included). */
+LM_EXPORT size_t lm_server_client_count(const lm_server *s);
+
+/*
+ * Reply to a call, now (inside the handler) or later (a deferred reply).
+ * Frees call in every case. 0: sent or queued; -ECONNRESET: the client left
+ * (nothing sent); -EMSGSIZE: too large, an ERROR lm.Failed is sent instead.
+ * A client whose queue is full is disconnected (-ENOBUFS).
+ */
+LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len);
+/* Reply with an error: error_name as lm_server_add_signal names, message may
+ * be NULL. Frees call. */
+LM_EXPORT int lm_call_error(lm_call *call, const char *error_name, const char *message);
+/* The method called, and the caller's credentials. */
+LM_EXPORT const char *lm_call_method(const lm_call *call);
+LM_EXPORT int lm_call_peer_cred(const lm_call *call, struct lm_peer_cred *ret);
+/* Be told when a deferred call's client goes away (see lm_call_abandoned_cb).
+ * Without this, an abandoned call stays allocated until it is replied to
+ * (which then returns -ECONNRESET) or the server is freed. */
+LM_EXPORT void lm_call_set_abandoned_cb(lm_call *call, lm_call_abandoned_cb cb, void *userdata);
+
+/* ---- client operations ---- */
+
+/* Be told of connection state changes (NULL to stop). */
+LM_EXPORT void lm_client_set_state_cb(lm_client *c, lm_client_state_cb cb, void *userdata);
+LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c);
+
+/*
+ * Call method asynchronously. timeout_ns < 0: the client's default (25 s);
+ * 0: no timeout. 0: the call is on its way and cb will run exactly once.
+ * -ENOTCONN (not connected), -ENOBUFS (max_pending calls wait), -EMSGSIZE,
+ * -EINVAL; on error cb never runs.
+ */
+LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *payload, size_t len,
+			     int64_t timeout_ns, lm_reply_cb cb, void *userdata);
+
+/*
+ * Call method and wait for the reply. Returns 0 (REPLY), -EREMOTEIO (ERROR),
+ * or another -errno (-ENOTCONN, -ETIMEDOUT, -ECONNRESET, ...). On 0 and on
+ * -EREMOTEIO *ret is a reply to free with lm_reply_free().
+ *
+ * What it does while it waits: it uses a second, private connection of this
+ * client to the same endpoint, on a private reactor (both made on the first
+ * sync call and kept), and runs only that reactor. So nothing else of the
+ * caller's reactor runs meanwhile, no callback is dispatched re-entrantly,
+ * and messages for the main connection wait in the kernel. Consequence: a
+ * sync call is not ordered with the async calls of the same client. It may
+ * be called from any callback of the caller's reactor.
+ */
+LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload,
+				  size_t len, int64_t timeout_ns, struct lm_reply **ret);
+LM_EXPORT void lm_reply_free(struct lm_reply *reply);
+
+/*
+ * Subscribe to signal: cb runs for each one. Kept across reconnections (re-
+ * sent once per connection). -EEXIST if already subscribed, -EINVAL. Works
+ * while disconnected (sent on connection).
+ */
+LM_EXPORT int lm_client_subscribe(lm_client *c, const char *signal, lm_signal_msg_cb cb,
+				  void *userdata);
+/* -ENOENT if not subscribed. */
+LM_EXPORT int lm_client_unsubscribe(lm_client *c, const char *signal);
+
+/* Number of calls waiting for their reply. */
+LM_EXPORT size_t lm_client_pending(const lm_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

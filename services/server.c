@@ -1,0 +1,835 @@
+/* The service server: accepts clients, dispatches calls, fans signals out. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bsd/sys/queue.h>
+
+#include "libmessage/service.h"
+#include "log-internal.h"
+#include "protocol.h"
+
+/* Calls kept for reuse, so a call costs no malloc on the hot path. */
+#define CALL_CACHE_MAX 256
+
+struct method_entry {
+	const char *name;
+	size_t name_len;
+	lm_method_cb handler;
+	void *userdata;
+};
+
+struct signal_entry {
+	char *name;
+	size_t name_len;
+	enum lm_overflow policy;
+	struct peer **subs; /* subscribers, unordered */
+	size_t nsubs, cap;
+};
+
+/* Per peer and signal: where the peer stands on it. */
+struct peer_signal {
+	bool subscribed;
+	uint64_t dropped; /* signals dropped since the last one sent */
+	void *held;	  /* the newest signal that did not fit (whole message) */
+	size_t held_len;
+};
+
+struct peer {
+	LIST_ENTRY(peer) link;
+	lm_server *s;
+	lm_conn *conn;
+	lm_source *hs_timer; /* while in handshake */
+	bool ready;
+	bool dead;	     /* detached, freed when the server is no longer busy */
+	bool backlog;	     /* some peer_signal holds or dropped */
+	struct peer *kill_next;
+	struct peer_signal *sig; /* indexed like s->signals */
+	size_t nsig;
+	LIST_HEAD(, lm_call) calls; /* calls not replied to yet */
+};
+
+struct lm_call {
+	LIST_ENTRY(lm_call) link;
+	lm_server *s;
+	struct peer *p; /* NULL once the client left */
+	uint32_t serial;
+	bool in_abandon, done;
+	const struct method_entry *m;
+	lm_call_abandoned_cb abandoned;
+	void *abandoned_ud;
+};
+
+struct lm_server {
+	lm_reactor *r;
+	lm_listener *l;
+	char *name;
+	size_t max_message;
+	int64_t hs_timeout;
+	unsigned max_hs, n_hs;
+	uid_t uid;
+	uid_t *allow;
+	size_t nallow;
+	struct method_entry *methods;
+	size_t nmethods;
+	struct signal_entry *signals;
+	size_t nsignals;
+	LIST_HEAD(, peer) peers;
+	size_t npeers;
+	LIST_HEAD(, peer) dead;
+	LIST_HEAD(, lm_call) orphans;
+	LIST_HEAD(, lm_call) cache;
+	unsigned ncache;
+	unsigned busy;
+};
+
+static void peer_kill(struct peer *p, int reason);
+
+/* ---- small helpers ---- */
+
+static int send_msg(lm_conn *c, uint8_t kind, uint32_t serial, const char *name, size_t nl,
+		    const void *payload, size_t len, size_t max)
+{
+	uint8_t hdr[LM_PROTO_HEADER_SIZE];
+	struct iovec iov[3];
+	int n = 0, err;
+
+	err = lm__proto_encode_header(hdr, kind, serial, name, nl, len, max);
+	if (err < 0)
+		return err;
+	iov[n++] = (struct iovec){hdr, sizeof(hdr)};
+	if (nl)
+		iov[n++] = (struct iovec){(void *)name, nl};
+	if (len)
+		iov[n++] = (struct iovec){(void *)payload, len};
+	return lm_conn_sendv(c, iov, n);
+}
+
+static int send_error(struct peer *p, uint32_t serial, const char *name, const char *message)
+{
+	return send_msg(p->conn, LM_PROTO_ERROR, serial, name, strlen(name), message,
+			message ? strlen(message) : 0, p->s->max_message);
+}
+
+static void server_enter(lm_server *s)
+{
+	s->busy++;
+}
+
+static void server_leave(lm_server *s)
+{
+	struct peer *p;
+
+	if (--s->busy)
+		return;
+	while ((p = LIST_FIRST(&s->dead))) {
+		LIST_REMOVE(p, link);
+		free(p);
+	}
+}
+
+/* ---- calls ---- */
+
+static lm_call *call_get(lm_server *s)
+{
+	lm_call *call = LIST_FIRST(&s->cache);
+
+	if (call) {
+		LIST_REMOVE(call, link);
+		s->ncache--;
+		memset(call, 0, sizeof(*call));
+		return call;
+	}
+	return calloc(1, sizeof(*call));
+}
+
+static void call_put(lm_call *call)
+{
+	lm_server *s = call->s;
+
+	LIST_REMOVE(call, link);
+	if (s->ncache < CALL_CACHE_MAX) {
+		LIST_INSERT_HEAD(&s->cache, call, link);
+		s->ncache++;
+	} else {
+		free(call);
+	}
+}
+
+/* Shared tail of lm_call_reply / lm_call_error: 0 if the call may be
+ * answered, else the error to return (and the call is freed if it must be). */
+static int call_check(lm_call *call)
+{
+	if (call->p)
+		return 0;
+	if (call->in_abandon)
+		call->done = true;
+	else
+		call_put(call);
+	return -ECONNRESET;
+}
+
+static int call_finish(lm_call *call, int err)
+{
+	struct peer *p = call->p;
+
+	call_put(call);
+	if (err == -ENOBUFS) {
+		/* The client does not read its replies: disconnect it. */
+		lm_log_debug("server %s: client queue full, disconnecting", p->s->name);
+		peer_kill(p, -ENOBUFS);
+	}
+	return err;
+}
+
+LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len)
+{
+	int err;
+
+	if (!call || (!payload && len))
+		return -EINVAL;
+	err = call_check(call);
+	if (err < 0)
+		return err;
+	err = send_msg(call->p->conn, LM_PROTO_REPLY, call->serial, NULL, 0, payload, len,
+		       call->s->max_message);
+	if (err == -EMSGSIZE) {
+		send_error(call->p, call->serial, "lm.Failed", "reply larger than max_message");
+		return call_finish(call, -EMSGSIZE);
+	}
+	return call_finish(call, err);
+}
+
+LM_EXPORT int lm_call_error(lm_call *call, const char *error_name, const char *message)
+{
+	int err;
+
+	if (!call || !error_name || !lm__proto_name_ok(error_name, strlen(error_name)))
+		return -EINVAL;
+	err = call_check(call);
+	if (err < 0)
+		return err;
+	err = send_error(call->p, call->serial, error_name, message);
+	if (err == -EMSGSIZE)
+		err = send_error(call->p, call->serial, error_name, NULL);
+	return call_finish(call, err);
+}
+
+LM_EXPORT const char *lm_call_method(const lm_call *call)
+{
+	return call && call->m ? call->m->name : NULL;
+}
+
+LM_EXPORT int lm_call_peer_cred(const lm_call *call, struct lm_peer_cred *ret)
+{
+	if (!call || !ret)
+		return -EINVAL;
+	if (!call->p)
+		return -ECONNRESET;
+	return lm_conn_peer_cred(call->p->conn, ret);
+}
+
+LM_EXPORT void lm_call_set_abandoned_cb(lm_call *call, lm_call_abandoned_cb cb, void *userdata)
+{
+	if (!call)
+		return;
+	call->abandoned = cb;
+	call->abandoned_ud = userdata;
+}
+
+/* The client of these calls left: tell whoever holds them, or keep them as
+ * orphans until they are answered or the server is freed. */
+static void calls_abandon(struct peer *p)
+{
+	lm_server *s = p->s;
+	lm_call *call;
+
+	while ((call = LIST_FIRST(&p->calls))) {
+		LIST_REMOVE(call, link);
+		LIST_INSERT_HEAD(&s->orphans, call, link);
+		call->p = NULL;
+		if (call->abandoned) {
+			call->in_abandon = true;
+			call->abandoned(call, call->abandoned_ud);
+			call_put(call);
+		}
+	}
+}
+
+/* ---- peers ---- */
+
+static void sub_remove(struct signal_entry *sig, struct peer *p)
+{
+	for (size_t i = 0; i < sig->nsubs; i++) {
+		if (sig->subs[i] == p) {
+			sig->subs[i] = sig->subs[--sig->nsubs];
+			return;
+		}
+	}
+}
+
+/* Detach p from everything at once; its memory goes when the server is not
+ * in the middle of a callback that may still look at it. */
+static void peer_kill(struct peer *p, int reason)
+{
+	lm_server *s = p->s;
+
+	if (p->dead)
+		return;
+	lm_log_debug("server %s: client gone (%s)", s->name, strerror(-reason));
+	p->dead = true;
+	LIST_REMOVE(p, link);
+	s->npeers--;
+	if (!p->ready)
+		s->n_hs--;
+	lm_source_free(p->hs_timer);
+	p->hs_timer = NULL;
+	lm_conn_free(p->conn);
+	p->conn = NULL;
+	for (size_t i = 0; i < p->nsig; i++) {
+		if (p->sig[i].subscribed)
+			sub_remove(&s->signals[i], p);
+		free(p->sig[i].held);
+	}
+	free(p->sig);
+	p->sig = NULL;
+	p->nsig = 0;
+	calls_abandon(p);
+	if (s->busy) {
+		LIST_INSERT_HEAD(&s->dead, p, link);
+	} else {
+		free(p);
+	}
+}
+
+static int peer_sig_grow(struct peer *p, size_t n)
+{
+	struct peer_signal *v;
+
+	if (n <= p->nsig)
+		return 0;
+	v = realloc(p->sig, n * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	memset(v + p->nsig, 0, (n - p->nsig) * sizeof(*v));
+	p->sig = v;
+	p->nsig = n;
+	return 0;
+}
+
+static bool uid_allowed(lm_server *s, uid_t uid)
+{
+	if (uid == s->uid)
+		return true;
+	for (size_t i = 0; i < s->nallow; i++)
+		if (s->allow[i] == uid)
+			return true;
+	return false;
+}
+
+static void handle_hello(struct peer *p, const struct lm_proto_msg *m)
+{
+	lm_server *s = p->s;
+	struct lm_peer_cred cred;
+
+	if (m->kind != LM_PROTO_HELLO) {
+		peer_kill(p, -EPROTO);
+		return;
+	}
+	if (lm_conn_peer_cred(p->conn, &cred) < 0 || !uid_allowed(s, cred.uid)) {
+		lm_log_info("server %s: refusing uid %u", s->name, (unsigned)cred.uid);
+		send_error(p, 0, "lm.AccessDenied", "this uid may not use the service");
+		peer_kill(p, -EACCES);
+		return;
+	}
+	if (send_msg(p->conn, LM_PROTO_WELCOME, 0, s->name, strlen(s->name), NULL, 0,
+		     s->max_message) < 0) {
+		peer_kill(p, -ECONNRESET);
+		return;
+	}
+	p->ready = true;
+	s->n_hs--;
+	lm_source_free(p->hs_timer);
+	p->hs_timer = NULL;
+}
+
+static struct signal_entry *signal_find(lm_server *s, const char *name, size_t nl, size_t *idx)
+{
+	for (size_t i = 0; i < s->nsignals; i++) {
+		if (s->signals[i].name_len == nl && memcmp(s->signals[i].name, name, nl) == 0) {
+			*idx = i;
+			return &s->signals[i];
+		}
+	}
+	return NULL;
+}
+
+static void handle_subscribe(struct peer *p, const struct lm_proto_msg *m)
+{
+	lm_server *s = p->s;
+	struct signal_entry *sig;
+	size_t idx;
+	char name[LM_PROTO_MAX_NAME + 1];
+
+	sig = signal_find(s, m->name, m->name_len, &idx);
+	if (m->kind == LM_PROTO_UNSUBSCRIBE) {
+		if (sig && idx < p->nsig && p->sig[idx].subscribed) {
+			p->sig[idx].subscribed = false;
+			sub_remove(sig, p);
+		}
+		return;
+	}
+	if (!sig) {
+		memcpy(name, m->name, m->name_len);
+		name[m->name_len] = 0;
+		send_error(p, m->serial, "lm.UnknownSignal", name);
+		return;
+	}
+	if (peer_sig_grow(p, s->nsignals) < 0) {
+		send_error(p, m->serial, "lm.Failed", "out of memory");
+		return;
+	}
+	if (!p->sig[idx].subscribed) {
+		if (sig->nsubs == sig->cap) {
+			size_t cap = sig->cap ? sig->cap * 2 : 8;
+			struct peer **v = realloc(sig->subs, cap * sizeof(*v));
+			if (!v) {
+				send_error(p, m->serial, "lm.Failed", "out of memory");
+				return;
+			}
+			sig->subs = v;
+			sig->cap = cap;
+		}
+		sig->subs[sig->nsubs++] = p;
+		p->sig[idx].subscribed = true;
+	}
+	if (m->serial)
+		send_msg(p->conn, LM_PROTO_REPLY, m->serial, NULL, 0, NULL, 0, s->max_message);
+}
+
+static void introspect(lm_call *call, const void *payload, size_t len, void *userdata)
+{
+	lm_server *s = userdata;
+	size_t size = 64 + strlen(s->name), off = 0;
+	char *buf;
+
+	for (size_t i = 0; i < s->nmethods; i++)
+		size += 8 + s->methods[i].name_len;
+	for (size_t i = 0; i < s->nsignals; i++)
+		size += 24 + s->signals[i].name_len;
+	buf = malloc(size);
+	if (!buf) {
+		lm_call_error(call, "lm.Failed", "out of memory");
+		return;
+	}
+	off += (size_t)snprintf(buf + off, size - off, "server %s\n", s->name);
+	for (size_t i = 0; i < s->nmethods; i++)
+		off += (size_t)snprintf(buf + off, size - off, "method %s\n", s->methods[i].name);
+	for (size_t i = 0; i < s->nsignals; i++)
+		off += (size_t)snprintf(buf + off, size - off, "signal %s %s\n", s->signals[i].name,
+					s->signals[i].policy == LM_OVERFLOW_DISCONNECT ? "disconnect"
+										       : "drop-oldest");
+	lm_call_reply(call, buf, off);
+	free(buf);
+}
+
+static const struct method_entry introspect_entry = {"lm.Introspect", 13, introspect, NULL};
+
+static const struct method_entry *method_find(lm_server *s, const char *name, size_t nl)
+{
+	for (size_t i = 0; i < s->nmethods; i++)
+		if (s->methods[i].name_len == nl && memcmp(s->methods[i].name, name, nl) == 0)
+			return &s->methods[i];
+	if (nl == introspect_entry.name_len && memcmp(name, introspect_entry.name, nl) == 0)
+		return &introspect_entry;
+	return NULL;
+}
+
+static void handle_call(struct peer *p, const struct lm_proto_msg *m)
+{
+	lm_server *s = p->s;
+	const struct method_entry *me;
+	lm_call *call;
+	char name[LM_PROTO_MAX_NAME + 1];
+
+	if (m->serial == 0) {
+		peer_kill(p, -EPROTO);
+		return;
+	}
+	me = method_find(s, m->name, m->name_len);
+	if (!me) {
+		memcpy(name, m->name, m->name_len);
+		name[m->name_len] = 0;
+		send_error(p, m->serial, "lm.UnknownMethod", name);
+		return;
+	}
+	call = call_get(s);
+	if (!call) {
+		send_error(p, m->serial, "lm.Failed", "out of memory");
+		return;
+	}
+	call->s = s;
+	call->p = p;
+	call->serial = m->serial;
+	call->m = me;
+	LIST_INSERT_HEAD(&p->calls, call, link);
+	me->handler(call, m->payload, m->payload_len, me == &introspect_entry ? s : me->userdata);
+}
+
+static void peer_message(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+	struct peer *p = userdata;
+	lm_server *s = p->s;
+	struct lm_proto_msg m;
+	int err;
+
+	err = lm__proto_decode(&m, data, len, s->max_message);
+	if (err < 0) {
+		if (err == -EPROTONOSUPPORT && !p->ready)
+			send_error(p, 0, "lm.VersionMismatch", "this server speaks protocol version 1");
+		peer_kill(p, err);
+		return;
+	}
+	server_enter(s);
+	if (!p->ready) {
+		handle_hello(p, &m);
+	} else {
+		switch (m.kind) {
+		case LM_PROTO_CALL:
+			handle_call(p, &m);
+			break;
+		case LM_PROTO_SUBSCRIBE:
+		case LM_PROTO_UNSUBSCRIBE:
+			handle_subscribe(p, &m);
+			break;
+		case LM_PROTO_BYE:
+			peer_kill(p, -ECONNRESET);
+			break;
+		default:
+			peer_kill(p, -EPROTO);
+			break;
+		}
+	}
+	server_leave(s);
+}
+
+static void peer_closed(lm_conn *c, int reason, void *userdata)
+{
+	peer_kill(userdata, reason);
+}
+
+/* The queue emptied: send what DROP_OLDEST held back, DROPPED notice first. */
+static void peer_drained(lm_conn *c, void *userdata)
+{
+	struct peer *p = userdata;
+	lm_server *s = p->s;
+
+	if (!p->backlog)
+		return;
+	p->backlog = false;
+	server_enter(s);
+	for (size_t i = 0; i < p->nsig && !p->dead; i++) {
+		struct peer_signal *ps = &p->sig[i];
+		struct signal_entry *sig = &s->signals[i];
+		uint8_t count[8];
+		int err = 0;
+
+		if (!ps->held)
+			continue;
+		if (ps->dropped) {
+			for (int b = 0; b < 8; b++)
+				count[b] = (uint8_t)(ps->dropped >> (8 * b));
+			err = send_msg(p->conn, LM_PROTO_DROPPED, 0, sig->name, sig->name_len, count,
+				       sizeof(count), s->max_message);
+		}
+		if (err == 0)
+			err = lm_conn_send(p->conn, ps->held, ps->held_len);
+		if (err == -ENOBUFS) {
+			p->backlog = true; /* try again at the next drain */
+			break;
+		}
+		free(ps->held);
+		ps->held = NULL;
+		ps->dropped = 0;
+		if (err < 0) {
+			peer_kill(p, err);
+			break;
+		}
+	}
+	server_leave(s);
+}
+
+static const struct lm_conn_callbacks peer_callbacks = {
+	.message = peer_message,
+	.closed = peer_closed,
+	.drained = peer_drained,
+};
+
+static void peer_hs_timeout(lm_source *src, uint64_t expirations, void *userdata)
+{
+	struct peer *p = userdata;
+
+	lm_log_debug("server %s: handshake timeout", p->s->name);
+	server_enter(p->s);
+	peer_kill(p, -ETIMEDOUT);
+	server_leave(p->s);
+}
+
+static void on_accept(lm_listener *l, lm_conn *c, void *userdata)
+{
+	lm_server *s = userdata;
+	struct peer *p;
+
+	if (s->n_hs >= s->max_hs) {
+		lm_log_debug("server %s: %u connections in handshake, closing a new one", s->name,
+			     s->n_hs);
+		lm_conn_free(c);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		lm_conn_free(c);
+		return;
+	}
+	p->s = s;
+	p->conn = c;
+	LIST_INIT(&p->calls);
+	if (lm_reactor_add_timer(s->r, &p->hs_timer, (uint64_t)s->hs_timeout, 0, peer_hs_timeout,
+				 p) < 0) {
+		lm_conn_free(c);
+		free(p);
+		return;
+	}
+	LIST_INSERT_HEAD(&s->peers, p, link);
+	s->npeers++;
+	s->n_hs++;
+	lm_conn_set_callbacks(c, &peer_callbacks, p);
+}
+
+/* ---- the server ---- */
+
+LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
+			    const struct lm_server_options *opts)
+{
+	static const struct lm_server_options defaults;
+	lm_server *s;
+	const char *name;
+	int err;
+
+	if (!ret || !r || !endpoint)
+		return -EINVAL;
+	if (!opts)
+		opts = &defaults;
+	if (opts->handshake_timeout_ns < 0 || (opts->n_allow_uids && !opts->allow_uids))
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->r = r;
+	LIST_INIT(&s->peers);
+	LIST_INIT(&s->dead);
+	LIST_INIT(&s->orphans);
+	LIST_INIT(&s->cache);
+	s->uid = geteuid();
+	s->max_message = opts->transport.max_message ? opts->transport.max_message
+						     : LM_DEFAULT_MAX_MESSAGE;
+	s->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
+						   : LM_DEFAULT_HANDSHAKE_TIMEOUT_NS;
+	s->max_hs = opts->max_handshakes ? opts->max_handshakes : LM_DEFAULT_MAX_HANDSHAKES;
+	name = opts->name ? opts->name : endpoint;
+	if (strchr(name, ':'))
+		name = strchr(name, ':') + 1;
+	s->name = strdup(name);
+	err = -ENOMEM;
+	if (!s->name)
+		goto fail;
+	if (opts->n_allow_uids) {
+		s->allow = malloc(opts->n_allow_uids * sizeof(uid_t));
+		if (!s->allow)
+			goto fail;
+		memcpy(s->allow, opts->allow_uids, opts->n_allow_uids * sizeof(uid_t));
+		s->nallow = opts->n_allow_uids;
+	}
+	err = lm_listener_new(&s->l, r, endpoint, &opts->transport, on_accept, s);
+	if (err < 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	lm_server_free(s);
+	return err;
+}
+
+LM_EXPORT void lm_server_free(lm_server *s)
+{
+	struct peer *p;
+	lm_call *call;
+
+	if (!s)
+		return;
+	lm_listener_free(s->l);
+	server_enter(s);
+	while ((p = LIST_FIRST(&s->peers))) {
+		send_msg(p->conn, LM_PROTO_BYE, 0, NULL, 0, NULL, 0, s->max_message);
+		peer_kill(p, -ESHUTDOWN);
+	}
+	server_leave(s);
+	while ((call = LIST_FIRST(&s->orphans))) {
+		LIST_REMOVE(call, link);
+		free(call);
+	}
+	while ((call = LIST_FIRST(&s->cache))) {
+		LIST_REMOVE(call, link);
+		free(call);
+	}
+	for (size_t i = 0; i < s->nsignals; i++) {
+		free(s->signals[i].name);
+		free(s->signals[i].subs);
+	}
+	free(s->signals);
+	free(s->methods);
+	free(s->allow);
+	free(s->name);
+	free(s);
+}
+
+LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *methods, size_t n,
+				    void *userdata)
+{
+	struct method_entry *v;
+
+	if (!s || (n && !methods))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		size_t nl;
+
+		if (!methods[i].name || !methods[i].handler)
+			return -EINVAL;
+		nl = strlen(methods[i].name);
+		if (!lm__proto_name_ok(methods[i].name, nl))
+			return -EINVAL;
+		if (method_find(s, methods[i].name, nl))
+			return -EEXIST;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(methods[i].name, methods[j].name) == 0)
+				return -EEXIST;
+	}
+	v = realloc(s->methods, (s->nmethods + n) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->methods = v;
+	for (size_t i = 0; i < n; i++)
+		s->methods[s->nmethods++] = (struct method_entry){
+			methods[i].name, strlen(methods[i].name), methods[i].handler, userdata};
+	return 0;
+}
+
+LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overflow policy)
+{
+	struct signal_entry *v;
+	size_t nl, idx;
+
+	if (!s || !name || (policy != LM_OVERFLOW_DROP_OLDEST && policy != LM_OVERFLOW_DISCONNECT))
+		return -EINVAL;
+	nl = strlen(name);
+	if (!lm__proto_name_ok(name, nl))
+		return -EINVAL;
+	if (signal_find(s, name, nl, &idx))
+		return -EEXIST;
+	v = realloc(s->signals, (s->nsignals + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->signals = v;
+	v[s->nsignals] = (struct signal_entry){.name = strdup(name), .name_len = nl, .policy = policy};
+	if (!v[s->nsignals].name)
+		return -ENOMEM;
+	s->nsignals++;
+	return 0;
+}
+
+/* A subscriber's queue is full: keep the newest signal, count the one it
+ * replaces. Returns false if the subscriber must go. */
+static bool hold_signal(struct peer_signal *ps, const struct iovec *iov, size_t total)
+{
+	void *msg = malloc(total);
+	size_t off = 0;
+
+	if (!msg)
+		return false;
+	for (int i = 0; i < 3; i++) {
+		memcpy((char *)msg + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	if (ps->held) {
+		free(ps->held);
+		ps->dropped++;
+	}
+	ps->held = msg;
+	ps->held_len = total;
+	return true;
+}
+
+LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, const void *payload, size_t len)
+{
+	uint8_t hdr[LM_PROTO_HEADER_SIZE];
+	struct signal_entry *sig;
+	struct peer *kill = NULL, *p;
+	struct iovec iov[3];
+	size_t idx, nl, total;
+	int err, reached = 0;
+
+	if (!s || !signal || (!payload && len))
+		return -EINVAL;
+	nl = strlen(signal);
+	sig = signal_find(s, signal, nl, &idx);
+	if (!sig)
+		return -ENOENT;
+	err = lm__proto_encode_header(hdr, LM_PROTO_SIGNAL, 0, signal, nl, len, s->max_message);
+	if (err < 0)
+		return err;
+	iov[0] = (struct iovec){hdr, sizeof(hdr)};
+	iov[1] = (struct iovec){(void *)signal, nl};
+	iov[2] = (struct iovec){(void *)payload, len};
+	total = sizeof(hdr) + nl + len;
+
+	for (size_t i = 0; i < sig->nsubs; i++) {
+		struct peer_signal *ps;
+
+		p = sig->subs[i];
+		ps = &p->sig[idx];
+		if (ps->held) {
+			/* Still backed up: this one waits in place of the older. */
+			if (!hold_signal(ps, iov, total)) {
+				p->kill_next = kill;
+				kill = p;
+			}
+			continue;
+		}
+		err = lm_conn_sendv(p->conn, iov, 3);
+		if (err == 0) {
+			reached++;
+		} else if (err == -ENOBUFS && sig->policy == LM_OVERFLOW_DROP_OLDEST &&
+			   hold_signal(ps, iov, total)) {
+			p->backlog = true;
+		} else {
+			p->kill_next = kill;
+			kill = p;
+		}
+	}
+	/* Killing edits sig->subs, so it waits until the loop is over. */
+	server_enter(s);
+	while ((p = kill)) {
+		kill = p->kill_next;
+		peer_kill(p, -ENOBUFS);
+	}
+	server_leave(s);
+	return reached;
+}
+
+LM_EXPORT size_t lm_server_client_count(const lm_server *s)
+{
+	return s ? s->npeers : 0;
+}

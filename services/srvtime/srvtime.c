@@ -1,0 +1,211 @@
+/* The srvtime sample service, library part: server side and client helpers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "libmessage/srvtime.h"
+
+struct lm_srvtime_server {
+	lm_server *server;
+	lm_source *timer;
+};
+
+LM_EXPORT void lm_srvtime_encode(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE], const struct timespec *t)
+{
+	uint64_t sec = (uint64_t)t->tv_sec;
+	uint32_t nsec = (uint32_t)t->tv_nsec;
+	struct tm tm;
+	char date[24];
+
+	memset(out, 0, LM_SRVTIME_PAYLOAD_SIZE);
+	for (int b = 0; b < 8; b++)
+		out[b] = (uint8_t)(sec >> (8 * b));
+	for (int b = 0; b < 4; b++)
+		out[8 + b] = (uint8_t)(nsec >> (8 * b));
+	gmtime_r(&t->tv_sec, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf((char *)out + 16, 32, "%.19s.%09uZ", date, (unsigned)(nsec % 1000000000u));
+}
+
+LM_EXPORT int lm_srvtime_decode(struct lm_srvtime *ret, const void *payload, size_t len)
+{
+	const uint8_t *p = payload;
+	uint64_t sec = 0;
+	uint32_t nsec = 0;
+
+	if (!ret || !payload || len != LM_SRVTIME_PAYLOAD_SIZE || !memchr(p + 16, 0, 32))
+		return -EBADMSG;
+	for (int b = 0; b < 8; b++)
+		sec |= (uint64_t)p[b] << (8 * b);
+	for (int b = 0; b < 4; b++)
+		nsec |= (uint32_t)p[8 + b] << (8 * b);
+	if (nsec > 999999999)
+		return -EBADMSG;
+	ret->sec = (int64_t)sec;
+	ret->nsec = nsec;
+	memcpy(ret->iso, p + 16, 32);
+	return 0;
+}
+
+static void now_payload(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE])
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lm_srvtime_encode(out, &ts);
+}
+
+static void method_getdate(lm_call *call, const void *payload, size_t len, void *userdata)
+{
+	uint8_t out[LM_SRVTIME_PAYLOAD_SIZE];
+
+	now_payload(out);
+	lm_call_reply(call, out, sizeof(out));
+}
+
+static const struct lm_method srvtime_methods[] = {
+	{"getdate", method_getdate},
+};
+
+static void tick(lm_source *src, uint64_t expirations, void *userdata)
+{
+	lm_srvtime_server *s = userdata;
+	uint8_t out[LM_SRVTIME_PAYLOAD_SIZE];
+
+	now_payload(out);
+	lm_server_emit(s->server, "date", out, sizeof(out));
+}
+
+LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint,
+				    uint64_t period_ns)
+{
+	struct lm_server_options o = {.name = "srvtime"};
+	lm_srvtime_server *s;
+	int err;
+
+	if (!ret || !r)
+		return -EINVAL;
+	if (!period_ns)
+		period_ns = LM_SRVTIME_DEFAULT_PERIOD_NS;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	err = lm_server_new(&s->server, r, endpoint ? endpoint : LM_SRVTIME_ENDPOINT, &o);
+	if (err < 0)
+		goto fail;
+	if ((err = lm_server_add_methods(s->server, srvtime_methods, 1, s)) < 0 ||
+	    (err = lm_server_add_signal(s->server, "date", LM_OVERFLOW_DROP_OLDEST)) < 0 ||
+	    (err = lm_reactor_add_timer(r, &s->timer, period_ns, period_ns, tick, s)) < 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	lm_srvtime_server_free(s);
+	return err;
+}
+
+LM_EXPORT void lm_srvtime_server_free(lm_srvtime_server *s)
+{
+	if (!s)
+		return;
+	lm_source_free(s->timer);
+	lm_server_free(s->server);
+	free(s);
+}
+
+LM_EXPORT lm_server *lm_srvtime_server_get(lm_srvtime_server *s)
+{
+	return s ? s->server : NULL;
+}
+
+LM_EXPORT int lm_srvtime_getdate(lm_client *c, int64_t timeout_ns, struct lm_srvtime *ret)
+{
+	struct lm_reply *reply;
+	struct lm_srvtime t;
+	int err;
+
+	if (!ret)
+		return -EINVAL;
+	err = lm_client_call_sync(c, "getdate", NULL, 0, timeout_ns, &reply);
+	if (err < 0) {
+		if (err == -EREMOTEIO)
+			lm_reply_free(reply);
+		return err;
+	}
+	err = lm_srvtime_decode(&t, reply->payload, reply->len);
+	lm_reply_free(reply);
+	if (err == 0)
+		*ret = t;
+	return err;
+}
+
+struct async_ctx {
+	lm_srvtime_cb cb;
+	void *userdata;
+};
+
+static void getdate_done(lm_client *c, const struct lm_reply *reply, void *userdata)
+{
+	struct async_ctx ctx = *(struct async_ctx *)userdata;
+	struct lm_srvtime t;
+	int err = reply->status;
+
+	free(userdata);
+	if (err == 0)
+		err = lm_srvtime_decode(&t, reply->payload, reply->len);
+	ctx.cb(c, err, err == 0 ? &t : NULL, ctx.userdata);
+}
+
+LM_EXPORT int lm_srvtime_getdate_async(lm_client *c, int64_t timeout_ns, lm_srvtime_cb cb,
+				       void *userdata)
+{
+	struct async_ctx *ctx;
+	int err;
+
+	if (!cb)
+		return -EINVAL;
+	ctx = malloc(sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	*ctx = (struct async_ctx){cb, userdata};
+	err = lm_client_call(c, "getdate", NULL, 0, timeout_ns, getdate_done, ctx);
+	if (err < 0)
+		free(ctx);
+	return err;
+}
+
+struct watch_ctx {
+	lm_srvtime_watch_cb cb;
+	void *userdata;
+};
+
+static void date_signal(lm_client *c, const char *signal, const void *payload, size_t len,
+			uint64_t dropped, void *userdata)
+{
+	struct watch_ctx *w = userdata;
+	struct lm_srvtime t;
+
+	if (lm_srvtime_decode(&t, payload, len) == 0)
+		w->cb(c, &t, dropped, w->userdata);
+}
+
+LM_EXPORT int lm_srvtime_watch(lm_client *c, lm_srvtime_watch_cb cb, void *userdata)
+{
+	/* One watcher per client (the subscription is per name): static storage
+	 * would be shared, so it is allocated and lives as long as the process. */
+	struct watch_ctx *w;
+	int err;
+
+	if (!c || !cb)
+		return -EINVAL;
+	w = malloc(sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	*w = (struct watch_ctx){cb, userdata};
+	err = lm_client_subscribe(c, "date", date_signal, w);
+	if (err < 0)
+		free(w);
+	return err;
+}

@@ -1,0 +1,582 @@
+/* Services across processes: calls, signals, peer death, limits; per transport and backend. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libmessage/libmessage.h>
+
+#include "lm_test.h"
+
+#define MS (1000ll * 1000)
+#define SEC (1000 * MS)
+
+struct combo {
+	enum lm_backend backend;
+	char scheme[8]; /* inline: criterion copies params into another process */
+};
+
+static struct combo combos[] = {
+	{LM_BACKEND_EPOLL, "unix"}, {LM_BACKEND_URING, "unix"}, {LM_BACKEND_EPOLL, "fifo"},
+	{LM_BACKEND_URING, "fifo"}, {LM_BACKEND_EPOLL, "mq"},	{LM_BACKEND_URING, "mq"},
+};
+
+/* A test body run once per transport and backend, with `k` the combination. */
+#define SVC_TEST(name, ...)                                                                      \
+	static void svc_##name##_body(const struct combo *k);                                   \
+	ParameterizedTestParameters(svc, name)                                                   \
+	{                                                                                        \
+		return cr_make_param_array(struct combo, combos,                                 \
+					   sizeof(combos) / sizeof(combos[0]));                  \
+	}                                                                                        \
+	ParameterizedTest(struct combo *kp, svc, name, .timeout = 60, ##__VA_ARGS__)             \
+	{                                                                                        \
+		svc_##name##_body(kp);                                                           \
+	}                                                                                        \
+	static void svc_##name##_body(const struct combo *k)
+
+/* ---- the server process ---- */
+
+struct srv {
+	lm_reactor *r;
+	lm_server *s;
+	int64_t base_fds;
+	unsigned abandoned;
+};
+
+static void m_echo(lm_call *call, const void *p, size_t len, void *ud)
+{
+	lm_call_reply(call, p, len);
+}
+
+static void deferred_fire(lm_source *src, uint64_t exp, void *ud)
+{
+	lm_call *call = ud;
+
+	lm_call_reply(call, "later", 5);
+	lm_source_free(src);
+}
+
+static void m_defer(lm_call *call, const void *p, size_t len, void *ud)
+{
+	struct srv *v = ud;
+
+	cr_assert_eq(lm_reactor_add_timer(v->r, NULL, 50 * MS, 0, deferred_fire, call), 0);
+}
+
+static void m_fail(lm_call *call, const void *p, size_t len, void *ud)
+{
+	lm_call_error(call, "test.Failed", "it failed on purpose");
+}
+
+static void on_abandoned(lm_call *call, void *ud)
+{
+	struct srv *v = ud;
+
+	v->abandoned++;
+}
+
+/* Never replies; the call is freed when its client goes. */
+static void m_hang(lm_call *call, const void *p, size_t len, void *ud)
+{
+	lm_call_set_abandoned_cb(call, on_abandoned, ud);
+}
+
+/* Emit payload-given count of "tick" signals, each carrying its number. */
+static void m_emit(lm_call *call, const void *p, size_t len, void *ud)
+{
+	struct srv *v = ud;
+	uint32_t n = 0, seq;
+	int reached = 0;
+
+	memcpy(&n, p, len < 4 ? len : 4);
+	for (seq = 0; seq < n; seq++)
+		reached = lm_server_emit(v->s, "tick", &seq, sizeof(seq));
+	lm_call_reply(call, &reached, sizeof(reached));
+}
+
+/* Clients, fds over the baseline, calls abandoned. */
+static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
+{
+	struct srv *v = ud;
+	int64_t st[3] = {(int64_t)lm_server_client_count(v->s), lm_test_fd_count() - v->base_fds,
+			 v->abandoned};
+
+	lm_call_reply(call, st, sizeof(st));
+}
+
+static const struct lm_method test_methods[] = {
+	{"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},
+	{"hang", m_hang}, {"emit", m_emit},   {"stats", m_stats},
+};
+
+static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
+{
+	lm_reactor_stop(lm_source_get_reactor(src), 0);
+}
+
+static void endpoint_of(char *buf, size_t size, const struct combo *k)
+{
+	snprintf(buf, size, "%s:svctest", k->scheme);
+}
+
+/* Run a test server in a child; returns its pid once it serves. Skips the
+ * test if the transport is not available here. */
+static pid_t start_server(const struct combo *k, const struct lm_server_options *opts)
+{
+	int pfd[2];
+	pid_t pid;
+	char ep[64], status = 0;
+
+	if (getenv("LM_TEST_TRANSPORTS") && !strstr(getenv("LM_TEST_TRANSPORTS"), k->scheme))
+		cr_skip_test("transport %s not in $LM_TEST_TRANSPORTS", k->scheme);
+	endpoint_of(ep, sizeof(ep), k);
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct srv v = {0};
+		struct lm_reactor_options ro = {.backend = k->backend};
+		int err;
+
+		close(pfd[0]);
+		if (lm_reactor_new(&v.r, &ro) < 0)
+			_exit(2);
+		lm_reactor_add_signal(v.r, NULL, SIGTERM, on_term, NULL);
+		v.base_fds = lm_test_fd_count();
+		err = lm_server_new(&v.s, v.r, ep, opts);
+		if (err < 0) {
+			status = (char)-err;
+			if (write(pfd[1], &status, 1) != 1)
+				_exit(3);
+			_exit(1);
+		}
+		v.base_fds = lm_test_fd_count();
+		lm_server_add_methods(v.s, test_methods, sizeof(test_methods) / sizeof(test_methods[0]),
+				      &v);
+		lm_server_add_signal(v.s, "tick", LM_OVERFLOW_DROP_OLDEST);
+		lm_server_add_signal(v.s, "strict", LM_OVERFLOW_DISCONNECT);
+		if (write(pfd[1], &status, 1) != 1)
+			_exit(3);
+		close(pfd[1]);
+		lm_reactor_run(v.r);
+		lm_server_free(v.s);
+		lm_reactor_free(v.r);
+		_exit(0);
+	}
+	close(pfd[1]);
+	cr_assert_eq(read(pfd[0], &status, 1), 1, "server child died");
+	close(pfd[0]);
+	if (status) {
+		waitpid(pid, NULL, 0);
+		if (status == EPROTONOSUPPORT || status == ENOENT || status == ENOSYS ||
+		    status == EAFNOSUPPORT)
+			cr_skip_test("transport %s not available: %s", k->scheme, strerror(status));
+		cr_assert_fail("lm_server_new(%s): %s", ep, strerror(status));
+	}
+	return pid;
+}
+
+static void stop_server(pid_t pid)
+{
+	int st;
+
+	kill(pid, SIGTERM);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %#x", st);
+}
+
+/* ---- the client side ---- */
+
+static lm_reactor *reactor_for(const struct combo *k)
+{
+	return lm_test_reactor(k->backend);
+}
+
+static lm_client *client_for(const struct combo *k, lm_reactor *r,
+			     const struct lm_client_options *opts)
+{
+	lm_client *c = NULL;
+	char ep[64];
+
+	endpoint_of(ep, sizeof(ep), k);
+	cr_assert_eq(lm_client_new(&c, r, ep, opts), 0);
+	return c;
+}
+
+/* Run r until *flag or the deadline; false on timeout. */
+static bool run_until(lm_reactor *r, const bool *flag, int64_t timeout_ns)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!*flag) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * SEC + (t.tv_nsec - t0.tv_nsec) > timeout_ns)
+			return false;
+		lm_reactor_run_once(r, 20 * MS);
+	}
+	return true;
+}
+
+static void on_state(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	bool *connected = ud;
+
+	*connected = st == LM_CLIENT_CONNECTED;
+}
+
+static void wait_connected(lm_reactor *r, lm_client *c)
+{
+	bool connected = lm_client_get_state(c) == LM_CLIENT_CONNECTED;
+
+	lm_client_set_state_cb(c, on_state, &connected);
+	cr_assert(run_until(r, &connected, 5 * SEC), "client never connected");
+	lm_client_set_state_cb(c, NULL, NULL);
+}
+
+struct result {
+	bool done;
+	int status;
+	char payload[64];
+	size_t len;
+	char error_name[64];
+	int order;
+};
+
+static int completions;
+
+static void on_reply(lm_client *c, const struct lm_reply *reply, void *ud)
+{
+	struct result *res = ud;
+
+	cr_assert_not(res->done, "reply callback ran twice");
+	res->done = true;
+	res->status = reply->status;
+	res->order = ++completions;
+	if (reply->status == 0) {
+		res->len = reply->len;
+		memcpy(res->payload, reply->payload, reply->len < 64 ? reply->len : 64);
+	}
+	if (reply->error_name)
+		snprintf(res->error_name, sizeof(res->error_name), "%s", reply->error_name);
+}
+
+static void stats(lm_client *c, int64_t st[3])
+{
+	struct lm_reply *reply;
+
+	cr_assert_eq(lm_client_call_sync(c, "stats", NULL, 0, 5 * SEC, &reply), 0);
+	cr_assert_eq(reply->len, 3 * sizeof(int64_t));
+	memcpy(st, reply->payload, 3 * sizeof(int64_t));
+	lm_reply_free(reply);
+}
+
+/* ---- the tests ---- */
+
+SVC_TEST(calls_sync_async_deferred_error_unknown)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	struct result a = {0}, d = {0}, f = {0}, u = {0};
+	struct lm_reply *reply;
+
+	wait_connected(r, c);
+	/* sync */
+	cr_assert_eq(lm_client_call_sync(c, "echo", "hello", 5, -1, &reply), 0);
+	cr_assert_eq(reply->len, 5);
+	cr_assert(memcmp(reply->payload, "hello", 5) == 0);
+	lm_reply_free(reply);
+	cr_assert_eq(lm_client_call_sync(c, "fail", NULL, 0, -1, &reply), -EREMOTEIO);
+	cr_assert_str_eq(reply->error_name, "test.Failed");
+	cr_assert_str_eq(reply->error_message, "it failed on purpose");
+	lm_reply_free(reply);
+	cr_assert_eq(lm_client_call_sync(c, "nope", NULL, 0, -1, &reply), -EREMOTEIO);
+	cr_assert_str_eq(reply->error_name, "lm.UnknownMethod");
+	lm_reply_free(reply);
+	/* async: the deferred one completes last */
+	completions = 0;
+	cr_assert_eq(lm_client_call(c, "defer", NULL, 0, -1, on_reply, &d), 0);
+	cr_assert_eq(lm_client_call(c, "echo", "x", 1, -1, on_reply, &a), 0);
+	cr_assert_eq(lm_client_call(c, "fail", NULL, 0, -1, on_reply, &f), 0);
+	cr_assert_eq(lm_client_call(c, "nope", NULL, 0, -1, on_reply, &u), 0);
+	cr_assert_eq(lm_client_pending(c), 4);
+	cr_assert(run_until(r, &d.done, 5 * SEC));
+	cr_assert(a.done && f.done && u.done);
+	cr_assert_eq(a.status, 0);
+	cr_assert_eq(a.len, 1);
+	cr_assert_eq(d.status, 0);
+	cr_assert_eq(d.len, 5);
+	cr_assert(memcmp(d.payload, "later", 5) == 0);
+	cr_assert_eq(d.order, 4, "the deferred reply came after the others");
+	cr_assert_eq(f.status, -EREMOTEIO);
+	cr_assert_str_eq(f.error_name, "test.Failed");
+	cr_assert_eq(u.status, -EREMOTEIO);
+	cr_assert_str_eq(u.error_name, "lm.UnknownMethod");
+	cr_assert_eq(lm_client_pending(c), 0);
+
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(introspect)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	struct lm_reply *reply;
+
+	cr_assert_eq(lm_client_call_sync(c, "lm.Introspect", NULL, 0, -1, &reply), 0);
+	cr_assert_str_eq((const char *)reply->payload,
+			 "server svctest\nmethod echo\nmethod defer\nmethod fail\nmethod hang\n"
+			 "method emit\nmethod stats\nsignal tick drop-oldest\n"
+			 "signal strict disconnect\n");
+	lm_reply_free(reply);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(timeout_and_pending_limit)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	static struct result res[129];
+	struct result t = {0};
+	struct timespec t0, t1;
+	int64_t st[3];
+
+	memset(res, 0, sizeof(res));
+	wait_connected(r, c);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(lm_client_call(c, "hang", NULL, 0, 100 * MS, on_reply, &t), 0);
+	cr_assert(run_until(r, &t.done, 5 * SEC));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	cr_assert_eq(t.status, -ETIMEDOUT);
+	int64_t el = (t1.tv_sec - t0.tv_sec) * SEC + (t1.tv_nsec - t0.tv_nsec);
+	cr_assert(el >= 90 * MS && el < 2 * SEC, "timed out after %lld ns", (long long)el);
+
+	for (int i = 0; i < 128; i++)
+		cr_assert_eq(lm_client_call(c, "hang", NULL, 0, 0, on_reply, &res[i]), 0);
+	cr_assert_eq(lm_client_call(c, "hang", NULL, 0, 0, on_reply, &res[128]), -ENOBUFS);
+	cr_assert_eq(lm_client_pending(c), 128);
+	/* The server holds them; freeing the client frees them there too. */
+	lm_client_free(c);
+	for (int i = 0; i < 128; i++)
+		cr_assert_eq(res[i].status, -ECANCELED);
+	cr_assert_not(res[128].done);
+	c = client_for(k, r, NULL);
+	wait_connected(r, c);
+	for (int tries = 0; tries < 100; tries++) {
+		stats(c, st);
+		if (st[0] == 2 && st[2] == 129)
+			break;
+		usleep(10000);
+	}
+	/* The new client's connection and the private one of its sync calls. */
+	cr_assert_eq(st[0], 2, "clients on the server: %lld", (long long)st[0]);
+	cr_assert_eq(st[2], 129, "calls abandoned: %lld", (long long)st[2]);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(call_while_server_gone)
+{
+	lm_test_runtime_dir();
+	if (getenv("LM_TEST_TRANSPORTS") && !strstr(getenv("LM_TEST_TRANSPORTS"), k->scheme))
+		cr_skip_test("transport %s not in $LM_TEST_TRANSPORTS", k->scheme);
+	lm_reactor *r = reactor_for(k);
+	struct lm_client_options o = {.reconnect_min_ns = 20 * MS, .reconnect_max_ns = 50 * MS};
+	lm_client *c = client_for(k, r, &o);
+	struct lm_reply *reply;
+	struct result res = {0};
+	pid_t pid;
+
+	cr_assert_eq(lm_client_get_state(c), LM_CLIENT_DISCONNECTED);
+	cr_assert_eq(lm_client_call(c, "echo", NULL, 0, -1, on_reply, &res), -ENOTCONN);
+	cr_assert_eq(lm_client_call_sync(c, "echo", NULL, 0, -1, &reply), -ENOTCONN);
+	cr_assert_not(res.done);
+	/* The server appears: the client connects by itself. */
+	pid = start_server(k, NULL);
+	wait_connected(r, c);
+	cr_assert_eq(lm_client_call_sync(c, "echo", "a", 1, -1, &reply), 0);
+	lm_reply_free(reply);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+struct watcher {
+	lm_client *c;
+	unsigned got, subscribed_again;
+	uint32_t last;
+	uint64_t dropped;
+	bool disconnected, reconnected;
+	bool ok;
+};
+
+static void on_tick(lm_client *c, const char *signal, const void *p, size_t len, uint64_t dropped,
+		    void *ud)
+{
+	struct watcher *w = ud;
+	uint32_t seq;
+
+	cr_assert_str_eq(signal, "tick");
+	cr_assert_eq(len, 4);
+	memcpy(&seq, p, 4);
+	w->got++;
+	w->dropped += dropped;
+	w->last = seq;
+}
+
+static void watcher_state(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	struct watcher *w = ud;
+
+	if (st == LM_CLIENT_DISCONNECTED)
+		w->disconnected = true;
+	if (st == LM_CLIENT_CONNECTED && w->disconnected)
+		w->reconnected = true;
+}
+
+SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	struct lm_client_options o = {.reconnect_min_ns = 20 * MS, .reconnect_max_ns = 100 * MS};
+	struct watcher w[3] = {0};
+	struct result res[3] = {0}, e = {0};
+	struct timespec t0, t1;
+	uint32_t one = 1;
+	bool all;
+
+	for (int i = 0; i < 3; i++) {
+		w[i].c = client_for(k, r, &o);
+		lm_client_set_state_cb(w[i].c, watcher_state, &w[i]);
+		cr_assert_eq(lm_client_subscribe(w[i].c, "tick", on_tick, &w[i]), 0);
+		wait_connected(r, w[i].c);
+		lm_client_set_state_cb(w[i].c, watcher_state, &w[i]);
+		cr_assert_eq(lm_client_call(w[i].c, "hang", NULL, 0, 20 * SEC, on_reply, &res[i]), 0);
+	}
+	/* The subscriptions are in once the server has handled a later call. */
+	for (int i = 0; i < 3; i++) {
+		struct lm_reply *reply;
+		cr_assert_eq(lm_client_call_sync(w[i].c, "echo", NULL, 0, -1, &reply), 0);
+		lm_reply_free(reply);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	cr_assert(run_until(r, &res[2].done, 5 * SEC));
+	cr_assert(run_until(r, &res[0].done, 1 * SEC) && run_until(r, &res[1].done, 1 * SEC));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(res[i].status, -ECONNRESET);
+		cr_assert(w[i].disconnected);
+	}
+	cr_assert_lt((t1.tv_sec - t0.tv_sec) * SEC + (t1.tv_nsec - t0.tv_nsec), 2 * SEC,
+		     "pending calls completed at once, not at their timeout");
+
+	pid = start_server(k, NULL);
+	for (int i = 0; i < 3; i++)
+		cr_assert(run_until(r, &w[i].reconnected, 5 * SEC), "client %d did not reconnect", i);
+	/* Make sure each SUBSCRIBE reached the server: a call after it. */
+	for (int i = 0; i < 3; i++) {
+		struct lm_reply *reply;
+		cr_assert_eq(lm_client_call_sync(w[i].c, "echo", NULL, 0, -1, &reply), 0);
+		lm_reply_free(reply);
+	}
+	/* One emit reaches 3 subscribers, each exactly once. */
+	cr_assert_eq(lm_client_call(w[0].c, "emit", &one, 4, -1, on_reply, &e), 0);
+	cr_assert(run_until(r, &e.done, 5 * SEC));
+	cr_assert_eq(e.status, 0);
+	cr_assert_eq(*(int *)e.payload, 3, "subscribers reached: %d", *(int *)e.payload);
+	for (int spin = 0; spin < 50; spin++) {
+		all = w[0].got && w[1].got && w[2].got;
+		if (all)
+			break;
+		lm_reactor_run_once(r, 20 * MS);
+	}
+	lm_reactor_run_once(r, 50 * MS);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(w[i].got, 1, "subscriber %d got %u signals", i, w[i].got);
+		lm_client_free(w[i].c);
+	}
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(client_killed_server_back_to_baseline)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	int64_t before[3], after[3];
+	int pfd[2];
+	pid_t child;
+	char b;
+
+	wait_connected(r, c);
+	stats(c, before);
+	cr_assert_eq(pipe(pfd), 0);
+	child = fork();
+	if (child == 0) {
+		lm_reactor *r2;
+		lm_client *c2;
+		struct result res[10];
+		struct lm_reactor_options ro = {.backend = k->backend};
+		char ep[64];
+		bool never = false;
+
+		close(pfd[0]);
+		endpoint_of(ep, sizeof(ep), k);
+		if (lm_reactor_new(&r2, &ro) < 0 || lm_client_new(&c2, r2, ep, NULL) < 0)
+			_exit(1);
+		lm_client_subscribe(c2, "tick", on_tick, &(struct watcher){0});
+		for (int i = 0; i < 10; i++)
+			lm_client_call(c2, "hang", NULL, 0, 0, on_reply, &res[i]);
+		struct lm_reply *reply;
+		if (lm_client_call_sync(c2, "echo", NULL, 0, -1, &reply) != 0)
+			_exit(1);
+		/* The async calls went first on the other connection: wait a little. */
+		run_until(r2, &never, 200 * MS);
+		if (write(pfd[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	cr_assert_eq(read(pfd[0], &b, 1), 1);
+	close(pfd[0]);
+	stats(c, after);
+	cr_assert_eq(after[0], before[0] + 2, "the child's two connections");
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	for (int tries = 0; tries < 200; tries++) {
+		stats(c, after);
+		if (after[0] == before[0] && after[1] == before[1])
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(after[0], before[0], "clients: %lld then %lld", (long long)before[0],
+		     (long long)after[0]);
+	cr_assert_eq(after[1], before[1], "server fds: %lld then %lld", (long long)before[1],
+		     (long long)after[1]);
+	cr_assert_eq(after[2], before[2] + 10, "the dead client's 10 calls were abandoned");
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
