@@ -509,6 +509,11 @@ LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c)
 	return c ? c->state : LM_CLIENT_DISCONNECTED;
 }
 
+LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c)
+{
+	return c ? c->r : NULL;
+}
+
 LM_EXPORT size_t lm_client_pending(const lm_client *c)
 {
 	return c ? c->npending : 0;

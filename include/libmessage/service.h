@@ -192,6 +192,7 @@ LM_EXPORT void lm_call_set_abandoned_cb(lm_call *call, lm_call_abandoned_cb cb, 
 /* Be told of connection state changes (NULL to stop). */
 LM_EXPORT void lm_client_set_state_cb(lm_client *c, lm_client_state_cb cb, void *userdata);
 LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c);
+LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c);
 
 /*
  * Call method asynchronously. timeout_ns < 0: the client's default (25 s);

@@ -1,0 +1,97 @@
+/* srvtime-server: serve the time (method getdate, signal date) until SIGINT/SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libmessage/libmessage.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: srvtime-server [--endpoint E] [--period-ms N]\n"
+		   "Serve the time: method getdate, and signal date every N ms (default 1000).\n"
+		   "E is scheme:name (unix:, fifo:, mq:), default " LM_SRVTIME_ENDPOINT ".\n"
+		   "Stops cleanly on SIGINT or SIGTERM.\n"
+		   "Exit status: 0 stopped by a signal, 1 could not serve, 2 bad usage.\n");
+}
+
+static void on_stop(lm_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	fprintf(stderr, "srvtime-server: %s, stopping\n", strsignal((int)si->ssi_signo));
+	lm_reactor_stop(lm_source_get_reactor(s), 0);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"endpoint", required_argument, NULL, 'e'},
+		{"period-ms", required_argument, NULL, 'p'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	const char *endpoint = LM_SRVTIME_ENDPOINT;
+	unsigned long period_ms = 1000;
+	lm_srvtime_server *srv;
+	lm_reactor *r;
+	char *end;
+	int opt, err;
+
+	while ((opt = getopt_long(argc, argv, "e:p:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'e':
+			endpoint = optarg;
+			break;
+		case 'p':
+			errno = 0;
+			period_ms = strtoul(optarg, &end, 10);
+			if (errno || *end || period_ms == 0 || period_ms > 86400000) {
+				fprintf(stderr, "srvtime-server: --period-ms wants 1..86400000, not '%s'\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "srvtime-server: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	err = lm_reactor_new(&r, NULL);
+	if (err < 0) {
+		fprintf(stderr, "srvtime-server: cannot create the event loop: %s\n", strerror(-err));
+		return 1;
+	}
+	err = lm_srvtime_server_new(&srv, r, endpoint, period_ms * 1000000ull);
+	if (err == -EADDRINUSE) {
+		fprintf(stderr, "srvtime-server: a server already runs at %s\n", endpoint);
+		lm_reactor_free(r);
+		return 1;
+	}
+	if (err < 0) {
+		fprintf(stderr, "srvtime-server: cannot serve %s: %s\n", endpoint, strerror(-err));
+		lm_reactor_free(r);
+		return 1;
+	}
+	if ((err = lm_reactor_add_signal(r, NULL, SIGINT, on_stop, NULL)) < 0 ||
+	    (err = lm_reactor_add_signal(r, NULL, SIGTERM, on_stop, NULL)) < 0) {
+		fprintf(stderr, "srvtime-server: cannot watch signals: %s\n", strerror(-err));
+		lm_srvtime_server_free(srv);
+		lm_reactor_free(r);
+		return 1;
+	}
+	fprintf(stderr, "srvtime-server: serving %s (date every %lu ms)\n", endpoint, period_ms);
+	lm_reactor_run(r);
+	lm_srvtime_server_free(srv);
+	lm_reactor_free(r);
+	return 0;
+}
