@@ -1,6 +1,11 @@
 /* Tests of the wire protocol codec (services/protocol.c). */
+#include <dirent.h>
 #include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lm_test.h"
 #include "protocol.h"
@@ -151,4 +156,49 @@ Test(codec, encoder_checks_names)
 	cr_assert(lm__proto_name_ok("lm.Introspect", 13));
 	cr_assert_str_eq(lm__proto_kind_name(LM_PROTO_DROPPED), "DROPPED");
 	cr_assert_str_eq(lm__proto_kind_name(200), "?");
+}
+
+/* The fuzz target itself, so its corpus is replayed here with gcc. */
+#include "fuzz/fuzz_codec.c"
+
+Test(codec, fuzz_corpus_replay)
+{
+	char dir[4096], path[4400];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	char src[4096], exe[4096];
+	ssize_t el;
+
+	/* __FILE__ is absolute, or relative to the build directory, which is
+	 * the parent of this executable's directory. */
+	if (__FILE__[0] == '/') {
+		snprintf(src, sizeof(src), "%s", __FILE__);
+	} else {
+		el = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		cr_assert_gt(el, 0);
+		exe[el] = 0;
+		snprintf(src, sizeof(src), "%s/../%s", dirname(dirname(exe)), __FILE__);
+	}
+	snprintf(dir, sizeof(dir), "%s/fuzz/corpus", dirname(src));
+	d = opendir(dir);
+	cr_assert_not_null(d, "%s: %s", dir, strerror(errno));
+	while ((e = readdir(d))) {
+		uint8_t buf[1 << 16];
+		size_t len;
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		f = fopen(path, "rb");
+		cr_assert_not_null(f, "%s", path);
+		len = fread(buf, 1, sizeof(buf), f);
+		fclose(f);
+		cr_assert_eq(LLVMFuzzerTestOneInput(buf, len), 0);
+		n++;
+	}
+	closedir(d);
+	cr_assert_geq(n, 10, "only %d corpus files in %s", n, dir);
 }
