@@ -1,6 +1,7 @@
 /* The transport conformance suite: one set of tests, run for every transport and backend. */
 #include <errno.h>
 #include <fcntl.h>
+#include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,12 +18,39 @@
 
 static char endpoint[64];
 
+static void no_io(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+}
+
+/* The reactor must be able to watch the transport's fds: probe mq's. */
+static void probe_mq(lm_reactor *r)
+{
+	struct mq_attr a = {.mq_maxmsg = 1, .mq_msgsize = 8};
+	char name[64];
+	lm_source *s = NULL;
+	mqd_t q;
+	int err;
+
+	snprintf(name, sizeof(name), "/lm-probe-%d", (int)getpid());
+	q = mq_open(name, O_CREAT | O_EXCL | O_RDWR | O_NONBLOCK, 0600, &a);
+	cr_assert_neq(q, (mqd_t)-1, "mq_open: %s", strerror(errno));
+	mq_unlink(name);
+	err = lm_reactor_add_io(r, &s, (int)q, LM_IO_IN, no_io, NULL);
+	lm_source_free(s);
+	mq_close(q);
+	if (err < 0)
+		cr_skip_test("the %s backend refuses to watch a message queue fd: %s",
+			     lm_reactor_backend_name(r), strerror(-err));
+}
+
 static lm_reactor *setup(const char *scheme, enum lm_backend backend)
 {
 	lm_reactor *r;
 
 	lm_test_runtime_dir();
 	r = lm_test_reactor(backend);
+	if (!strcmp(scheme, "mq"))
+		probe_mq(r);
 	snprintf(endpoint, sizeof(endpoint), "%s:" NAME, scheme);
 	return r;
 }

@@ -18,6 +18,7 @@
 static const struct lm_transport_ops *transports[LM_MAX_TRANSPORTS] = {
 	&lm__transport_unix,
 	&lm__transport_fifo,
+	&lm__transport_mq,
 };
 
 static bool ops_complete(const struct lm_transport_ops *o)

@@ -13,7 +13,7 @@
 #include "transport_test.h"
 
 #define PARAM(s) {s, LM_BACKEND_EPOLL}, {s, LM_BACKEND_URING}
-struct lm_tt_param lm_tt_params[] = {PARAM("unix"), PARAM("fifo")};
+struct lm_tt_param lm_tt_params[] = {PARAM("unix"), PARAM("fifo"), PARAM("mq")};
 const size_t lm_tt_nparams = sizeof(lm_tt_params) / sizeof(lm_tt_params[0]);
 
 double lm_tt_now(void)

@@ -1,0 +1,500 @@
+/* The mq transport: POSIX message queues polled as fds, fragmented above msgsize. */
+#include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log-internal.h"
+#include "transport-internal.h"
+
+/*
+ * Names: the listener's queue is "/lm.<dev>.<ino>.<name>", from the identity
+ * of the runtime directory, so two users (or two directories) never
+ * collide; a connection's are that plus ".<pid>.<n>.c2s" and ".s2c", made by
+ * the client (O_EXCL, 0600) and unlinked by the server once it holds them.
+ *
+ * Framing, with no header (mq_send takes one buffer: a header would cost a
+ * copy): a message is cut into units of exactly msgsize bytes followed by
+ * one shorter unit, possibly empty. A unit shorter than msgsize ends a
+ * message, so a small message is one mq_send of the caller's own bytes.
+ *
+ * Queues have no end of file: each side watches the other's life through a
+ * pidfd (the server's pid from the name's lock file, the client's from its
+ * request). mq_notify is not used: see docs/transports.md.
+ */
+#define REQ_MAGIC  0x6c6d6d31u /* "lmm1" */
+#define UNIT_MAX   (1u << 20)  /* the largest msgsize we accept from a peer's queue */
+
+struct mq_req {
+	uint32_t magic;
+	int32_t pid;
+	char id[32];
+};
+
+struct mq_listener {
+	mqd_t q;
+	char qname[256];
+};
+
+struct mq_conn {
+	mqd_t rq;
+	mqd_t wq;
+	int pidfd;
+	size_t runit; /* msgsize of rq */
+	size_t wunit; /* msgsize of wq */
+	char c2s[300]; /* client side: its queues, if the server never took them */
+	char s2c[300];
+	struct lm_peer_cred cred;
+	unsigned char *rbuf;
+	unsigned char *scratch; /* gathers a unit of a multi-iovec message */
+	unsigned char *abuf;
+	size_t acap;
+	size_t afill;
+};
+
+static long proc_long(const char *path, long dflt)
+{
+	FILE *f = fopen(path, "re");
+	long v = dflt;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = dflt;
+		fclose(f);
+	}
+	return v;
+}
+
+/* Kernel limits as distinct, clear errors. */
+static int mq_error(int err, const char *qname, const struct mq_attr *a)
+{
+	switch (err) {
+	case EINVAL:
+		lm_log_error("mq %s: %ld messages of %ld bytes exceed fs.mqueue.msg_max (%ld) or "
+			     "fs.mqueue.msgsize_max (%ld)",
+			     qname, a ? a->mq_maxmsg : 0, a ? a->mq_msgsize : 0,
+			     proc_long("/proc/sys/fs/mqueue/msg_max", 10),
+			     proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192));
+		break;
+	case ENOSPC:
+		lm_log_error("mq %s: fs.mqueue.queues_max (%ld) queues exist already", qname,
+			     proc_long("/proc/sys/fs/mqueue/queues_max", 256));
+		break;
+	case EMFILE:
+		lm_log_error("mq %s: RLIMIT_MSGQUEUE (ulimit -q) exhausted, or no fd left", qname);
+		break;
+	default:
+		lm_log_error("mq %s: %s", qname, strerror(err));
+	}
+	return -err;
+}
+
+static int base_name(char *buf, size_t size, int dirfd, const char *name)
+{
+	struct stat st;
+
+	if (fstat(dirfd, &st) < 0)
+		return -errno;
+	snprintf(buf, size, "/lm.%lx.%lx.%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+		 name);
+	return 0;
+}
+
+static mqd_t mq_create(const char *qname, int flags, long maxmsg, long msgsize)
+{
+	struct mq_attr a = {.mq_maxmsg = maxmsg, .mq_msgsize = msgsize};
+
+	return mq_open(qname, flags | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC, 0600, &a);
+}
+
+static bool queue_is_ours(mqd_t q)
+{
+	struct stat st;
+
+	return fstat(q, &st) == 0 && st.st_uid == geteuid();
+}
+
+static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
+{
+	struct mq_listener *ml = calloc(1, sizeof(*ml));
+	long depth = 256;
+	int err;
+
+	if (!ml)
+		return -ENOMEM;
+	err = base_name(ml->qname, sizeof(ml->qname), dirfd, name);
+	if (err < 0)
+		goto fail;
+	for (int tries = 0;; tries++) {
+		ml->q = mq_create(ml->qname, O_RDONLY, depth, sizeof(struct mq_req));
+		if (ml->q != (mqd_t)-1)
+			break;
+		err = errno;
+		if (err == EINVAL && depth > 10) {
+			/* Unprivileged: fs.mqueue.msg_max bounds the depth. */
+			depth = proc_long("/proc/sys/fs/mqueue/msg_max", 10);
+			if (depth > 10)
+				depth = 10;
+			continue;
+		}
+		if (err == EEXIST && leftover && tries == 0) {
+			mqd_t old = mq_open(ml->qname, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+			bool ours = old != (mqd_t)-1 && queue_is_ours(old);
+
+			if (old != (mqd_t)-1)
+				mq_close(old);
+			if (ours) {
+				/* A dead server's requests are never read as new. */
+				lm_log_debug("mq:%s: replacing the queue of a dead server", name);
+				mq_unlink(ml->qname);
+				continue;
+			}
+		}
+		if (err == EEXIST) {
+			lm_log_error("mq:%s: refused: a foreign queue %s is at the name", name,
+				     ml->qname);
+			err = -EEXIST;
+		} else {
+			err = mq_error(err, ml->qname, NULL);
+		}
+		goto fail;
+	}
+	*lstate = ml;
+	return 0;
+fail:
+	free(ml);
+	return err;
+}
+
+static int mq_listen_fd(void *lstate)
+{
+	return (int)((struct mq_listener *)lstate)->q;
+}
+
+static void mq_listen_close(void *lstate)
+{
+	struct mq_listener *ml = lstate;
+
+	mq_unlink(ml->qname);
+	mq_close(ml->q);
+	free(ml);
+}
+
+static struct mq_conn *conn_alloc(void)
+{
+	struct mq_conn *mc = calloc(1, sizeof(*mc));
+
+	if (mc) {
+		mc->rq = mc->wq = (mqd_t)-1;
+		mc->pidfd = -1;
+	}
+	return mc;
+}
+
+static void mq_conn_close(void *cstate);
+static void mq_conn_free(void *cstate);
+
+static int unit_size(mqd_t q, size_t *ret)
+{
+	struct mq_attr a;
+
+	if (mq_getattr(q, &a) < 0)
+		return -errno;
+	if (a.mq_msgsize <= 0 || (size_t)a.mq_msgsize > UNIT_MAX)
+		return -EPROTO;
+	*ret = (size_t)a.mq_msgsize;
+	return 0;
+}
+
+static int mq_accept(void *lstate, void **cstate)
+{
+	struct mq_listener *ml = lstate;
+	struct mq_req req;
+	struct mq_conn *mc;
+	struct stat rst, wst;
+	char c2s[300], s2c[300];
+	ssize_t n;
+	int err = 0;
+
+	n = mq_receive(ml->q, (char *)&req, sizeof(req), NULL);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	req.id[sizeof(req.id) - 1] = 0;
+	if (n != sizeof(req) || req.magic != REQ_MAGIC || req.pid <= 0 || !req.id[0] ||
+	    strspn(req.id, "0123456789.") != strlen(req.id)) {
+		lm_log_warn("mq: malformed connection request dropped");
+		return -EPROTO;
+	}
+	snprintf(c2s, sizeof(c2s), "%s.%s.c2s", ml->qname, req.id);
+	snprintf(s2c, sizeof(s2c), "%s.%s.s2c", ml->qname, req.id);
+	mc = conn_alloc();
+	if (!mc)
+		return -ENOMEM;
+	mc->rq = mq_open(c2s, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	mc->wq = mq_open(s2c, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (mc->rq == (mqd_t)-1 || mc->wq == (mqd_t)-1)
+		err = -errno;
+	mq_unlink(c2s);
+	mq_unlink(s2c);
+	if (!err && (fstat(mc->rq, &rst) < 0 || fstat(mc->wq, &wst) < 0 || rst.st_uid != wst.st_uid))
+		err = -EPROTO;
+	if (!err)
+		err = unit_size(mc->rq, &mc->runit);
+	if (!err)
+		err = unit_size(mc->wq, &mc->wunit);
+	if (!err) {
+		/* The client may be gone already: then there is nobody to serve. */
+		mc->pidfd = lm__pidfd_open(req.pid);
+		if (mc->pidfd < 0)
+			err = -ECONNRESET;
+	}
+	if (err < 0) {
+		mq_conn_close(mc);
+		mq_conn_free(mc);
+		return err;
+	}
+	mc->cred.uid = rst.st_uid;
+	mc->cred.gid = rst.st_gid;
+	mc->cred.pid = req.pid; /* as the client says, checked to be alive */
+	*cstate = mc;
+	return 1;
+}
+
+static int mq_connect(int dirfd, const char *name, void **cstate)
+{
+	static unsigned counter;
+	struct mq_req req = {.magic = REQ_MAGIC, .pid = getpid()};
+	char base[256];
+	struct mq_conn *mc;
+	struct stat st;
+	long maxmsg, msgsize;
+	mqd_t lq;
+	int err;
+
+	err = base_name(base, sizeof(base), dirfd, name);
+	if (err < 0)
+		return err;
+	lq = mq_open(base, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (lq == (mqd_t)-1)
+		return -errno;
+	mc = conn_alloc();
+	if (!mc) {
+		mq_close(lq);
+		return -ENOMEM;
+	}
+	if (fstat(lq, &st) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	mc->cred.uid = st.st_uid;
+	mc->cred.gid = st.st_gid;
+	mc->cred.pid = lm__server_pid(dirfd, name, "mq");
+	/* A queue with no live server behind it is a dead server's leftover. */
+	mc->pidfd = mc->cred.pid > 0 ? lm__pidfd_open(mc->cred.pid) : -1;
+	if (mc->pidfd < 0) {
+		err = -ECONNREFUSED;
+		goto fail;
+	}
+	snprintf(req.id, sizeof(req.id), "%d.%u", (int)getpid(), counter++);
+	snprintf(mc->c2s, sizeof(mc->c2s), "%s.%s.c2s", base, req.id);
+	snprintf(mc->s2c, sizeof(mc->s2c), "%s.%s.s2c", base, req.id);
+	maxmsg = proc_long("/proc/sys/fs/mqueue/msg_max", 10);
+	msgsize = proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
+	maxmsg = maxmsg < 10 ? maxmsg : 10;
+	msgsize = msgsize < 8192 ? msgsize : 8192;
+	mc->wq = mq_create(mc->c2s, O_WRONLY, maxmsg, msgsize);
+	if (mc->wq == (mqd_t)-1) {
+		mc->c2s[0] = 0;
+		err = mq_error(errno, mc->c2s, NULL);
+		goto fail;
+	}
+	mc->rq = mq_create(mc->s2c, O_RDONLY, maxmsg, msgsize);
+	if (mc->rq == (mqd_t)-1) {
+		mc->s2c[0] = 0;
+		err = mq_error(errno, mc->s2c, NULL);
+		goto fail;
+	}
+	err = unit_size(mc->rq, &mc->runit);
+	if (!err)
+		err = unit_size(mc->wq, &mc->wunit);
+	if (err < 0)
+		goto fail;
+	if (mq_send(lq, (const char *)&req, sizeof(req), 0) < 0) {
+		err = errno == EAGAIN ? -EAGAIN : -errno;
+		goto fail;
+	}
+	mq_close(lq);
+	*cstate = mc;
+	return 0;
+fail:
+	/* Nothing half-built stays behind: the queues made here go. */
+	mq_close(lq);
+	mq_conn_close(mc);
+	mq_conn_free(mc);
+	return err;
+}
+
+static int mq_fds(void *cstate, struct lm_transport_fds *ret)
+{
+	struct mq_conn *mc = cstate;
+
+	ret->rfd = (int)mc->rq;
+	ret->wfd = (int)mc->wq;
+	ret->hupfd = mc->pidfd;
+	return 0;
+}
+
+static void gather(unsigned char *dst, const struct iovec *iov, int iovcnt, size_t off, size_t n)
+{
+	for (int i = 0; i < iovcnt && n; i++) {
+		size_t len = iov[i].iov_len;
+
+		if (off >= len) {
+			off -= len;
+			continue;
+		}
+		len -= off;
+		if (len > n)
+			len = n;
+		memcpy(dst, (const char *)iov[i].iov_base + off, len);
+		dst += len;
+		n -= len;
+		off = 0;
+	}
+}
+
+static int mq_conn_send(void *cstate, const struct iovec *iov, int iovcnt, size_t len,
+			size_t *progress)
+{
+	struct mq_conn *mc = cstate;
+	size_t units = len / mc->wunit + 1;
+
+	while (*progress < units) {
+		size_t off = *progress * mc->wunit;
+		size_t n = len - off < mc->wunit ? len - off : mc->wunit;
+		const char *p = "";
+
+		if (n && iovcnt == 1) {
+			p = (const char *)iov[0].iov_base + off;
+		} else if (n) {
+			if (!mc->scratch && !(mc->scratch = malloc(mc->wunit)))
+				return -ENOMEM;
+			gather(mc->scratch, iov, iovcnt, off, n);
+			p = (const char *)mc->scratch;
+		}
+		if (mq_send(mc->wq, p, n, 0) < 0) {
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		(*progress)++;
+	}
+	return 1;
+}
+
+static int mq_conn_receive(lm_conn *c, void *cstate)
+{
+	struct mq_conn *mc = cstate;
+	size_t max = lm_conn_max_message(c);
+	ssize_t n;
+	int ret;
+
+	if (!mc->rbuf && !(mc->rbuf = malloc(mc->runit)))
+		return -ENOMEM;
+	do
+		n = mq_receive(mc->rq, (char *)mc->rbuf, mc->runit, NULL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	if ((size_t)n < mc->runit && mc->afill == 0) {
+		ret = lm_transport_deliver(c, mc->rbuf, (size_t)n);
+		return ret < 0 ? ret : 1;
+	}
+	if (mc->afill + (size_t)n > max)
+		return -EMSGSIZE;
+	if (mc->afill + (size_t)n > mc->acap) {
+		size_t cap = mc->acap ? mc->acap * 2 : 4 * mc->runit;
+		unsigned char *p;
+
+		if (cap < mc->afill + (size_t)n)
+			cap = mc->afill + (size_t)n;
+		if (cap > max)
+			cap = max;
+		p = realloc(mc->abuf, cap);
+		if (!p)
+			return -ENOMEM;
+		mc->abuf = p;
+		mc->acap = cap;
+	}
+	memcpy(mc->abuf + mc->afill, mc->rbuf, (size_t)n);
+	mc->afill += (size_t)n;
+	if ((size_t)n == mc->runit)
+		return 1;
+	n = (ssize_t)mc->afill;
+	mc->afill = 0;
+	ret = lm_transport_deliver(c, mc->abuf, (size_t)n);
+	if (ret < 0)
+		return ret;
+	/* Big buffers are not kept between big messages. */
+	free(mc->abuf);
+	mc->abuf = NULL;
+	mc->acap = 0;
+	return 1;
+}
+
+static int mq_peer_cred(void *cstate, struct lm_peer_cred *ret)
+{
+	*ret = ((struct mq_conn *)cstate)->cred;
+	return 0;
+}
+
+static void mq_conn_close(void *cstate)
+{
+	struct mq_conn *mc = cstate;
+
+	if (mc->rq != (mqd_t)-1)
+		mq_close(mc->rq);
+	if (mc->wq != (mqd_t)-1)
+		mq_close(mc->wq);
+	if (mc->pidfd >= 0)
+		close(mc->pidfd);
+	/* Taken by the server, they are gone already; else they are ours. */
+	if (mc->c2s[0])
+		mq_unlink(mc->c2s);
+	if (mc->s2c[0])
+		mq_unlink(mc->s2c);
+	mc->c2s[0] = mc->s2c[0] = 0;
+	mc->rq = mc->wq = (mqd_t)-1;
+	mc->pidfd = -1;
+}
+
+static void mq_conn_free(void *cstate)
+{
+	struct mq_conn *mc = cstate;
+
+	free(mc->rbuf);
+	free(mc->scratch);
+	free(mc->abuf);
+	free(mc);
+}
+
+const struct lm_transport_ops lm__transport_mq = {
+	.scheme = "mq",
+	.listen = mq_listen,
+	.listen_fd = mq_listen_fd,
+	.accept = mq_accept,
+	.listen_close = mq_listen_close,
+	.connect = mq_connect,
+	.fds = mq_fds,
+	.send = mq_conn_send,
+	.receive = mq_conn_receive,
+	.peer_cred = mq_peer_cred,
+	.close = mq_conn_close,
+	.free = mq_conn_free,
+};
