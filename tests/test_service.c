@@ -99,19 +99,68 @@ static void m_emit(lm_call *call, const void *p, size_t len, void *ud)
 	lm_call_reply(call, &reached, sizeof(reached));
 }
 
-/* Clients, fds over the baseline, calls abandoned. */
+/* A flood of signals from a timer, a batch per millisecond; the call is
+ * answered when all are out. Payload: u32 count, u32 batch, signal name. */
+struct flood {
+	struct srv *v;
+	lm_call *call;
+	uint32_t next, count, batch;
+	char signal[16];
+};
+
+static void flood_tick(lm_source *src, uint64_t exp, void *ud)
+{
+	struct flood *f = ud;
+
+	for (uint32_t i = 0; i < f->batch && f->next < f->count; i++, f->next++)
+		lm_server_emit(f->v->s, f->signal, &f->next, sizeof(f->next));
+	if (f->next == f->count) {
+		lm_call_reply(f->call, NULL, 0);
+		lm_source_free(src);
+		free(f);
+	}
+}
+
+static void m_flood(lm_call *call, const void *p, size_t len, void *ud)
+{
+	struct flood *f = calloc(1, sizeof(*f));
+
+	cr_assert(len > 8 && len < 8 + sizeof(f->signal));
+	f->v = ud;
+	f->call = call;
+	memcpy(&f->count, p, 4);
+	memcpy(&f->batch, (const char *)p + 4, 4);
+	memcpy(f->signal, (const char *)p + 8, len - 8);
+	cr_assert_eq(lm_reactor_add_timer(f->v->r, NULL, MS, MS, flood_tick, f), 0);
+}
+
+static int64_t rss_kib(void)
+{
+	char line[256];
+	long long kib = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %lld", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+/* Clients, fds over the baseline, calls abandoned, RSS in KiB. */
 static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
 {
 	struct srv *v = ud;
-	int64_t st[3] = {(int64_t)lm_server_client_count(v->s), lm_test_fd_count() - v->base_fds,
-			 v->abandoned};
+	int64_t st[4] = {(int64_t)lm_server_client_count(v->s), lm_test_fd_count() - v->base_fds,
+			 v->abandoned, rss_kib()};
 
 	lm_call_reply(call, st, sizeof(st));
 }
 
 static const struct lm_method test_methods[] = {
 	{"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},
-	{"hang", m_hang}, {"emit", m_emit},   {"stats", m_stats},
+	{"hang", m_hang}, {"emit", m_emit},   {"stats", m_stats}, {"flood", m_flood},
 };
 
 static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
@@ -266,13 +315,13 @@ static void on_reply(lm_client *c, const struct lm_reply *reply, void *ud)
 		snprintf(res->error_name, sizeof(res->error_name), "%s", reply->error_name);
 }
 
-static void stats(lm_client *c, int64_t st[3])
+static void stats(lm_client *c, int64_t st[4])
 {
 	struct lm_reply *reply;
 
 	cr_assert_eq(lm_client_call_sync(c, "stats", NULL, 0, 5 * SEC, &reply), 0);
-	cr_assert_eq(reply->len, 3 * sizeof(int64_t));
-	memcpy(st, reply->payload, 3 * sizeof(int64_t));
+	cr_assert_eq(reply->len, 4 * sizeof(int64_t));
+	memcpy(st, reply->payload, 4 * sizeof(int64_t));
 	lm_reply_free(reply);
 }
 
@@ -337,7 +386,7 @@ SVC_TEST(introspect)
 	cr_assert_eq(lm_client_call_sync(c, "lm.Introspect", NULL, 0, -1, &reply), 0);
 	cr_assert_str_eq((const char *)reply->payload,
 			 "server svctest\nmethod echo\nmethod defer\nmethod fail\nmethod hang\n"
-			 "method emit\nmethod stats\nsignal tick drop-oldest\n"
+			 "method emit\nmethod stats\nmethod flood\nsignal tick drop-oldest\n"
 			 "signal strict disconnect\n");
 	lm_reply_free(reply);
 	lm_client_free(c);
@@ -354,7 +403,7 @@ SVC_TEST(timeout_and_pending_limit)
 	static struct result res[129];
 	struct result t = {0};
 	struct timespec t0, t1;
-	int64_t st[3];
+	int64_t st[4];
 
 	memset(res, 0, sizeof(res));
 	wait_connected(r, c);
@@ -524,7 +573,7 @@ SVC_TEST(client_killed_server_back_to_baseline)
 	pid_t pid = start_server(k, NULL);
 	lm_reactor *r = reactor_for(k);
 	lm_client *c = client_for(k, r, NULL);
-	int64_t before[3], after[3];
+	int64_t before[4], after[4];
 	int pfd[2];
 	pid_t child;
 	char b;
@@ -576,6 +625,158 @@ SVC_TEST(client_killed_server_back_to_baseline)
 	cr_assert_eq(after[1], before[1], "server fds: %lld then %lld", (long long)before[1],
 		     (long long)after[1]);
 	cr_assert_eq(after[2], before[2] + 10, "the dead client's 10 calls were abandoned");
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+struct seq_check {
+	uint32_t next;	      /* the seq expected next */
+	uint64_t got, dropped;
+	bool in_order, done;
+	uint32_t count;
+};
+
+static void on_seq(lm_client *c, const char *signal, const void *p, size_t len, uint64_t dropped,
+		   void *ud)
+{
+	struct seq_check *q = ud;
+	uint32_t seq;
+
+	memcpy(&seq, p, 4);
+	q->dropped += dropped;
+	/* In order, and a gap only where a DROPPED notice says how long it is. */
+	if (seq != q->next + dropped)
+		q->in_order = false;
+	q->next = seq + 1;
+	q->got++;
+	if (seq == q->count - 1)
+		q->done = true;
+}
+
+static void flood(lm_client *c, lm_reactor *r, uint32_t count, const char *signal)
+{
+	char arg[24];
+	struct result res = {0};
+
+	memcpy(arg, &count, 4);
+	memcpy(arg + 4, &(uint32_t){500}, 4);
+	memcpy(arg + 8, signal, strlen(signal));
+	cr_assert_eq(lm_client_call(c, "flood", arg, 8 + strlen(signal), 60 * SEC, on_reply, &res), 0);
+	cr_assert(run_until(r, &res.done, 50 * SEC), "flood did not finish");
+	cr_assert_eq(res.status, 0);
+}
+
+/* A subscriber in a child that is stopped while signals flow. */
+static pid_t slow_subscriber(const struct combo *k, const char *signal, uint32_t count, int *rfd)
+{
+	int ready[2], result[2];
+	pid_t pid;
+	char b;
+
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(result), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct lm_reactor_options ro = {.backend = k->backend};
+		struct seq_check q = {.in_order = true, .count = count};
+		struct lm_reply *reply;
+		lm_reactor *r;
+		lm_client *c;
+		char ep[64];
+
+		endpoint_of(ep, sizeof(ep), k);
+		if (lm_reactor_new(&r, &ro) < 0 || lm_client_new(&c, r, ep, NULL) < 0 ||
+		    lm_client_subscribe(c, signal, on_seq, &q) < 0)
+			_exit(1);
+		while (lm_client_get_state(c) != LM_CLIENT_CONNECTED)
+			lm_reactor_run_once(r, -1);
+		/* The SUBSCRIBE is in once a later call on the connection is answered. */
+		struct result res = {0};
+		lm_client_call(c, "echo", NULL, 0, -1, on_reply, &res);
+		while (!res.done)
+			lm_reactor_run_once(r, -1);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		while (!q.done && lm_client_get_state(c) == LM_CLIENT_CONNECTED)
+			lm_reactor_run_once(r, 100 * MS);
+		(void)reply;
+		if (write(result[1], &q, sizeof(q)) != sizeof(q))
+			_exit(1);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(result[1]);
+	cr_assert_eq(read(ready[0], &b, 1), 1);
+	close(ready[0]);
+	*rfd = result[0];
+	return pid;
+}
+
+SVC_TEST(slow_subscriber_drop_oldest)
+{
+	lm_test_runtime_dir();
+	struct lm_server_options so = {.transport.max_queue = 256 << 10};
+	pid_t pid = start_server(k, &so);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	struct seq_check fast = {.in_order = true, .count = 100000}, slow;
+	int64_t before[4], after[4];
+	pid_t child;
+	int rfd, st;
+
+	cr_assert_eq(lm_client_subscribe(c, "tick", on_seq, &fast), 0);
+	wait_connected(r, c);
+	child = slow_subscriber(k, "tick", 100000, &rfd);
+	stats(c, before);
+	kill(child, SIGSTOP);
+	flood(c, r, 100000, "tick");
+	cr_assert(run_until(r, &fast.done, 20 * SEC), "fast subscriber got %llu",
+		  (unsigned long long)fast.got);
+	cr_assert_eq(fast.got, 100000);
+	cr_assert_eq(fast.dropped, 0);
+	cr_assert(fast.in_order);
+	stats(c, after);
+	/* The publisher holds at most its queue bound (256 KiB) per subscriber. */
+	cr_assert_lt(after[3] - before[3], 8 * 1024, "publisher RSS grew by %lld KiB",
+		     (long long)(after[3] - before[3]));
+	cr_assert_eq(after[0], before[0], "the slow subscriber stays connected");
+	kill(child, SIGCONT);
+	cr_assert_eq(read(rfd, &slow, sizeof(slow)), (ssize_t)sizeof(slow));
+	close(rfd);
+	cr_assert_eq(waitpid(child, &st, 0), child);
+	cr_assert(slow.done, "the slow subscriber saw the last signal");
+	cr_assert(slow.in_order, "in order, gaps only where DROPPED said");
+	cr_assert_gt(slow.dropped, 0, "the slow one was told it missed signals");
+	cr_assert_eq(slow.got + slow.dropped, 100000, "got %llu + dropped %llu",
+		     (unsigned long long)slow.got, (unsigned long long)slow.dropped);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(slow_subscriber_disconnect_policy)
+{
+	lm_test_runtime_dir();
+	struct lm_server_options so = {.transport.max_queue = 64 << 10};
+	pid_t pid = start_server(k, &so);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	int64_t before[4], after[4];
+	pid_t child;
+	int rfd;
+
+	wait_connected(r, c);
+	child = slow_subscriber(k, "strict", 20000, &rfd);
+	stats(c, before);
+	kill(child, SIGSTOP);
+	flood(c, r, 20000, "strict");
+	stats(c, after);
+	cr_assert_eq(after[0], before[0] - 1, "the stopped subscriber was disconnected");
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(rfd);
 	lm_client_free(c);
 	lm_reactor_free(r);
 	stop_server(pid);
