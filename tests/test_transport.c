@@ -544,3 +544,128 @@ Test(transport, runtime_dir_default_rules)
 	cr_assert_eq(st.st_mode & 07777, 0700);
 	cr_assert_eq(lm_runtime_dir(buf, 3), -ENAMETOOLONG);
 }
+
+static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, size_t n,
+			 int want1, int want2)
+{
+	struct lm_tt_server s = {.echo = true};
+	struct lm_tt_peer cl;
+	int status;
+	pid_t pid;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pid = lm_tt_fork_garbage(scheme, NAME, bytes, n);
+	cr_assert_gt(pid, 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 2 && s.peers[1].closed, 10), "garbage not refused");
+	cr_assert(s.peers[1].reason == want1 || s.peers[1].reason == want2, "closed with %s",
+		  strerror(-s.peers[1].reason));
+	cr_assert_eq(s.peers[1].received, 0);
+	/* The others keep working. */
+	cr_assert_eq(lm_conn_send(cl.c, "ok", 2), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5), "the good client was hurt");
+	cr_assert_eq(s.peers[0].closed, 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	lm_conn_free(cl.c);
+	free(cl.last);
+	lm_listener_free(s.l);
+}
+
+LM_TRANSPORT_TEST(transport, garbage_refused, .timeout = 40)
+{
+	lm_reactor *r = setup(scheme, backend);
+	static const unsigned char lying[] = {0xff, 0xff, 0xff, 0xff, 'a', 'b', 'c'};
+	static const unsigned char short_frame[] = {0x01, 0x02};
+
+	/* A length of 0xFFFFFFFF (mq: units that never end). */
+	garbage_case(r, scheme, lying, sizeof(lying), -EMSGSIZE, -EPROTO);
+	if (!strcmp(scheme, "unix")) {
+		lm_test_runtime_dir();
+		/* A datagram too short to hold a header. */
+		garbage_case(r, scheme, short_frame, sizeof(short_frame), -EPROTO, -EPROTO);
+	}
+	lm_reactor_free(r);
+}
+
+static void slow_server(int ready)
+{
+	struct lm_tt_server *s = calloc(1, sizeof(*s));
+	lm_reactor *r = NULL;
+
+	if (lm_reactor_new(&r, NULL) < 0 ||
+	    lm_listener_new(&s->l, r, endpoint, NULL, lm_tt_accept, s) < 0 ||
+	    write(ready, "x", 1) != 1)
+		_exit(1);
+	while (s->n == 0)
+		lm_reactor_run_once(r, -1);
+	/* Accepted: now read nothing for a while. */
+	usleep(1500 * 1000);
+	while (!s->peers[0].closed && s->peers[0].last_len != 1)
+		lm_reactor_run_once(r, -1);
+	_exit((int)(s->peers[0].received % 256));
+}
+
+LM_TRANSPORT_TEST(transport, slow_receiver, .timeout = 40)
+{
+	lm_reactor *r = setup(scheme, backend);
+	static unsigned char buf[65536];
+	struct lm_tt_peer cl = {0};
+	struct rusage ru0, ru1;
+	size_t sent = 0;
+	int p[2], err, status;
+	double t0;
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		slow_server(p[1]);
+	}
+	close(p[1]);
+	wait_child_ready(p[0]);
+	err = lm_conn_connect(&cl.c, r, endpoint, NULL, &lm_tt_callbacks, &cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	for (;;) {
+		err = lm_conn_send(cl.c, buf, sizeof(buf));
+		if (err == -ENOBUFS)
+			break;
+		cr_assert_eq(err, 0, "send: %s", strerror(-err));
+		sent++;
+		cr_assert_lt(sent, 10000, "the queue has no bound");
+		lm_reactor_run_once(r, 0);
+	}
+	cr_assert_leq(lm_conn_queued(cl.c), LM_DEFAULT_MAX_QUEUE);
+	cr_assert_gt(lm_conn_queued(cl.c) + sizeof(buf), LM_DEFAULT_MAX_QUEUE);
+	/* Waiting for the receiver costs no CPU: nothing polls in a loop. */
+	getrusage(RUSAGE_SELF, &ru0);
+	t0 = lm_tt_now();
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.drained > 0, 15), "the queue never drained");
+	getrusage(RUSAGE_SELF, &ru1);
+	{
+		double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+			     (double)(ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+			     (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
+			     (double)(ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+
+		cr_assert_lt(cpu, 0.5 * (lm_tt_now() - t0) + 0.05, "busy loop: %.2fs CPU in %.2fs",
+			     cpu, lm_tt_now() - t0);
+	}
+	cr_assert_eq(lm_conn_queued(cl.c), 0);
+	cr_assert_eq(lm_conn_send(cl.c, buf, sizeof(buf)), 0, "sending did not resume");
+	cr_assert_eq(lm_conn_send(cl.c, "E", 1), 0);
+	sent += 2;
+	{
+		bool done = false;
+
+		cr_assert(LM_TT_RUN_UNTIL(r, done || (done = waitpid(pid, &status, WNOHANG) == pid),
+					  15),
+			  "receiver stuck");
+	}
+	cr_assert(WIFEXITED(status));
+	cr_assert_eq(WEXITSTATUS(status), (int)(sent % 256), "received %d, sent %zu",
+		     WEXITSTATUS(status), sent);
+	lm_conn_free(cl.c);
+	lm_reactor_free(r);
+}

@@ -193,3 +193,103 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 	close(p[1]);
 	return p[0];
 }
+
+/* ---- raw peers that speak each transport's framing badly ---- */
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+static void raw_unix(const char *dir, const char *name, const void *bytes, size_t n)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%.60s/%.20s.unix", dir, name) < 0 ||
+	    fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(fd, bytes, n, MSG_NOSIGNAL) != (ssize_t)n)
+		_exit(2);
+	sleep(5);
+	_exit(0);
+}
+
+static void raw_fifo(const char *dir, const char *name, const void *bytes, size_t n)
+{
+	struct {
+		uint32_t magic;
+		int32_t pid;
+		char id[128];
+	} req = {0x6c6d6631u, getpid(), ""};
+	char c2s[4300], s2c[4300], lst[4300];
+	int rfd, wfd, lfd;
+
+	snprintf(req.id, sizeof(req.id), "%s.%d.raw", name, (int)getpid());
+	snprintf(c2s, sizeof(c2s), "%s/%s.c2s", dir, req.id);
+	snprintf(s2c, sizeof(s2c), "%s/%s.s2c", dir, req.id);
+	snprintf(lst, sizeof(lst), "%s/%s.fifo", dir, name);
+	if (mkfifo(c2s, 0600) < 0 || mkfifo(s2c, 0600) < 0)
+		_exit(2);
+	rfd = open(s2c, O_RDONLY | O_NONBLOCK);
+	wfd = open(c2s, O_RDWR);
+	lfd = open(lst, O_WRONLY);
+	if (rfd < 0 || wfd < 0 || lfd < 0 || write(lfd, &req, sizeof(req)) != sizeof(req) ||
+	    write(wfd, bytes, n) != (ssize_t)n)
+		_exit(3);
+	sleep(5);
+	_exit(0);
+}
+
+static void raw_mq(const char *name, size_t units)
+{
+	struct {
+		uint32_t magic;
+		int32_t pid;
+		char id[32];
+	} req = {0x6c6d6d31u, getpid(), ""};
+	struct mq_attr a = {.mq_maxmsg = 10, .mq_msgsize = 8192};
+	char base[300], c2s[400], s2c[400];
+	static char unit[8192];
+	mqd_t w, r, l;
+
+	if (mq_name(base, sizeof(base), name) < 0)
+		_exit(2);
+	snprintf(req.id, sizeof(req.id), "%d.77", (int)getpid());
+	snprintf(c2s, sizeof(c2s), "%s.%s.c2s", base, req.id);
+	snprintf(s2c, sizeof(s2c), "%s.%s.s2c", base, req.id);
+	w = mq_open(c2s, O_CREAT | O_EXCL | O_WRONLY, 0600, &a);
+	r = mq_open(s2c, O_CREAT | O_EXCL | O_RDONLY, 0600, &a);
+	l = mq_open(base, O_WRONLY);
+	if (w == (mqd_t)-1 || r == (mqd_t)-1 || l == (mqd_t)-1 ||
+	    mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
+		_exit(3);
+	memset(unit, 0xff, sizeof(unit));
+	/* Full units that never end: a message that grows past any limit. */
+	for (size_t i = 0; i < units; i++) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		if (mq_timedsend(w, unit, sizeof(unit), 0, &ts) < 0)
+			_exit(0); /* the server stopped reading: closed */
+	}
+	sleep(5);
+	_exit(0);
+}
+
+pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes, size_t n)
+{
+	char dir[4096];
+	pid_t pid;
+
+	if (lm_runtime_dir(dir, sizeof(dir)) < 0)
+		return -1;
+	pid = fork();
+	if (pid != 0)
+		return pid;
+	if (!strcmp(scheme, "unix"))
+		raw_unix(dir, name, bytes, n);
+	else if (!strcmp(scheme, "fifo"))
+		raw_fifo(dir, name, bytes, n);
+	else
+		raw_mq(name, (2u << 20) / 8192);
+	_exit(9);
+}

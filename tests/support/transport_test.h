@@ -83,4 +83,8 @@ void lm_tt_foreign_remove(const char *scheme, const char *name);
  * one byte to the returned pipe fd when ready; *pid gets it. */
 int lm_tt_fork_server(const char *endpoint, pid_t *pid);
 
+/* Fork a raw client of scheme's listener at name that sends bytes (for mq:
+ * full units without end, a message past any limit) and then idles. */
+pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes, size_t n);
+
 #endif
