@@ -48,6 +48,8 @@ static lm_reactor *setup(const char *scheme, enum lm_backend backend)
 	lm_reactor *r;
 
 	lm_test_runtime_dir();
+	if (!strcmp(scheme, "mq"))
+		lm_tt_forget_queue_at_end(NAME);
 	r = lm_test_reactor(backend);
 	if (!strcmp(scheme, "mq"))
 		probe_mq(r);
@@ -603,6 +605,7 @@ static void slow_server(int ready)
 	usleep(1500 * 1000);
 	while (!s->peers[0].closed && s->peers[0].last_len != 1)
 		lm_reactor_run_once(r, -1);
+	lm_listener_free(s->l);
 	_exit((int)(s->peers[0].received % 256));
 }
 

@@ -304,18 +304,20 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 	snprintf(mc->s2c, sizeof(mc->s2c), "%s.%s.s2c", base, req.id);
 	maxmsg = proc_long("/proc/sys/fs/mqueue/msg_max", 10);
 	msgsize = proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
+	/* Small, so that many connections fit in RLIMIT_MSGQUEUE (800 KiB by
+	 * default, for all of a user's queues): about 20 KiB a queue. */
 	maxmsg = maxmsg < 10 ? maxmsg : 10;
-	msgsize = msgsize < 8192 ? msgsize : 8192;
+	msgsize = msgsize < 2048 ? msgsize : 2048;
 	mc->wq = mq_create(mc->c2s, O_WRONLY, maxmsg, msgsize);
 	if (mc->wq == (mqd_t)-1) {
-		mc->c2s[0] = 0;
 		err = mq_error(errno, mc->c2s, NULL);
+		mc->c2s[0] = 0;
 		goto fail;
 	}
 	mc->rq = mq_create(mc->s2c, O_RDONLY, maxmsg, msgsize);
 	if (mc->rq == (mqd_t)-1) {
-		mc->s2c[0] = 0;
 		err = mq_error(errno, mc->s2c, NULL);
+		mc->s2c[0] = 0;
 		goto fail;
 	}
 	err = unit_size(mc->rq, &mc->runit);

@@ -150,6 +150,20 @@ int lm_tt_foreign_at_name(const char *scheme, const char *name)
 	return 0;
 }
 
+static char queue_to_remove[300];
+
+void lm_tt_forget_queue_at_end(const char *name)
+{
+	if (mq_name(queue_to_remove, sizeof(queue_to_remove), name) < 0)
+		queue_to_remove[0] = 0;
+}
+
+void lm_tt_fini(void)
+{
+	if (queue_to_remove[0])
+		mq_unlink(queue_to_remove);
+}
+
 void lm_tt_foreign_remove(const char *scheme, const char *name)
 {
 	char path[4200];
@@ -160,6 +174,11 @@ void lm_tt_foreign_remove(const char *scheme, const char *name)
 	} else if (file_path(path, sizeof(path), scheme, name) == 0) {
 		unlink(path);
 	}
+}
+
+static void stop_on_signal(lm_source *src, const struct signalfd_siginfo *si, void *userdata)
+{
+	lm_reactor_stop(lm_source_get_reactor(src), 0);
 }
 
 int lm_tt_fork_server(const char *endpoint, pid_t *pid)
@@ -185,9 +204,13 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 			fprintf(stderr, "server %s: %s\n", endpoint, strerror(-err));
 			_exit(1);
 		}
-		if (write(p[1], "x", 1) != 1)
+		/* SIGTERM stops it cleanly: an mq listener's queue is global, it
+		 * must not outlive the test. */
+		if (lm_reactor_add_signal(r, NULL, SIGTERM, stop_on_signal, NULL) < 0 ||
+		    write(p[1], "x", 1) != 1)
 			_exit(1);
 		lm_reactor_run(r);
+		lm_listener_free(s->l);
 		_exit(0);
 	}
 	close(p[1]);
@@ -245,9 +268,9 @@ static void raw_mq(const char *name, size_t units)
 		int32_t pid;
 		char id[32];
 	} req = {0x6c6d6d31u, getpid(), ""};
-	struct mq_attr a = {.mq_maxmsg = 10, .mq_msgsize = 8192};
+	struct mq_attr a = {.mq_maxmsg = 10, .mq_msgsize = 2048};
 	char base[300], c2s[400], s2c[400];
-	static char unit[8192];
+	static char unit[2048];
 	mqd_t w, r, l;
 
 	if (mq_name(base, sizeof(base), name) < 0)
@@ -290,6 +313,6 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
 	else if (!strcmp(scheme, "fifo"))
 		raw_fifo(dir, name, bytes, n);
 	else
-		raw_mq(name, (2u << 20) / 8192);
+		raw_mq(name, (2u << 20) / 2048);
 	_exit(9);
 }

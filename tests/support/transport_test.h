@@ -27,11 +27,18 @@ extern const size_t lm_tt_nparams;
 	{                                                                                        \
 		return cr_make_param_array(struct lm_tt_param, lm_tt_params, lm_tt_nparams);     \
 	}                                                                                        \
-	ParameterizedTest(struct lm_tt_param *p, suite, name, ##__VA_ARGS__)                     \
+	ParameterizedTest(struct lm_tt_param *p, suite, name, .fini = lm_tt_fini, ##__VA_ARGS__) \
 	{                                                                                        \
 		suite##_##name##_body(p->scheme, p->backend);                                    \
 	}                                                                                        \
 	static void suite##_##name##_body(const char *scheme, enum lm_backend backend)
+
+/* Message queues are global, not in the runtime directory: remember the
+ * listener queue of name (in the current runtime directory) so that
+ * lm_tt_fini(), run after every conformance test whatever its outcome,
+ * removes it. */
+void lm_tt_forget_queue_at_end(const char *name);
+void lm_tt_fini(void);
 
 /* One side of a connection as the tests see it. */
 struct lm_tt_peer {
