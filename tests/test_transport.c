@@ -110,9 +110,8 @@ LM_TRANSPORT_TEST(transport, round_trip_sizes, .timeout = 30)
 	cr_assert_eq(s.peers[0].closed, 0);
 	cr_assert_eq(cl.closed, 0);
 	cr_assert_str_eq(lm_conn_scheme(cl.c), scheme);
-	lm_conn_free(cl.c);
-	free(cl.last);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 	free(buf);
 }
@@ -135,9 +134,8 @@ LM_TRANSPORT_TEST(transport, over_max_refused, .timeout = 20)
 	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5));
 	cr_assert_eq(s.peers[0].received, 1, "something of the refused message was sent");
 	cr_assert_eq(cl.last_len, 2);
-	lm_conn_free(cl.c);
-	free(cl.last);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 	free(buf);
 }
@@ -167,8 +165,8 @@ LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 100000, 30), "got %zu",
 		  s.peers[0].received);
 	cr_assert_not(s.peers[0].seq_error, "messages out of order");
-	lm_conn_free(cl.c);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -220,9 +218,9 @@ LM_TRANSPORT_TEST(transport, clients_64, .timeout = 60)
 	for (int i = 0; i < 64; i++) {
 		cr_assert_not(cl[i].seq_error, "client %d: out of order", i);
 		cr_assert_eq(cl[i].closed, 0);
-		lm_conn_free(cl[i].c);
+		lm_tt_peer_clear(&cl[i]);
 	}
-	lm_listener_free(s.l);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -259,7 +257,7 @@ LM_TRANSPORT_TEST(transport, client_killed, .timeout = 20)
 	cr_assert_eq(s.peers[0].reason, -ECONNRESET);
 	cr_assert_eq(lm_test_fd_count(), baseline, "fds: %d, baseline %d", lm_test_fd_count(),
 		     baseline);
-	lm_listener_free(s.l);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -282,7 +280,7 @@ LM_TRANSPORT_TEST(transport, server_killed_and_replaced, .timeout = 30)
 	cr_assert_eq(cl.closed, 1);
 	cr_assert_eq(cl.reason, -ECONNRESET);
 	cr_assert_eq(lm_conn_send(cl.c, "x", 1), -ECONNRESET);
-	lm_conn_free(cl.c);
+	lm_tt_peer_clear(&cl);
 
 	/* The dead server's leftovers are replaced by the next one. */
 	memset(&cl, 0, sizeof(cl));
@@ -291,8 +289,7 @@ LM_TRANSPORT_TEST(transport, server_killed_and_replaced, .timeout = 30)
 	cr_assert_eq(err, 0, "reconnect: %s", strerror(-err));
 	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
 	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "no echo from the new server");
-	lm_conn_free(cl.c);
-	free(cl.last);
+	lm_tt_peer_clear(&cl);
 	kill(pid, SIGTERM);
 	waitpid(pid, &status, 0);
 	lm_reactor_free(r);
@@ -331,12 +328,10 @@ LM_TRANSPORT_TEST(transport, second_listener_refused, .timeout = 20)
 		cr_assert_eq(lm_conn_connect(&cl2.c, r, endpoint, NULL, &lm_tt_callbacks, &cl2), 0);
 		cr_assert_eq(lm_conn_send(cl2.c, "new", 3), 0);
 		cr_assert(LM_TT_RUN_UNTIL(r, cl2.received == 1, 5), "no new connections");
-		lm_conn_free(cl2.c);
-		free(cl2.last);
+		lm_tt_peer_clear(&cl2);
 	}
-	lm_conn_free(cl.c);
-	free(cl.last);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -473,8 +468,8 @@ LM_TRANSPORT_TEST(transport, peer_cred, .timeout = 20)
 	cr_assert_eq(pc.pid, pid, "pid %d, child %d", (int)pc.pid, (int)pid);
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
-	lm_conn_free(cl.c);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -509,7 +504,7 @@ LM_TRANSPORT_TEST(transport, other_uid_refused, .timeout = 20)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d",
 		  WEXITSTATUS(status));
 	cr_assert_eq(s.n, 0, "a client of another uid was accepted");
-	lm_listener_free(s.l);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
 
@@ -569,9 +564,8 @@ static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, s
 	cr_assert_eq(s.peers[0].closed, 0);
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
-	lm_conn_free(cl.c);
-	free(cl.last);
-	lm_listener_free(s.l);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 }
 
 LM_TRANSPORT_TEST(transport, garbage_refused, .timeout = 40)
@@ -669,6 +663,6 @@ LM_TRANSPORT_TEST(transport, slow_receiver, .timeout = 40)
 	cr_assert(WIFEXITED(status));
 	cr_assert_eq(WEXITSTATUS(status), (int)(sent % 256), "received %d, sent %zu",
 		     WEXITSTATUS(status), sent);
-	lm_conn_free(cl.c);
+	lm_tt_peer_clear(&cl);
 	lm_reactor_free(r);
 }

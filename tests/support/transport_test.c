@@ -100,6 +100,23 @@ void lm_tt_accept(lm_listener *l, lm_conn *c, void *userdata)
 	lm_conn_set_callbacks(c, &lm_tt_callbacks, p);
 }
 
+void lm_tt_peer_clear(struct lm_tt_peer *p)
+{
+	lm_conn_free(p->c);
+	p->c = NULL;
+	free(p->last);
+	p->last = NULL;
+}
+
+void lm_tt_server_free(struct lm_tt_server *s)
+{
+	for (int i = 0; i < s->n; i++)
+		lm_tt_peer_clear(&s->peers[i]);
+	s->n = 0;
+	lm_listener_free(s->l);
+	s->l = NULL;
+}
+
 static int mq_name(char *buf, size_t size, const char *name)
 {
 	char dir[4096];

@@ -67,6 +67,9 @@ struct lm_tt_server {
 	bool echo;
 };
 void lm_tt_accept(lm_listener *l, lm_conn *c, void *userdata);
+/* Free a peer's connection and buffer; a server's listener and peers. */
+void lm_tt_peer_clear(struct lm_tt_peer *p);
+void lm_tt_server_free(struct lm_tt_server *s);
 
 #define LM_TT_RUN_UNTIL(r, expr, secs)                                                           \
 	({                                                                                       \
