@@ -656,6 +656,10 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	err = lm_listener_new(&s->l, r, endpoint, &opts->transport, on_accept, s);
 	if (err < 0)
 		goto fail;
+	/* The transport refuses other uids at accept already; widen it too. */
+	for (size_t i = 0; i < s->nallow; i++)
+		if ((err = lm_listener_allow_uid(s->l, s->allow[i])) < 0)
+			goto fail;
 	*ret = s;
 	return 0;
 fail:

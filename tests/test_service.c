@@ -99,6 +99,13 @@ static void m_defer(lm_call *call, const void *p, size_t len, void *ud)
 	cr_assert_eq(lm_reactor_add_timer(v->r, NULL, 50 * MS, 0, deferred_fire, call), 0);
 }
 
+static void m_blob(lm_call *call, const void *p, size_t len, void *ud)
+{
+	static char blob[60 << 10];
+
+	lm_call_reply(call, blob, sizeof(blob));
+}
+
 static void m_fail(lm_call *call, const void *p, size_t len, void *ud)
 {
 	lm_call_error(call, "test.Failed", "it failed on purpose");
@@ -192,6 +199,7 @@ static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
 static const struct lm_method test_methods[] = {
 	{"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},
 	{"hang", m_hang}, {"emit", m_emit},   {"stats", m_stats}, {"flood", m_flood},
+	{"blob", m_blob},
 };
 
 static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
@@ -428,7 +436,7 @@ SVC_TEST(introspect)
 	cr_assert_str_eq(want, (const char *)reply->payload);
 	cr_assert_str_eq((const char *)reply->payload + 8 + strlen(ep_name),
 			 "method echo\nmethod defer\nmethod fail\nmethod hang\n"
-			 "method emit\nmethod stats\nmethod flood\nsignal tick drop-oldest\n"
+			 "method emit\nmethod stats\nmethod flood\nmethod blob\nsignal tick drop-oldest\n"
 			 "signal strict disconnect\n");
 	lm_reply_free(reply);
 	lm_client_free(c);
@@ -817,6 +825,182 @@ SVC_TEST(slow_subscriber_disconnect_policy)
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
 	close(rfd);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+/* ---- limits, through a raw connection that speaks the protocol by hand ---- */
+
+#include "protocol.h"
+
+struct raw {
+	bool closed;
+	int reason;
+	unsigned messages;
+};
+
+static void raw_message(lm_conn *c, const void *data, size_t len, void *ud)
+{
+	((struct raw *)ud)->messages++;
+}
+
+static void raw_closed(lm_conn *c, int reason, void *ud)
+{
+	struct raw *w = ud;
+
+	w->closed = true;
+	w->reason = reason;
+}
+
+static const struct lm_conn_callbacks raw_callbacks = {raw_message, raw_closed, NULL};
+
+static lm_conn *raw_connect(const struct combo *k, lm_reactor *r, struct raw *w)
+{
+	lm_conn *c = NULL;
+	char ep[64];
+
+	endpoint_of(ep, sizeof(ep), k);
+	cr_assert_eq(lm_conn_connect(&c, r, ep, NULL, &raw_callbacks, w), 0);
+	return c;
+}
+
+static void raw_send(lm_conn *c, uint8_t kind, uint32_t serial, const char *name, const void *p,
+		     size_t len)
+{
+	static uint8_t buf[70000];
+	int n = lm__proto_encode(buf, sizeof(buf), kind, serial, name, name ? strlen(name) : 0, p,
+				 len, sizeof(buf));
+
+	cr_assert_gt(n, 0);
+	cr_assert_eq(lm_conn_send(c, buf, (size_t)n), 0);
+}
+
+SVC_TEST(handshake_timeout_and_limit)
+{
+	lm_test_runtime_dir();
+	struct lm_server_options so = {.handshake_timeout_ns = 200 * MS, .max_handshakes = 2};
+	pid_t pid = start_server(k, &so);
+	lm_reactor *r = reactor_for(k);
+	struct raw w[3] = {0}, h = {0};
+	lm_conn *c[3], *hello;
+	bool never = false;
+
+	/* Two silent connections fill the handshake slots: a third is closed at once. */
+	c[0] = raw_connect(k, r, &w[0]);
+	c[1] = raw_connect(k, r, &w[1]);
+	run_until(r, &never, 50 * MS);
+	c[2] = raw_connect(k, r, &w[2]);
+	cr_assert(run_until(r, &w[2].closed, 150 * MS), "third handshake not refused at once");
+	cr_assert_not(w[0].closed || w[1].closed);
+	/* The silent ones go at the handshake timeout. */
+	cr_assert(run_until(r, &w[0].closed, 2 * SEC) && run_until(r, &w[1].closed, 1 * SEC));
+	/* A peer that says HELLO is welcomed; a CALL with serial 0 is a protocol error. */
+	hello = raw_connect(k, r, &h);
+	raw_send(hello, LM_PROTO_HELLO, 0, "raw", NULL, 0);
+	while (h.messages == 0 && !h.closed)
+		lm_reactor_run_once(r, 100 * MS);
+	cr_assert_eq(h.messages, 1, "WELCOME");
+	run_until(r, &never, 300 * MS);
+	cr_assert_not(h.closed, "a welcomed peer is not timed out");
+	raw_send(hello, LM_PROTO_CALL, 0, "echo", NULL, 0);
+	cr_assert(run_until(r, &h.closed, 2 * SEC));
+	for (int i = 0; i < 3; i++)
+		lm_conn_free(c[i]);
+	lm_conn_free(hello);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(message_size_limit)
+{
+	lm_test_runtime_dir();
+	struct lm_server_options so = {.transport.max_message = 4096};
+	pid_t pid = start_server(k, &so);
+	lm_reactor *r = reactor_for(k);
+	struct lm_client_options co = {.transport.max_message = 4096};
+	lm_client *c = client_for(k, r, &co);
+	static char big[8192];
+	struct lm_reply *reply;
+	struct result res = {0};
+	struct raw w = {0};
+	lm_conn *raw;
+
+	wait_connected(r, c);
+	/* The sender gets -EMSGSIZE before anything is sent. */
+	cr_assert_eq(lm_client_call(c, "echo", big, 4096, -1, on_reply, &res), -EMSGSIZE);
+	cr_assert_eq(lm_client_pending(c), 0);
+	cr_assert_eq(lm_client_call_sync(c, "echo", big, 4096 - 16 - 4, -1, &reply), 0);
+	lm_reply_free(reply);
+	/* A peer that sends more than the server's limit is disconnected. */
+	raw = raw_connect(k, r, &w);
+	raw_send(raw, LM_PROTO_HELLO, 0, NULL, NULL, 0);
+	raw_send(raw, LM_PROTO_CALL, 1, "echo", big, 6000);
+	cr_assert(run_until(r, &w.closed, 2 * SEC), "oversized message not refused");
+	lm_conn_free(raw);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+SVC_TEST(client_not_reading_replies_is_disconnected)
+{
+	lm_test_runtime_dir();
+	struct lm_server_options so = {.transport.max_queue = 64 << 10};
+	pid_t pid = start_server(k, &so);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	int64_t before[4], after[4];
+	pid_t child;
+	int pfd[2];
+	char b;
+
+	wait_connected(r, c);
+	stats(c, before);
+	cr_assert_eq(pipe(pfd), 0);
+	child = fork();
+	if (child == 0) {
+		struct lm_reactor_options ro = {.backend = k->backend};
+		struct raw w = {0};
+		lm_reactor *r2;
+		lm_conn *raw;
+
+		close(pfd[0]);
+		if (lm_reactor_new(&r2, &ro) < 0)
+			_exit(1);
+		raw = raw_connect(k, r2, &w);
+		raw_send(raw, LM_PROTO_HELLO, 0, NULL, NULL, 0);
+		while (!w.messages && !w.closed)
+			lm_reactor_run_once(r2, 100 * MS);
+		/* 200 small calls with 60 KiB answers; the loop runs only until
+		 * they are out, then never again: the answers are not read. */
+		for (int i = 0; i < 200; i++) {
+			uint8_t m[32];
+			int n = lm__proto_encode(m, sizeof(m), LM_PROTO_CALL, (uint32_t)i + 1, "blob",
+						 4, NULL, 0, sizeof(m));
+			/* Fails once the server has had enough: that is the point. */
+			if (lm_conn_send(raw, m, (size_t)n) < 0)
+				break;
+		}
+		while (lm_conn_queued(raw) && !w.closed)
+			lm_reactor_run_once(r2, 10 * MS);
+		if (write(pfd[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	cr_assert_eq(read(pfd[0], &b, 1), 1);
+	close(pfd[0]);
+	for (int tries = 0; tries < 200; tries++) {
+		stats(c, after);
+		if (after[0] == before[0])
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(after[0], before[0], "the client that does not read was disconnected");
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
 	lm_client_free(c);
 	lm_reactor_free(r);
 	stop_server(pid);
