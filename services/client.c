@@ -701,6 +701,14 @@ LM_EXPORT int lm_client_subscribe(lm_client *c, const char *signal, lm_signal_ms
 	return 0;
 }
 
+/* The userdata of a subscription (for wrappers that own it), or NULL. */
+void *lm__client_sub_userdata(lm_client *c, const char *signal)
+{
+	struct sub *sb = c && signal ? sub_find(c, signal, strlen(signal)) : NULL;
+
+	return sb ? sb->userdata : NULL;
+}
+
 LM_EXPORT int lm_client_unsubscribe(lm_client *c, const char *signal)
 {
 	struct sub *sb;

@@ -708,7 +708,7 @@ static void flood(lm_client *c, lm_reactor *r, uint32_t count, const char *signa
 	struct result res = {0};
 
 	memcpy(arg, &count, 4);
-	memcpy(arg + 4, &(uint32_t){500}, 4);
+	memcpy(arg + 4, &(uint32_t){100}, 4); /* 100 per ms */
 	memcpy(arg + 8, signal, strlen(signal));
 	cr_assert_eq(lm_client_call(c, "flood", arg, 8 + strlen(signal), 60 * SEC, on_reply, &res), 0);
 	cr_assert(run_until(r, &res.done, 50 * SEC), "flood did not finish");
@@ -765,7 +765,7 @@ static pid_t slow_subscriber(const struct combo *k, const char *signal, uint32_t
 SVC_TEST(slow_subscriber_drop_oldest)
 {
 	lm_test_runtime_dir();
-	struct lm_server_options so = {.transport.max_queue = 256 << 10};
+	struct lm_server_options so = {.transport.max_queue = 1 << 20};
 	pid_t pid = start_server(k, &so);
 	lm_reactor *r = reactor_for(k);
 	lm_client *c = client_for(k, r, NULL);
@@ -786,7 +786,7 @@ SVC_TEST(slow_subscriber_drop_oldest)
 	cr_assert_eq(fast.dropped, 0);
 	cr_assert(fast.in_order);
 	stats(c, after);
-	/* The publisher holds at most its queue bound (256 KiB) per subscriber. */
+	/* The publisher holds at most its queue bound (1 MiB) per subscriber. */
 	cr_assert_lt(after[3] - before[3], 8 * 1024, "publisher RSS grew by %lld KiB",
 		     (long long)(after[3] - before[3]));
 	cr_assert_eq(after[0], before[0], "the slow subscriber stays connected");

@@ -59,8 +59,11 @@ LM_EXPORT int lm_srvtime_getdate(lm_client *c, int64_t timeout_ns, struct lm_srv
 /* getdate without waiting: cb runs once, unless this returns an error. */
 LM_EXPORT int lm_srvtime_getdate_async(lm_client *c, int64_t timeout_ns, lm_srvtime_cb cb,
 				       void *userdata);
-/* Subscribe to date. */
+/* Subscribe to date (one watcher per client; -EEXIST for a second). */
 LM_EXPORT int lm_srvtime_watch(lm_client *c, lm_srvtime_watch_cb cb, void *userdata);
+/* Stop watching and free what lm_srvtime_watch() allocated: call it before
+ * lm_client_free(). -ENOENT if not watching. */
+LM_EXPORT int lm_srvtime_unwatch(lm_client *c);
 
 #ifdef __cplusplus
 }

@@ -165,6 +165,7 @@ int main(int argc, char **argv)
 		lm_reactor_add_signal(r, NULL, SIGTERM, on_stop, NULL);
 		err = lm_srvtime_watch(c, on_date, &w);
 		rc = err < 0 ? 1 : lm_reactor_run(r);
+		lm_srvtime_unwatch(c);
 	}
 	lm_client_free(c);
 	lm_reactor_free(r);

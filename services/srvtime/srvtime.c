@@ -191,10 +191,11 @@ static void date_signal(lm_client *c, const char *signal, const void *payload, s
 		w->cb(c, &t, dropped, w->userdata);
 }
 
+void *lm__client_sub_userdata(lm_client *c, const char *signal);
+
 LM_EXPORT int lm_srvtime_watch(lm_client *c, lm_srvtime_watch_cb cb, void *userdata)
 {
-	/* One watcher per client (the subscription is per name): static storage
-	 * would be shared, so it is allocated and lives as long as the process. */
+	/* Owned by the subscription; lm_srvtime_unwatch() frees it. */
 	struct watch_ctx *w;
 	int err;
 
@@ -206,6 +207,16 @@ LM_EXPORT int lm_srvtime_watch(lm_client *c, lm_srvtime_watch_cb cb, void *userd
 	*w = (struct watch_ctx){cb, userdata};
 	err = lm_client_subscribe(c, "date", date_signal, w);
 	if (err < 0)
+		free(w);
+	return err;
+}
+
+LM_EXPORT int lm_srvtime_unwatch(lm_client *c)
+{
+	void *w = lm__client_sub_userdata(c, "date");
+	int err = lm_client_unsubscribe(c, "date");
+
+	if (err == 0)
 		free(w);
 	return err;
 }
