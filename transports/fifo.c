@@ -41,6 +41,7 @@ struct fifo_conn {
 	int wfd;
 	int pidfd;  /* client side: the server's life */
 	int dirfd;  /* client side: to remove its FIFOs if the server never took them */
+	bool epipe; /* a write may fail with EPIPE (server side: the client may go) */
 	char c2s[160];
 	char s2c[160];
 	struct lm_peer_cred cred;
@@ -177,6 +178,7 @@ static int fifo_accept(void *lstate, void **cstate)
 	fc->cred.uid = rst.st_uid;
 	fc->cred.gid = rst.st_gid;
 	fc->cred.pid = req.pid; /* as the client says: FIFOs cannot tell */
+	fc->epipe = true;
 	*cstate = fc;
 	return 1;
 }
@@ -267,7 +269,9 @@ static int fifo_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 
 	while (*progress < total) {
 		int k = lm__frame_slice(v, &hdr, iov, iovcnt, *progress, total - *progress);
-		ssize_t n = lm__writev_nosigpipe(fc->wfd, v, k);
+		/* The client holds its c2s O_RDWR, so its writes never raise
+		 * SIGPIPE: one writev, without the signal mask dance. */
+		ssize_t n = fc->epipe ? lm__writev_nosigpipe(fc->wfd, v, k) : writev(fc->wfd, v, k);
 
 		if (n < 0) {
 			if (errno == EAGAIN)
