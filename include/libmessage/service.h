@@ -131,7 +131,9 @@ struct lm_method {
 LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
 			    const struct lm_server_options *opts);
 /* Disconnect every client (BYE), free every call, subscription and timer,
- * remove the endpoint. Safe from the server's own handlers. NULL-safe. */
+ * remove the endpoint. Not from inside one of the server's own handlers
+ * (stop the reactor, then free). Calls still held are freed: their handles
+ * become invalid. NULL-safe. */
 LM_EXPORT void lm_server_free(lm_server *s);
 
 /*
