@@ -12,8 +12,8 @@
 #include "transport-internal.h"
 
 /*
- * Names: the listener's queue is "/lm.<dev>.<ino>.<name>", from the identity
- * of the runtime directory, so two users (or two directories) never
+ * Names: the listener's queue is "/lm.<dev>.<ino>.<btime>.<name>", from the
+ * identity of the runtime directory, so two users (or two directories) never
  * collide; a connection's are that plus ".<pid>.<n>.c2s" and ".s2c", made by
  * the client (O_EXCL, 0600) and unlinked by the server once it holds them.
  *
@@ -93,14 +93,17 @@ static int mq_error(int err, const char *qname, const struct mq_attr *a)
 	return -err;
 }
 
+/* The directory's device, inode and birth time: an inode number is reused
+ * after a directory is removed, its birth time is not. */
 static int base_name(char *buf, size_t size, int dirfd, const char *name)
 {
-	struct stat st;
+	struct statx stx;
 
-	if (fstat(dirfd, &st) < 0)
+	if (statx(dirfd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &stx) < 0)
 		return -errno;
-	snprintf(buf, size, "/lm.%lx.%lx.%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
-		 name);
+	snprintf(buf, size, "/lm.%x.%x.%llx.%llx.%x.%s", stx.stx_dev_major, stx.stx_dev_minor,
+		 (unsigned long long)stx.stx_ino, (unsigned long long)stx.stx_btime.tv_sec,
+		 stx.stx_btime.tv_nsec, name);
 	return 0;
 }
 

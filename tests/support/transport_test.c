@@ -120,12 +120,15 @@ void lm_tt_server_free(struct lm_tt_server *s)
 static int mq_name(char *buf, size_t size, const char *name)
 {
 	char dir[4096];
-	struct stat st;
+	struct statx stx;
 
-	if (lm_runtime_dir(dir, sizeof(dir)) < 0 || stat(dir, &st) < 0)
+	if (lm_runtime_dir(dir, sizeof(dir)) < 0 ||
+	    statx(AT_FDCWD, dir, 0, STATX_INO | STATX_BTIME, &stx) < 0)
 		return -errno;
-	snprintf(buf, size, "/lm.%lx.%lx.%s", (unsigned long)st.st_dev, (unsigned long)st.st_ino,
-		 name);
+	/* As transports/mq.c names it. */
+	snprintf(buf, size, "/lm.%x.%x.%llx.%llx.%x.%s", stx.stx_dev_major, stx.stx_dev_minor,
+		 (unsigned long long)stx.stx_ino, (unsigned long long)stx.stx_btime.tv_sec,
+		 stx.stx_btime.tv_nsec, name);
 	return 0;
 }
 
