@@ -301,7 +301,9 @@ static void raw_mq(const char *name, size_t units)
 	w = mq_open(c2s, O_CREAT | O_EXCL | O_WRONLY, 0600, &a);
 	r = mq_open(s2c, O_CREAT | O_EXCL | O_RDONLY, 0600, &a);
 	l = mq_open(base, O_WRONLY);
-	if (w == (mqd_t)-1 || r == (mqd_t)-1 || l == (mqd_t)-1 ||
+	if (w == (mqd_t)-1 || r == (mqd_t)-1)
+		_exit(errno == EMFILE ? 77 : 3);
+	if (l == (mqd_t)-1 ||
 	    mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
 		_exit(3);
 	memset(unit, 0xff, sizeof(unit));
