@@ -6,6 +6,12 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+
+#ifndef MQUEUE_MAGIC
+#define MQUEUE_MAGIC 0x19800202 /* include/uapi/linux/magic.h of newer kernels */
+#endif
 #include <unistd.h>
 
 #include "backend.h"
@@ -312,9 +318,16 @@ static int check_pollable(int fd)
 {
 	struct stat st;
 
+	struct statfs fs;
+
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+	if (S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode))
+		return -EPERM;
+	/* A POSIX message queue is a regular file of the mqueue filesystem,
+	 * and it can be polled: only there does a regular file cost a second
+	 * syscall. */
+	if (S_ISREG(st.st_mode) && (fstatfs(fd, &fs) < 0 || fs.f_type != MQUEUE_MAGIC))
 		return -EPERM;
 	return 0;
 }

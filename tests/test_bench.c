@@ -14,6 +14,8 @@
 
 #include <criterion/criterion.h>
 
+#include "lm_test.h"
+
 /* The histogram is a plain C file of the tool: test it in-process. */
 #include "../bench/hist.c"
 
@@ -143,7 +145,7 @@ static void run_bench(struct run *r, const char *const *args, int interrupt_ms)
 	cr_assert_eq(pipe(out), 0);
 	cr_assert_eq(pipe(err), 0);
 	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-	pid_t pid = fork();
+	pid_t pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		dup2(out[1], 1);

@@ -79,7 +79,7 @@ static int seccomp_child(void)
 Test(uring, seccomp_refusal_falls_back_to_epoll, .timeout = 10)
 {
 	int status;
-	pid_t pid = fork();
+	pid_t pid = lm_test_fork();
 
 	cr_assert_geq(pid, 0);
 	if (pid == 0)

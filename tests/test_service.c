@@ -228,7 +228,7 @@ static pid_t start_server(const struct combo *k, const struct lm_server_options 
 
 	endpoint_of(ep, sizeof(ep), k);
 	cr_assert_eq(pipe(pfd), 0);
-	pid = fork();
+	pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct srv v = {0};
@@ -629,7 +629,7 @@ SVC_TEST(client_killed_server_back_to_baseline)
 	wait_connected(r, c);
 	stats(c, before);
 	cr_assert_eq(pipe(pfd), 0);
-	child = fork();
+	child = lm_test_fork();
 	if (child == 0) {
 		lm_reactor *r2;
 		lm_client *c2;
@@ -724,7 +724,7 @@ static pid_t slow_subscriber(const struct combo *k, const char *signal, uint32_t
 
 	cr_assert_eq(pipe(ready), 0);
 	cr_assert_eq(pipe(result), 0);
-	pid = fork();
+	pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		struct lm_reactor_options ro = {.backend = k->backend};
@@ -961,7 +961,7 @@ SVC_TEST(client_not_reading_replies_is_disconnected)
 	wait_connected(r, c);
 	stats(c, before);
 	cr_assert_eq(pipe(pfd), 0);
-	child = fork();
+	child = lm_test_fork();
 	if (child == 0) {
 		struct lm_reactor_options ro = {.backend = k->backend};
 		struct raw w = {0};

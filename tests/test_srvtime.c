@@ -103,7 +103,7 @@ Test(srvtime, programs_end_to_end, .timeout = 60)
 	cr_assert_eq(run(cmd, out, sizeof(out)), 0);
 	cr_assert(strstr(out, "usage: srvtime-server"));
 
-	pid = fork();
+	pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		execl(server, server, "--period-ms", "100", (char *)NULL);

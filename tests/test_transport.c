@@ -275,7 +275,7 @@ LM_TRANSPORT_TEST(transport, client_killed, .timeout = 20)
 	cr_assert_eq(err, 0, "listen: %s", strerror(-err));
 	lm_reactor_run_once(r, 0);
 	baseline = lm_test_fd_count();
-	pid = fork();
+	pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		lm_reactor *cr = NULL;
@@ -347,7 +347,7 @@ LM_TRANSPORT_TEST(transport, second_listener_refused, .timeout = 20)
 	pair(r, &s, &cl);
 	cr_assert_eq(lm_listener_new(&l2, r, endpoint, NULL, lm_tt_accept, &s2), -EADDRINUSE);
 	/* From another process too. */
-	pid = fork();
+	pid = lm_test_fork();
 	if (pid == 0) {
 		lm_reactor *r2 = NULL;
 
@@ -492,7 +492,7 @@ LM_TRANSPORT_TEST(transport, peer_cred, .timeout = 20)
 	cr_assert_eq(lm_conn_peer_cred(cl.c, &pc), 0);
 	cr_assert_eq(pc.uid, geteuid());
 
-	pid = fork();
+	pid = lm_test_fork();
 	if (pid == 0) {
 		lm_reactor *r2 = NULL;
 		lm_conn *c = child_connect(&r2);
@@ -526,7 +526,7 @@ LM_TRANSPORT_TEST(transport, other_uid_refused, .timeout = 20)
 		cr_skip_test("needs root to run a client as another uid");
 	err = lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s);
 	cr_assert_eq(err, 0);
-	pid = fork();
+	pid = lm_test_fork();
 	if (pid == 0) {
 		lm_reactor *r2 = NULL;
 		struct lm_tt_peer p = {0};
@@ -670,7 +670,7 @@ LM_TRANSPORT_TEST(transport, slow_receiver, .timeout = 40)
 	pid_t pid;
 
 	cr_assert_eq(pipe(p), 0);
-	pid = fork();
+	pid = lm_test_fork();
 	if (pid == 0) {
 		close(p[0]);
 		slow_server(p[1]);
@@ -803,7 +803,7 @@ LM_TRANSPORT_TEST(transport, concurrent_writers, .timeout = 60)
 	err = lm_listener_new(&l, r, endpoint, NULL, accept_checker, NULL);
 	cr_assert_eq(err, 0, "listen: %s", strerror(-err));
 	for (int i = 0; i < 4; i++) {
-		pids[i] = fork();
+		pids[i] = lm_test_fork();
 		if (pids[i] == 0)
 			writer_child(2000);
 	}

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "lm_test.h"
@@ -73,4 +75,16 @@ int lm_test_fd_count(void)
 			n++;
 	closedir(d);
 	return n - 1; /* the DIR's own fd */
+}
+
+pid_t lm_test_fork(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+
+	/* A peer never outlives its test: a killed or timed-out test would
+	 * otherwise leave it holding queues, fds and the user's mq budget. */
+	if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+		_exit(99);
+	return pid;
 }

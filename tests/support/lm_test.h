@@ -20,6 +20,9 @@ const char *lm_test_backend_name(enum lm_backend b);
  * return its path (removed by lm_test_runtime_cleanup, registered atexit). */
 const char *lm_test_runtime_dir(void);
 
+/* fork() for test peers: the child gets SIGKILL if the test process dies. */
+pid_t lm_test_fork(void);
+
 /* Number of open fds of this process. */
 int lm_test_fd_count(void);
 

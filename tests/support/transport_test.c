@@ -207,7 +207,7 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
-	*pid = fork();
+	*pid = lm_test_fork();
 	if (*pid < 0)
 		return -errno;
 	if (*pid == 0) {
@@ -327,7 +327,7 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
 
 	if (lm_runtime_dir(dir, sizeof(dir)) < 0)
 		return -1;
-	pid = fork();
+	pid = lm_test_fork();
 	if (pid != 0)
 		return pid;
 	if (!strcmp(scheme, "unix"))
