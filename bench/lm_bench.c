@@ -627,6 +627,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "lm-bench: cannot write %s: %s\n", o.plot, strerror(errno));
 		failed = 1;
 	}
+	for (int i = 0; i < n; i++)
+		free(rs[i].hist);
+	free(rs);
 	if (interrupted) {
 		fprintf(stderr, "lm-bench: interrupted, every process reaped\n");
 		return 130;
