@@ -50,9 +50,9 @@ struct lm_client {
 	void *state_ud;
 	unsigned busy;
 	bool doomed;
-	bool is_sync;	      /* the private connection of another client */
-	lm_reactor *sync_r;   /* private reactor of sync calls */
-	lm_client *sync;      /* private client on it */
+	bool is_sync;       /* the private connection of another client */
+	lm_reactor *sync_r; /* private reactor of sync calls */
+	lm_client *sync;    /* private client on it */
 };
 
 static void client_destroy(lm_client *c);
@@ -193,13 +193,14 @@ static void handle_reply(lm_client *c, const struct lm_proto_msg *m)
 	if (m->kind == LM_PROTO_ERROR && m->serial == 0) {
 		/* Not tied to a call: a refusal in handshake, or an unknown signal. */
 		if (c->state == LM_CLIENT_CONNECTING) {
-			bool denied = m->name_len == 15 && memcmp(m->name, "lm.AccessDenied", 15) == 0;
+			bool denied =
+			    m->name_len == 15 && memcmp(m->name, "lm.AccessDenied", 15) == 0;
 			lm_log_warn("client %s: server refused the connection (%.*s)", c->endpoint,
 				    (int)m->name_len, m->name);
 			disconnect(c, denied ? -EACCES : -EPROTONOSUPPORT);
 		} else {
-			lm_log_debug("client %s: %.*s: %.*s", c->endpoint, (int)m->name_len, m->name,
-				     (int)m->payload_len, (const char *)m->payload);
+			lm_log_debug("client %s: %.*s: %.*s", c->endpoint, (int)m->name_len,
+				     m->name, (int)m->payload_len, (const char *)m->payload);
 		}
 		return;
 	}
@@ -230,8 +231,8 @@ static struct sub *sub_find(lm_client *c, const char *name, size_t nl)
 	struct sub *sb;
 
 	TAILQ_FOREACH(sb, &c->subs, link)
-		if (sb->name_len == nl && memcmp(sb->name, name, nl) == 0)
-			return sb;
+	if (sb->name_len == nl && memcmp(sb->name, name, nl) == 0)
+		return sb;
 	return NULL;
 }
 
@@ -303,8 +304,8 @@ static void conn_closed(lm_conn *conn, int reason, void *userdata)
 }
 
 static const struct lm_conn_callbacks conn_callbacks = {
-	.message = conn_message,
-	.closed = conn_closed,
+    .message = conn_message,
+    .closed = conn_closed,
 };
 
 static void on_hs_timeout(lm_source *s, uint64_t expirations, void *userdata)
@@ -326,7 +327,8 @@ static int try_connect(lm_client *c)
 	if (err < 0)
 		return err;
 	err = send_msg(c, LM_PROTO_HELLO, 0, c->name, c->name ? strlen(c->name) : 0, NULL, 0);
-	TAILQ_FOREACH(sb, &c->subs, link) {
+	TAILQ_FOREACH(sb, &c->subs, link)
+	{
 		sb->dropped = 0;
 		if (err == 0)
 			err = send_msg(c, LM_PROTO_SUBSCRIBE, 0, sb->name, sb->name_len, NULL, 0);
@@ -353,7 +355,8 @@ static uint32_t rnd_next(lm_client *c)
 static void schedule_reconnect(lm_client *c)
 {
 	/* The delay is backoff +- 25 %, then backoff doubles up to its bound. */
-	int64_t delay = c->backoff - c->backoff / 4 + (int64_t)(rnd_next(c) % (uint32_t)(c->backoff / 2 + 1));
+	int64_t delay =
+	    c->backoff - c->backoff / 4 + (int64_t)(rnd_next(c) % (uint32_t)(c->backoff / 2 + 1));
 
 	lm_timer_set(c->rc_timer, (uint64_t)delay, 0);
 	c->backoff = c->backoff * 2 > c->rc_max ? c->rc_max : c->backoff * 2;
@@ -401,9 +404,10 @@ static int client_create(lm_client **ret, lm_reactor *r, const char *endpoint,
 	c->is_sync = is_sync;
 	TAILQ_INIT(&c->subs);
 	c->topts = opts->transport;
-	c->max_message = opts->transport.max_message ? opts->transport.max_message
-						     : LM_DEFAULT_MAX_MESSAGE;
-	c->call_timeout = opts->call_timeout_ns ? opts->call_timeout_ns : LM_DEFAULT_CALL_TIMEOUT_NS;
+	c->max_message =
+	    opts->transport.max_message ? opts->transport.max_message : LM_DEFAULT_MAX_MESSAGE;
+	c->call_timeout =
+	    opts->call_timeout_ns ? opts->call_timeout_ns : LM_DEFAULT_CALL_TIMEOUT_NS;
 	c->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
 						   : LM_DEFAULT_HANDSHAKE_TIMEOUT_NS;
 	c->rc_min = opts->reconnect_min_ns ? opts->reconnect_min_ns : LM_DEFAULT_RECONNECT_MIN_NS;
@@ -601,8 +605,8 @@ static void sync_done(lm_client *c, const struct lm_reply *reply, void *userdata
 	w->reply = copy;
 }
 
-LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload,
-				  size_t len, int64_t timeout_ns, struct lm_reply **ret)
+LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload, size_t len,
+				  int64_t timeout_ns, struct lm_reply **ret)
 {
 	struct sync_wait w = {0};
 	struct lm_client_options o = {0};
@@ -614,7 +618,7 @@ LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *
 		struct lm_reactor_options ro = {0};
 
 		ro.backend = strcmp(lm_reactor_backend_name(c->r), "epoll") == 0 ? LM_BACKEND_EPOLL
-										   : LM_BACKEND_URING;
+										 : LM_BACKEND_URING;
 		err = lm_reactor_new(&c->sync_r, &ro);
 		if (err < 0)
 			return err;

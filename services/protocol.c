@@ -76,8 +76,7 @@ static int check_name(uint8_t kind, const char *name, size_t len)
 	return lm__proto_name_ok(name, len);
 }
 
-int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len,
-		     size_t max_message)
+int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len, size_t max_message)
 {
 	const uint8_t *p = data;
 	size_t name_len, payload_len;
@@ -93,7 +92,8 @@ int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len,
 	/* Both are bounded (16 and 32 bits), so the sum cannot wrap a size_t. */
 	if (name_len > LM_PROTO_MAX_NAME)
 		return -EPROTO;
-	if (payload_len > max_message || LM_PROTO_HEADER_SIZE + name_len + payload_len > max_message)
+	if (payload_len > max_message ||
+	    LM_PROTO_HEADER_SIZE + name_len + payload_len > max_message)
 		return -EMSGSIZE;
 	if (LM_PROTO_HEADER_SIZE + name_len + payload_len != len)
 		return -EPROTO;
@@ -158,11 +158,16 @@ int lm__proto_encode(void *buf, size_t size, uint8_t kind, uint32_t serial, cons
 const char *lm__proto_kind_name(uint8_t kind)
 {
 	static const char *const names[] = {
-		[LM_PROTO_HELLO] = "HELLO",	[LM_PROTO_WELCOME] = "WELCOME",
-		[LM_PROTO_CALL] = "CALL",	[LM_PROTO_REPLY] = "REPLY",
-		[LM_PROTO_ERROR] = "ERROR",	[LM_PROTO_SUBSCRIBE] = "SUBSCRIBE",
-		[LM_PROTO_UNSUBSCRIBE] = "UNSUBSCRIBE", [LM_PROTO_SIGNAL] = "SIGNAL",
-		[LM_PROTO_DROPPED] = "DROPPED", [LM_PROTO_BYE] = "BYE",
+	    [LM_PROTO_HELLO] = "HELLO",
+	    [LM_PROTO_WELCOME] = "WELCOME",
+	    [LM_PROTO_CALL] = "CALL",
+	    [LM_PROTO_REPLY] = "REPLY",
+	    [LM_PROTO_ERROR] = "ERROR",
+	    [LM_PROTO_SUBSCRIBE] = "SUBSCRIBE",
+	    [LM_PROTO_UNSUBSCRIBE] = "UNSUBSCRIBE",
+	    [LM_PROTO_SIGNAL] = "SIGNAL",
+	    [LM_PROTO_DROPPED] = "DROPPED",
+	    [LM_PROTO_BYE] = "BYE",
 	};
 
 	if (kind < sizeof(names) / sizeof(names[0]) && names[kind])

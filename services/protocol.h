@@ -6,11 +6,11 @@
 #include <stdint.h>
 
 /* See docs/protocol.md for the normative description. */
-#define LM_PROTO_MAGIC0 0x4c /* 'L' */
-#define LM_PROTO_MAGIC1 0x4d /* 'M' */
-#define LM_PROTO_VERSION 1
+#define LM_PROTO_MAGIC0      0x4c /* 'L' */
+#define LM_PROTO_MAGIC1      0x4d /* 'M' */
+#define LM_PROTO_VERSION     1
 #define LM_PROTO_HEADER_SIZE 16
-#define LM_PROTO_MAX_NAME 255
+#define LM_PROTO_MAX_NAME    255
 
 enum lm_proto_kind {
 	LM_PROTO_HELLO = 1,
@@ -44,8 +44,7 @@ struct lm_proto_msg {
  * up to len, a name that breaks the rules of its kind); -EPROTONOSUPPORT for
  * another protocol version. Never allocates; *ret untouched on failure.
  */
-int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len,
-		     size_t max_message);
+int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len, size_t max_message);
 
 /*
  * Fill the 16-byte header for a message of this kind. Checks the name

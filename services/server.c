@@ -34,7 +34,7 @@ struct signal_entry {
 struct peer_signal {
 	bool subscribed;
 	uint64_t dropped; /* signals dropped since the last one sent */
-	void *held;	  /* the newest signal that did not fit (whole message) */
+	void *held;       /* the newest signal that did not fit (whole message) */
 	size_t held_len;
 };
 
@@ -44,8 +44,8 @@ struct peer {
 	lm_conn *conn;
 	lm_source *hs_timer; /* while in handshake */
 	bool ready;
-	bool dead;	     /* detached, freed when the server is no longer busy */
-	bool backlog;	     /* some peer_signal holds or dropped */
+	bool dead;    /* detached, freed when the server is no longer busy */
+	bool backlog; /* some peer_signal holds or dropped */
 	struct peer *kill_next;
 	struct peer_signal *sig; /* indexed like s->signals */
 	size_t nsig;
@@ -429,9 +429,9 @@ static void introspect(lm_call *call, const void *payload, size_t len, void *use
 	for (size_t i = 0; i < s->nmethods; i++)
 		off += (size_t)snprintf(buf + off, size - off, "method %s\n", s->methods[i].name);
 	for (size_t i = 0; i < s->nsignals; i++)
-		off += (size_t)snprintf(buf + off, size - off, "signal %s %s\n", s->signals[i].name,
-					s->signals[i].policy == LM_OVERFLOW_DISCONNECT ? "disconnect"
-										       : "drop-oldest");
+		off += (size_t)snprintf(
+		    buf + off, size - off, "signal %s %s\n", s->signals[i].name,
+		    s->signals[i].policy == LM_OVERFLOW_DISCONNECT ? "disconnect" : "drop-oldest");
 	lm_call_reply(call, buf, off);
 	free(buf);
 }
@@ -489,7 +489,8 @@ static void peer_message(lm_conn *c, const void *data, size_t len, void *userdat
 	err = lm__proto_decode(&m, data, len, s->max_message);
 	if (err < 0) {
 		if (err == -EPROTONOSUPPORT && !p->ready)
-			send_error(p, 0, "lm.VersionMismatch", "this server speaks protocol version 1");
+			send_error(p, 0, "lm.VersionMismatch",
+				   "this server speaks protocol version 1");
 		peer_kill(p, err);
 		return;
 	}
@@ -542,8 +543,8 @@ static void peer_drained(lm_conn *c, void *userdata)
 		if (ps->dropped) {
 			for (int b = 0; b < 8; b++)
 				count[b] = (uint8_t)(ps->dropped >> (8 * b));
-			err = send_msg(p->conn, LM_PROTO_DROPPED, 0, sig->name, sig->name_len, count,
-				       sizeof(count), s->max_message);
+			err = send_msg(p->conn, LM_PROTO_DROPPED, 0, sig->name, sig->name_len,
+				       count, sizeof(count), s->max_message);
 		}
 		if (err == 0)
 			err = lm_conn_send(p->conn, ps->held, ps->held_len);
@@ -563,9 +564,9 @@ static void peer_drained(lm_conn *c, void *userdata)
 }
 
 static const struct lm_conn_callbacks peer_callbacks = {
-	.message = peer_message,
-	.closed = peer_closed,
-	.drained = peer_drained,
+    .message = peer_message,
+    .closed = peer_closed,
+    .drained = peer_drained,
 };
 
 static void peer_hs_timeout(lm_source *src, uint64_t expirations, void *userdata)
@@ -634,8 +635,8 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	LIST_INIT(&s->orphans);
 	LIST_INIT(&s->cache);
 	s->uid = geteuid();
-	s->max_message = opts->transport.max_message ? opts->transport.max_message
-						     : LM_DEFAULT_MAX_MESSAGE;
+	s->max_message =
+	    opts->transport.max_message ? opts->transport.max_message : LM_DEFAULT_MAX_MESSAGE;
 	s->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
 						   : LM_DEFAULT_HANDSHAKE_TIMEOUT_NS;
 	s->max_hs = opts->max_handshakes ? opts->max_handshakes : LM_DEFAULT_MAX_HANDSHAKES;
@@ -727,7 +728,7 @@ LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *method
 	s->methods = v;
 	for (size_t i = 0; i < n; i++)
 		s->methods[s->nmethods++] = (struct method_entry){
-			methods[i].name, strlen(methods[i].name), methods[i].handler, userdata};
+		    methods[i].name, strlen(methods[i].name), methods[i].handler, userdata};
 	return 0;
 }
 
@@ -747,7 +748,8 @@ LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overf
 	if (!v)
 		return -ENOMEM;
 	s->signals = v;
-	v[s->nsignals] = (struct signal_entry){.name = strdup(name), .name_len = nl, .policy = policy};
+	v[s->nsignals] =
+	    (struct signal_entry){.name = strdup(name), .name_len = nl, .policy = policy};
 	if (!v[s->nsignals].name)
 		return -ENOMEM;
 	s->nsignals++;

@@ -19,12 +19,17 @@ Test(codec, roundtrip_every_kind)
 		const char *name;
 		size_t payload_len;
 	} cases[] = {
-		{LM_PROTO_HELLO, "client-1", 0}, {LM_PROTO_HELLO, "", 0},
-		{LM_PROTO_WELCOME, "srvtime", 0}, {LM_PROTO_CALL, "getdate", 64},
-		{LM_PROTO_REPLY, "", 1000},	  {LM_PROTO_ERROR, "lm.UnknownMethod", 5},
-		{LM_PROTO_SUBSCRIBE, "date", 0},  {LM_PROTO_UNSUBSCRIBE, "date", 0},
-		{LM_PROTO_SIGNAL, "date", 24},	  {LM_PROTO_DROPPED, "date", 8},
-		{LM_PROTO_BYE, "", 0},
+	    {LM_PROTO_HELLO, "client-1", 0},
+	    {LM_PROTO_HELLO, "", 0},
+	    {LM_PROTO_WELCOME, "srvtime", 0},
+	    {LM_PROTO_CALL, "getdate", 64},
+	    {LM_PROTO_REPLY, "", 1000},
+	    {LM_PROTO_ERROR, "lm.UnknownMethod", 5},
+	    {LM_PROTO_SUBSCRIBE, "date", 0},
+	    {LM_PROTO_UNSUBSCRIBE, "date", 0},
+	    {LM_PROTO_SIGNAL, "date", 24},
+	    {LM_PROTO_DROPPED, "date", 8},
+	    {LM_PROTO_BYE, "", 0},
 	};
 	uint8_t payload[1000], buf[2048];
 
@@ -53,7 +58,7 @@ Test(codec, documented_example_bytes)
 {
 	static const uint8_t want[] = {0x4c, 0x4d, 0x01, 0x03, 0x00, 0x00, 0x07, 0x00,
 				       0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-				       'g',  'e',  't',	 'd',  'a',  't',  'e'};
+				       'g',  'e',  't',  'd',  'a',  't',  'e'};
 	uint8_t buf[64];
 	int n = lm__proto_encode(buf, sizeof(buf), LM_PROTO_CALL, 7, "getdate", 7, NULL, 0, MAX);
 
@@ -64,10 +69,22 @@ Test(codec, documented_example_bytes)
 /* A raw header, written by hand so it can say anything. */
 static void header(uint8_t *b, uint8_t kind, uint16_t nl, uint32_t serial, uint32_t pl)
 {
-	const uint8_t h[16] = {0x4c, 0x4d, 1, kind, 0, 0, (uint8_t)nl, (uint8_t)(nl >> 8),
-			       (uint8_t)serial, (uint8_t)(serial >> 8), (uint8_t)(serial >> 16),
-			       (uint8_t)(serial >> 24), (uint8_t)pl, (uint8_t)(pl >> 8),
-			       (uint8_t)(pl >> 16), (uint8_t)(pl >> 24)};
+	const uint8_t h[16] = {0x4c,
+			       0x4d,
+			       1,
+			       kind,
+			       0,
+			       0,
+			       (uint8_t)nl,
+			       (uint8_t)(nl >> 8),
+			       (uint8_t)serial,
+			       (uint8_t)(serial >> 8),
+			       (uint8_t)(serial >> 16),
+			       (uint8_t)(serial >> 24),
+			       (uint8_t)pl,
+			       (uint8_t)(pl >> 8),
+			       (uint8_t)(pl >> 16),
+			       (uint8_t)(pl >> 24)};
 
 	memcpy(b, h, sizeof(h));
 }

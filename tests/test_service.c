@@ -13,7 +13,7 @@
 
 #include "lm_test.h"
 
-#define MS (1000ll * 1000)
+#define MS  (1000ll * 1000)
 #define SEC (1000 * MS)
 
 struct combo {
@@ -22,8 +22,8 @@ struct combo {
 };
 
 static struct combo combos[] = {
-	{LM_BACKEND_EPOLL, "unix"}, {LM_BACKEND_URING, "unix"}, {LM_BACKEND_EPOLL, "fifo"},
-	{LM_BACKEND_URING, "fifo"}, {LM_BACKEND_EPOLL, "mq"},	{LM_BACKEND_URING, "mq"},
+    {LM_BACKEND_EPOLL, "unix"}, {LM_BACKEND_URING, "unix"}, {LM_BACKEND_EPOLL, "fifo"},
+    {LM_BACKEND_URING, "fifo"}, {LM_BACKEND_EPOLL, "mq"},   {LM_BACKEND_URING, "mq"},
 };
 
 /*
@@ -50,24 +50,25 @@ static void svc_setup(const struct combo *k)
 		setrlimit(RLIMIT_MSGQUEUE, &rl);
 	}
 	if (rl.rlim_cur < need && setrlimit(RLIMIT_MSGQUEUE, &(struct rlimit){need, need}) < 0)
-		cr_skip_test("mq: RLIMIT_MSGQUEUE (ulimit -q) is %lu KiB, shared by every process of "
-			     "this uid, and cannot be raised here; these tests need %lu KiB",
-			     (unsigned long)(rl.rlim_cur >> 10), (unsigned long)(need >> 10));
+		cr_skip_test(
+		    "mq: RLIMIT_MSGQUEUE (ulimit -q) is %lu KiB, shared by every process of "
+		    "this uid, and cannot be raised here; these tests need %lu KiB",
+		    (unsigned long)(rl.rlim_cur >> 10), (unsigned long)(need >> 10));
 }
 
 /* A test body run once per transport and backend, with `k` the combination. */
-#define SVC_TEST(name, ...)                                                                      \
-	static void svc_##name##_body(const struct combo *k);                                   \
-	ParameterizedTestParameters(svc, name)                                                   \
-	{                                                                                        \
-		return cr_make_param_array(struct combo, combos,                                 \
-					   sizeof(combos) / sizeof(combos[0]));                  \
-	}                                                                                        \
-	ParameterizedTest(struct combo *kp, svc, name, .timeout = 60, ##__VA_ARGS__)             \
-	{                                                                                        \
-		svc_setup(kp);                                                                   \
-		svc_##name##_body(kp);                                                           \
-	}                                                                                        \
+#define SVC_TEST(name, ...)                                                          \
+	static void svc_##name##_body(const struct combo *k);                        \
+	ParameterizedTestParameters(svc, name)                                       \
+	{                                                                            \
+		return cr_make_param_array(struct combo, combos,                     \
+					   sizeof(combos) / sizeof(combos[0]));      \
+	}                                                                            \
+	ParameterizedTest(struct combo *kp, svc, name, .timeout = 60, ##__VA_ARGS__) \
+	{                                                                            \
+		svc_setup(kp);                                                       \
+		svc_##name##_body(kp);                                               \
+	}                                                                            \
 	static void svc_##name##_body(const struct combo *k)
 
 /* ---- the server process ---- */
@@ -197,9 +198,8 @@ static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
 }
 
 static const struct lm_method test_methods[] = {
-	{"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},
-	{"hang", m_hang}, {"emit", m_emit},   {"stats", m_stats}, {"flood", m_flood},
-	{"blob", m_blob},
+    {"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},   {"hang", m_hang},
+    {"emit", m_emit}, {"stats", m_stats}, {"flood", m_flood}, {"blob", m_blob},
 };
 
 static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
@@ -248,8 +248,8 @@ static pid_t start_server(const struct combo *k, const struct lm_server_options 
 			_exit(1);
 		}
 		v.base_fds = lm_test_fd_count();
-		lm_server_add_methods(v.s, test_methods, sizeof(test_methods) / sizeof(test_methods[0]),
-				      &v);
+		lm_server_add_methods(v.s, test_methods,
+				      sizeof(test_methods) / sizeof(test_methods[0]), &v);
 		lm_server_add_signal(v.s, "tick", LM_OVERFLOW_DROP_OLDEST);
 		lm_server_add_signal(v.s, "strict", LM_OVERFLOW_DISCONNECT);
 		if (write(pfd[1], &status, 1) != 1)
@@ -432,12 +432,14 @@ SVC_TEST(introspect)
 	char want[512];
 
 	cr_assert_eq(lm_client_call_sync(c, "lm.Introspect", NULL, 0, -1, &reply), 0);
-	snprintf(want, sizeof(want), "server %s\n%s", ep_name, (const char *)reply->payload + 8 + strlen(ep_name));
+	snprintf(want, sizeof(want), "server %s\n%s", ep_name,
+		 (const char *)reply->payload + 8 + strlen(ep_name));
 	cr_assert_str_eq(want, (const char *)reply->payload);
-	cr_assert_str_eq((const char *)reply->payload + 8 + strlen(ep_name),
-			 "method echo\nmethod defer\nmethod fail\nmethod hang\n"
-			 "method emit\nmethod stats\nmethod flood\nmethod blob\nsignal tick drop-oldest\n"
-			 "signal strict disconnect\n");
+	cr_assert_str_eq(
+	    (const char *)reply->payload + 8 + strlen(ep_name),
+	    "method echo\nmethod defer\nmethod fail\nmethod hang\n"
+	    "method emit\nmethod stats\nmethod flood\nmethod blob\nsignal tick drop-oldest\n"
+	    "signal strict disconnect\n");
 	lm_reply_free(reply);
 	lm_client_free(c);
 	lm_reactor_free(r);
@@ -565,7 +567,8 @@ SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 		cr_assert_eq(lm_client_subscribe(w[i].c, "tick", on_tick, &w[i]), 0);
 		wait_connected(r, w[i].c);
 		lm_client_set_state_cb(w[i].c, watcher_state, &w[i]);
-		cr_assert_eq(lm_client_call(w[i].c, "hang", NULL, 0, 20 * SEC, on_reply, &res[i]), 0);
+		cr_assert_eq(lm_client_call(w[i].c, "hang", NULL, 0, 20 * SEC, on_reply, &res[i]),
+			     0);
 	}
 	/* The subscriptions are in once the server has handled a later call. */
 	for (int i = 0; i < 3; i++) {
@@ -588,7 +591,8 @@ SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 
 	pid = start_server(k, NULL);
 	for (int i = 0; i < 3; i++)
-		cr_assert(run_until(r, &w[i].reconnected, 5 * SEC), "client %d did not reconnect", i);
+		cr_assert(run_until(r, &w[i].reconnected, 5 * SEC), "client %d did not reconnect",
+			  i);
 	/* Make sure each SUBSCRIBE reached the server: a call after it. */
 	for (int i = 0; i < 3; i++) {
 		struct lm_reply *reply;
@@ -679,7 +683,7 @@ SVC_TEST(client_killed_server_back_to_baseline)
 }
 
 struct seq_check {
-	uint32_t next;	      /* the seq expected next */
+	uint32_t next; /* the seq expected next */
 	uint64_t got, dropped;
 	bool in_order, done;
 	uint32_t count;
@@ -710,7 +714,8 @@ static void flood(lm_client *c, lm_reactor *r, uint32_t count, const char *signa
 	memcpy(arg, &count, 4);
 	memcpy(arg + 4, &(uint32_t){100}, 4); /* 100 per ms */
 	memcpy(arg + 8, signal, strlen(signal));
-	cr_assert_eq(lm_client_call(c, "flood", arg, 8 + strlen(signal), 60 * SEC, on_reply, &res), 0);
+	cr_assert_eq(lm_client_call(c, "flood", arg, 8 + strlen(signal), 60 * SEC, on_reply, &res),
+		     0);
 	cr_assert(run_until(r, &res.done, 50 * SEC), "flood did not finish");
 	cr_assert_eq(res.status, 0);
 }
@@ -979,8 +984,8 @@ SVC_TEST(client_not_reading_replies_is_disconnected)
 		 * they are out, then never again: the answers are not read. */
 		for (int i = 0; i < 200; i++) {
 			uint8_t m[32];
-			int n = lm__proto_encode(m, sizeof(m), LM_PROTO_CALL, (uint32_t)i + 1, "blob",
-						 4, NULL, 0, sizeof(m));
+			int n = lm__proto_encode(m, sizeof(m), LM_PROTO_CALL, (uint32_t)i + 1,
+						 "blob", 4, NULL, 0, sizeof(m));
 			/* Fails once the server has had enough: that is the point. */
 			if (lm_conn_send(raw, m, (size_t)n) < 0)
 				break;

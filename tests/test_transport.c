@@ -352,10 +352,10 @@ LM_TRANSPORT_TEST(transport, second_listener_refused, .timeout = 20)
 		lm_reactor *r2 = NULL;
 
 		_exit(lm_reactor_new(&r2, NULL) == 0 &&
-				      lm_listener_new(&l2, r2, endpoint, NULL, lm_tt_accept, &s2) ==
-					      -EADDRINUSE
-			      ? 0
-			      : 1);
+			      lm_listener_new(&l2, r2, endpoint, NULL, lm_tt_accept, &s2) ==
+				  -EADDRINUSE
+			  ? 0
+			  : 1);
 	}
 	waitpid(pid, &status, 0);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a second server started");
@@ -438,15 +438,17 @@ LM_TRANSPORT_TEST(transport, hostile_runtime_dir, .timeout = 20)
 		lm_reactor *r = lm_test_reactor(backend);
 		struct lm_tt_server s = {0};
 
-		err = lm_listener_new(&s.l, r, scheme[0] == 'u' ? "unix:" NAME
-						   : scheme[0] == 'f' ? "fifo:" NAME
-								      : "mq:" NAME,
+		err = lm_listener_new(&s.l, r,
+				      scheme[0] == 'u'   ? "unix:" NAME
+				      : scheme[0] == 'f' ? "fifo:" NAME
+							 : "mq:" NAME,
 				      NULL, lm_tt_accept, &s);
 		cr_assert_eq(err, -EEXIST, "listen over a foreign object: %s", strerror(-err));
 		lm_reactor_free(r);
 	}
 	/* And it is still there. */
-	cr_assert_eq(lm_tt_foreign_at_name(scheme, NAME), -EEXIST, "the foreign object was removed");
+	cr_assert_eq(lm_tt_foreign_at_name(scheme, NAME), -EEXIST,
+		     "the foreign object was removed");
 	lm_tt_foreign_remove(scheme, NAME);
 }
 
@@ -584,8 +586,8 @@ Test(transport, runtime_dir_default_rules)
 	cr_assert_eq(lm_runtime_dir(buf, 3), -ENAMETOOLONG);
 }
 
-static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, size_t n,
-			 int want1, int want2)
+static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, size_t n, int want1,
+			 int want2)
 {
 	struct lm_tt_server s = {.echo = true};
 	struct lm_tt_peer cl;
@@ -596,7 +598,8 @@ static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, s
 	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
 	pid = lm_tt_fork_garbage(scheme, NAME, bytes, n);
 	cr_assert_gt(pid, 0);
-	for (double end = lm_tt_now() + 10; lm_tt_now() < end && !(s.n == 2 && s.peers[1].closed);) {
+	for (double end = lm_tt_now() + 10;
+	     lm_tt_now() < end && !(s.n == 2 && s.peers[1].closed);) {
 		lm_reactor_run_once(r, 10 * 1000 * 1000);
 		if (waitpid(pid, &status, WNOHANG) == pid && WIFEXITED(status) &&
 		    WEXITSTATUS(status) == 77) {
@@ -721,9 +724,9 @@ LM_TRANSPORT_TEST(transport, slow_receiver, .timeout = 40)
 	{
 		bool done = false;
 
-		cr_assert(LM_TT_RUN_UNTIL(r, done || (done = waitpid(pid, &status, WNOHANG) == pid),
-					  15),
-			  "receiver stuck");
+		cr_assert(
+		    LM_TT_RUN_UNTIL(r, done || (done = waitpid(pid, &status, WNOHANG) == pid), 15),
+		    "receiver stuck");
 	}
 	cr_assert(WIFEXITED(status));
 	cr_assert_eq(WEXITSTATUS(status), (int)(sent % 256), "received %d, sent %zu",

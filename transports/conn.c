@@ -16,16 +16,15 @@
 #define LM_MAX_TRANSPORTS 16
 
 static const struct lm_transport_ops *transports[LM_MAX_TRANSPORTS] = {
-	&lm__transport_unix,
-	&lm__transport_fifo,
-	&lm__transport_mq,
+    &lm__transport_unix,
+    &lm__transport_fifo,
+    &lm__transport_mq,
 };
 
 static bool ops_complete(const struct lm_transport_ops *o)
 {
 	return o->scheme && o->listen && o->listen_fd && o->accept && o->listen_close &&
-	       o->connect && o->fds && o->send && o->receive && o->peer_cred && o->close &&
-	       o->free;
+	       o->connect && o->fds && o->send && o->receive && o->peer_cred && o->close && o->free;
 }
 
 static const struct lm_transport_ops *transport_find(const char *scheme, size_t len)
@@ -85,8 +84,8 @@ static int endpoint_parse(const char *endpoint, const struct lm_transport_ops **
 	return lm__name_check(*name);
 }
 
-static int options_check(const struct lm_transport_ops *ops,
-			 const struct lm_transport_options *in, struct lm_transport_options *out)
+static int options_check(const struct lm_transport_ops *ops, const struct lm_transport_options *in,
+			 struct lm_transport_options *out)
 {
 	size_t limit = ops->max_message ? ops->max_message : LM_LIMIT_MAX_MESSAGE;
 
@@ -190,7 +189,8 @@ static int conn_want_out(lm_conn *c, bool on)
 	if (c->fds.wfd == c->fds.rfd) {
 		err = lm_io_set_events(c->rsrc, LM_IO_IN | (on ? LM_IO_OUT : 0));
 	} else if (!c->wsrc) {
-		err = on ? lm_reactor_add_io(c->r, &c->wsrc, c->fds.wfd, LM_IO_OUT, conn_io_cb, c) : 0;
+		err = on ? lm_reactor_add_io(c->r, &c->wsrc, c->fds.wfd, LM_IO_OUT, conn_io_cb, c)
+			 : 0;
 	} else {
 		err = lm_source_set_enabled(c->wsrc, on);
 	}
@@ -331,8 +331,7 @@ LM_EXPORT int lm_conn_connect(lm_conn **ret, lm_reactor *r, const char *endpoint
 	return 0;
 }
 
-LM_EXPORT void lm_conn_set_callbacks(lm_conn *c, const struct lm_conn_callbacks *cb,
-				     void *userdata)
+LM_EXPORT void lm_conn_set_callbacks(lm_conn *c, const struct lm_conn_callbacks *cb, void *userdata)
 {
 	if (!c)
 		return;
@@ -363,8 +362,7 @@ LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len)
 	return c->closed || c->freed ? -ECANCELED : 0;
 }
 
-static int queue_push(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len,
-		      size_t progress)
+static int queue_push(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len, size_t progress)
 {
 	struct lm__qmsg *m = malloc(sizeof(*m) + len);
 	size_t off = 0;

@@ -395,16 +395,16 @@ static void fifo_free(void *cstate)
 }
 
 const struct lm_transport_ops lm__transport_fifo = {
-	.scheme = "fifo",
-	.listen = fifo_listen,
-	.listen_fd = fifo_listen_fd,
-	.accept = fifo_accept,
-	.listen_close = fifo_listen_close,
-	.connect = fifo_connect,
-	.fds = fifo_fds,
-	.send = fifo_send,
-	.receive = fifo_receive,
-	.peer_cred = fifo_peer_cred,
-	.close = fifo_close,
-	.free = fifo_free,
+    .scheme = "fifo",
+    .listen = fifo_listen,
+    .listen_fd = fifo_listen_fd,
+    .accept = fifo_accept,
+    .listen_close = fifo_listen_close,
+    .connect = fifo_connect,
+    .fds = fifo_fds,
+    .send = fifo_send,
+    .receive = fifo_receive,
+    .peer_cred = fifo_peer_cred,
+    .close = fifo_close,
+    .free = fifo_free,
 };

@@ -26,8 +26,8 @@
  * pidfd (the server's pid from the name's lock file, the client's from its
  * request). mq_notify is not used: see docs/transports.md.
  */
-#define REQ_MAGIC  0x6c6d6d31u /* "lmm1" */
-#define UNIT_MAX   (1u << 20)  /* the largest msgsize we accept from a peer's queue */
+#define REQ_MAGIC 0x6c6d6d31u /* "lmm1" */
+#define UNIT_MAX  (1u << 20)  /* the largest msgsize we accept from a peer's queue */
 
 struct mq_req {
 	uint32_t magic;
@@ -44,8 +44,8 @@ struct mq_conn {
 	mqd_t rq;
 	mqd_t wq;
 	int pidfd;
-	size_t runit; /* msgsize of rq */
-	size_t wunit; /* msgsize of wq */
+	size_t runit;  /* msgsize of rq */
+	size_t wunit;  /* msgsize of wq */
 	char c2s[300]; /* client side: its queues, if the server never took them */
 	char s2c[300];
 	struct lm_peer_cred cred;
@@ -243,7 +243,8 @@ static int mq_accept(void *lstate, void **cstate)
 		err = -errno;
 	mq_unlink(c2s);
 	mq_unlink(s2c);
-	if (!err && (fstat(mc->rq, &rst) < 0 || fstat(mc->wq, &wst) < 0 || rst.st_uid != wst.st_uid))
+	if (!err &&
+	    (fstat(mc->rq, &rst) < 0 || fstat(mc->wq, &wst) < 0 || rst.st_uid != wst.st_uid))
 		err = -EPROTO;
 	if (!err)
 		err = unit_size(mc->rq, &mc->runit);
@@ -490,16 +491,16 @@ static void mq_conn_free(void *cstate)
 }
 
 const struct lm_transport_ops lm__transport_mq = {
-	.scheme = "mq",
-	.listen = mq_listen,
-	.listen_fd = mq_listen_fd,
-	.accept = mq_accept,
-	.listen_close = mq_listen_close,
-	.connect = mq_connect,
-	.fds = mq_fds,
-	.send = mq_conn_send,
-	.receive = mq_conn_receive,
-	.peer_cred = mq_peer_cred,
-	.close = mq_conn_close,
-	.free = mq_conn_free,
+    .scheme = "mq",
+    .listen = mq_listen,
+    .listen_fd = mq_listen_fd,
+    .accept = mq_accept,
+    .listen_close = mq_listen_close,
+    .connect = mq_connect,
+    .fds = mq_fds,
+    .send = mq_conn_send,
+    .receive = mq_conn_receive,
+    .peer_cred = mq_peer_cred,
+    .close = mq_conn_close,
+    .free = mq_conn_free,
 };

@@ -64,7 +64,8 @@ int lm__runtime_dir_open(char *path, size_t size)
 	}
 	if (st.st_uid != geteuid() || (st.st_mode & 022)) {
 		lm_log_error("runtime directory %s: refused: %s", buf,
-			     st.st_uid != geteuid() ? "not owned by us" : "group- or world-writable");
+			     st.st_uid != geteuid() ? "not owned by us"
+						    : "group- or world-writable");
 		close(fd);
 		return -EPERM;
 	}

@@ -8,9 +8,9 @@
 
 #include "libmessage/transport.h"
 
-#define LM_NAME_MAX      100 /* longest endpoint name */
-#define LM_MAX_IOV       1000 /* iovecs per message, leaving room for a header */
-#define LM_MAX_ALLOWED   16
+#define LM_NAME_MAX    100  /* longest endpoint name */
+#define LM_MAX_IOV     1000 /* iovecs per message, leaving room for a header */
+#define LM_MAX_ALLOWED 16
 
 /* A message the kernel did not take whole: copied, with the transport's
  * progress through it. */
@@ -37,12 +37,12 @@ struct lm_conn {
 	lm_source *defer; /* delivers a close found while sending */
 	struct lm__qmsg_list queue;
 	size_t queued;
-	int busy;          /* depth of our own dispatch: release memory after it */
-	int reason;        /* why it closed, for the deferred callback */
-	bool tp_closed;    /* ops->close() ran */
-	bool closed;       /* broken: sends get -ECONNRESET */
-	bool notified;     /* the closed callback ran (or will not) */
-	bool freed;        /* lm_conn_free() was called */
+	int busy;       /* depth of our own dispatch: release memory after it */
+	int reason;     /* why it closed, for the deferred callback */
+	bool tp_closed; /* ops->close() ran */
+	bool closed;    /* broken: sends get -ECONNRESET */
+	bool notified;  /* the closed callback ran (or will not) */
+	bool freed;     /* lm_conn_free() was called */
 	bool want_out;
 };
 

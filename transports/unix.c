@@ -303,16 +303,16 @@ static void unix_free(void *state)
 }
 
 const struct lm_transport_ops lm__transport_unix = {
-	.scheme = "unix",
-	.listen = unix_listen,
-	.listen_fd = unix_listen_fd,
-	.accept = unix_accept,
-	.listen_close = unix_listen_close,
-	.connect = unix_connect,
-	.fds = unix_fds,
-	.send = unix_send,
-	.receive = unix_receive,
-	.peer_cred = unix_peer_cred,
-	.close = unix_close,
-	.free = unix_free,
+    .scheme = "unix",
+    .listen = unix_listen,
+    .listen_fd = unix_listen_fd,
+    .accept = unix_accept,
+    .listen_close = unix_listen_close,
+    .connect = unix_connect,
+    .fds = unix_fds,
+    .send = unix_send,
+    .receive = unix_receive,
+    .peer_cred = unix_peer_cred,
+    .close = unix_close,
+    .free = unix_free,
 };

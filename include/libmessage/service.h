@@ -41,13 +41,13 @@ typedef struct lm_server lm_server;
 typedef struct lm_client lm_client;
 typedef struct lm_call lm_call;
 
-#define LM_DEFAULT_CALL_TIMEOUT_NS (25ll * 1000 * 1000 * 1000)
-#define LM_DEFAULT_MAX_PENDING 128
-#define LM_LIMIT_MAX_PENDING 65535
+#define LM_DEFAULT_CALL_TIMEOUT_NS      (25ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_PENDING          128
+#define LM_LIMIT_MAX_PENDING            65535
 #define LM_DEFAULT_HANDSHAKE_TIMEOUT_NS (5ll * 1000 * 1000 * 1000)
-#define LM_DEFAULT_MAX_HANDSHAKES 64
-#define LM_DEFAULT_RECONNECT_MIN_NS (100ll * 1000 * 1000)
-#define LM_DEFAULT_RECONNECT_MAX_NS (5ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_HANDSHAKES       64
+#define LM_DEFAULT_RECONNECT_MIN_NS     (100ll * 1000 * 1000)
+#define LM_DEFAULT_RECONNECT_MAX_NS     (5ll * 1000 * 1000 * 1000)
 
 /* What happens to a subscriber whose output queue is full. */
 enum lm_overflow {
@@ -59,30 +59,30 @@ enum lm_overflow {
 };
 
 struct lm_server_options {
-	const char *name;			/* sent in WELCOME and lm.Introspect; NULL: the endpoint */
-	struct lm_transport_options transport;	/* max_message, max_queue per peer */
-	int64_t handshake_timeout_ns;		/* 0: 5 s */
-	unsigned max_handshakes;		/* 0: 64 connections in handshake at once */
-	const uid_t *allow_uids;		/* besides the server's own uid (copied) */
+	const char *name; /* sent in WELCOME and lm.Introspect; NULL: the endpoint */
+	struct lm_transport_options transport; /* max_message, max_queue per peer */
+	int64_t handshake_timeout_ns;          /* 0: 5 s */
+	unsigned max_handshakes;               /* 0: 64 connections in handshake at once */
+	const uid_t *allow_uids;               /* besides the server's own uid (copied) */
 	size_t n_allow_uids;
 };
 
 struct lm_client_options {
-	const char *name;			/* sent in HELLO; may be NULL */
+	const char *name; /* sent in HELLO; may be NULL */
 	struct lm_transport_options transport;
-	int64_t call_timeout_ns;		/* default timeout (timeout_ns < 0 in a call); 0: 25 s */
-	unsigned max_pending;			/* 0: 128; at most LM_LIMIT_MAX_PENDING */
-	int64_t handshake_timeout_ns;		/* 0: 5 s */
-	int64_t reconnect_min_ns;		/* 0: 100 ms */
-	int64_t reconnect_max_ns;		/* 0: 5 s */
+	int64_t call_timeout_ns;      /* default timeout (timeout_ns < 0 in a call); 0: 25 s */
+	unsigned max_pending;         /* 0: 128; at most LM_LIMIT_MAX_PENDING */
+	int64_t handshake_timeout_ns; /* 0: 5 s */
+	int64_t reconnect_min_ns;     /* 0: 100 ms */
+	int64_t reconnect_max_ns;     /* 0: 5 s */
 };
 
 /* A reply as the client sees it. */
 struct lm_reply {
-	int status;		/* 0 REPLY; -EREMOTEIO ERROR; or -ECONNRESET, -ETIMEDOUT, ... */
-	const void *payload;	/* REPLY: the result; otherwise NULL */
+	int status;          /* 0 REPLY; -EREMOTEIO ERROR; or -ECONNRESET, -ETIMEDOUT, ... */
+	const void *payload; /* REPLY: the result; otherwise NULL */
 	size_t len;
-	const char *error_name;	/* -EREMOTEIO: the error's name; else NULL */
+	const char *error_name;    /* -EREMOTEIO: the error's name; else NULL */
 	const char *error_message; /* -EREMOTEIO: its message (may be ""); else NULL */
 };
 
@@ -111,8 +111,8 @@ typedef void (*lm_reply_cb)(lm_client *c, const struct lm_reply *reply, void *us
 
 /* A signal arrived. dropped > 0: that many signals of this name were lost
  * before this one (the server's DROPPED notice). */
-typedef void (*lm_signal_msg_cb)(lm_client *c, const char *signal, const void *payload,
-				 size_t len, uint64_t dropped, void *userdata);
+typedef void (*lm_signal_msg_cb)(lm_client *c, const char *signal, const void *payload, size_t len,
+				 uint64_t dropped, void *userdata);
 
 typedef void (*lm_client_state_cb)(lm_client *c, enum lm_client_state state, int reason,
 				   void *userdata);
@@ -218,8 +218,8 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
  * sync call is not ordered with the async calls of the same client. It may
  * be called from any callback of the caller's reactor.
  */
-LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload,
-				  size_t len, int64_t timeout_ns, struct lm_reply **ret);
+LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload, size_t len,
+				  int64_t timeout_ns, struct lm_reply **ret);
 LM_EXPORT void lm_reply_free(struct lm_reply *reply);
 
 /*

@@ -21,8 +21,8 @@ extern "C" {
  *              NUL-padded
  * getdate takes no arguments.
  */
-#define LM_SRVTIME_ENDPOINT "unix:srvtime"
-#define LM_SRVTIME_PAYLOAD_SIZE 48
+#define LM_SRVTIME_ENDPOINT          "unix:srvtime"
+#define LM_SRVTIME_PAYLOAD_SIZE      48
 #define LM_SRVTIME_DEFAULT_PERIOD_NS (1000ull * 1000 * 1000)
 
 struct lm_srvtime {
@@ -34,8 +34,7 @@ struct lm_srvtime {
 typedef struct lm_srvtime_server lm_srvtime_server;
 
 /* An async getdate completed: status 0 and t, or -errno and t NULL. */
-typedef void (*lm_srvtime_cb)(lm_client *c, int status, const struct lm_srvtime *t,
-			      void *userdata);
+typedef void (*lm_srvtime_cb)(lm_client *c, int status, const struct lm_srvtime *t, void *userdata);
 /* A date signal: dropped = signals lost before this one. */
 typedef void (*lm_srvtime_watch_cb)(lm_client *c, const struct lm_srvtime *t, uint64_t dropped,
 				    void *userdata);

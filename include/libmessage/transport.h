@@ -32,9 +32,9 @@ extern "C" {
 typedef struct lm_conn lm_conn;
 typedef struct lm_listener lm_listener;
 
-#define LM_DEFAULT_MAX_MESSAGE (1u << 20) /* 1 MiB */
-#define LM_LIMIT_MAX_MESSAGE (64u << 20)  /* the largest max_message allowed */
-#define LM_DEFAULT_MAX_QUEUE (4u << 20)   /* 4 MiB of queued output per connection */
+#define LM_DEFAULT_MAX_MESSAGE (1u << 20)  /* 1 MiB */
+#define LM_LIMIT_MAX_MESSAGE   (64u << 20) /* the largest max_message allowed */
+#define LM_DEFAULT_MAX_QUEUE   (4u << 20)  /* 4 MiB of queued output per connection */
 
 struct lm_transport_options {
 	size_t max_message; /* 0: LM_DEFAULT_MAX_MESSAGE; above LM_LIMIT_MAX_MESSAGE: -EINVAL */
@@ -142,9 +142,9 @@ LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid);
  * resources) then free() once (release memory).
  */
 struct lm_transport_fds {
-	int rfd;    /* readable: receive() has work (or the peer is gone) */
-	int wfd;    /* writable: send() may make progress; may equal rfd */
-	int hupfd;  /* -1, or readable when the peer died (e.g. a pidfd) */
+	int rfd;   /* readable: receive() has work (or the peer is gone) */
+	int wfd;   /* writable: send() may make progress; may equal rfd */
+	int hupfd; /* -1, or readable when the peer died (e.g. a pidfd) */
 };
 
 struct lm_transport_ops {
@@ -188,7 +188,8 @@ struct lm_transport_ops {
 	 * the caller's: copy nothing that must outlive the call. Never raises
 	 * SIGPIPE. Required.
 	 */
-	int (*send)(void *cstate, const struct iovec *iov, int iovcnt, size_t len, size_t *progress);
+	int (*send)(void *cstate, const struct iovec *iov, int iovcnt, size_t len,
+		    size_t *progress);
 	/*
 	 * Read what is ready (ideally one syscall) and hand each whole message
 	 * to lm_transport_deliver(c, ...), stopping at once if it returns < 0.

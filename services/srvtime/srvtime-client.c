@@ -16,13 +16,12 @@ struct watch {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: srvtime-client getdate [--endpoint E] [--timeout-ms N]\n"
-		"       srvtime-client watch [--count N] [--endpoint E]\n"
-		"getdate prints the server's time once; watch prints each date signal\n"
-		"(N of them, or until SIGINT/SIGTERM). E defaults to " LM_SRVTIME_ENDPOINT ".\n"
-		"Each line: ISO-8601 UTC time, then seconds.nanoseconds since the epoch.\n"
-		"Exit status: 0 done, 1 no server or no answer, 2 bad usage.\n");
+	fprintf(f, "usage: srvtime-client getdate [--endpoint E] [--timeout-ms N]\n"
+		   "       srvtime-client watch [--count N] [--endpoint E]\n"
+		   "getdate prints the server's time once; watch prints each date signal\n"
+		   "(N of them, or until SIGINT/SIGTERM). E defaults to " LM_SRVTIME_ENDPOINT ".\n"
+		   "Each line: ISO-8601 UTC time, then seconds.nanoseconds since the epoch.\n"
+		   "Exit status: 0 done, 1 no server or no answer, 2 bad usage.\n");
 }
 
 static void no_server(const char *endpoint)
@@ -91,11 +90,11 @@ static void on_stop(lm_source *s, const struct signalfd_siginfo *si, void *userd
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"endpoint", required_argument, NULL, 'e'},
-		{"count", required_argument, NULL, 'n'},
-		{"timeout-ms", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"endpoint", required_argument, NULL, 'e'},
+	    {"count", required_argument, NULL, 'n'},
+	    {"timeout-ms", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	struct watch w = {.endpoint = LM_SRVTIME_ENDPOINT};
 	long timeout_ms = 5000;
@@ -114,7 +113,8 @@ int main(int argc, char **argv)
 			errno = 0;
 			w.count = strtoul(optarg, &end, 10);
 			if (errno || *end || optarg[0] == '-') {
-				fprintf(stderr, "srvtime-client: --count wants a number, not '%s'\n",
+				fprintf(stderr,
+					"srvtime-client: --count wants a number, not '%s'\n",
 					optarg);
 				return 2;
 			}
@@ -123,7 +123,8 @@ int main(int argc, char **argv)
 			errno = 0;
 			timeout_ms = strtol(optarg, &end, 10);
 			if (errno || *end || timeout_ms <= 0) {
-				fprintf(stderr, "srvtime-client: --timeout-ms wants a positive number\n");
+				fprintf(stderr,
+					"srvtime-client: --timeout-ms wants a positive number\n");
 				return 2;
 			}
 			break;
@@ -145,12 +146,14 @@ int main(int argc, char **argv)
 
 	err = lm_reactor_new(&r, NULL);
 	if (err < 0) {
-		fprintf(stderr, "srvtime-client: cannot create the event loop: %s\n", strerror(-err));
+		fprintf(stderr, "srvtime-client: cannot create the event loop: %s\n",
+			strerror(-err));
 		return 1;
 	}
 	err = lm_client_new(&c, r, w.endpoint, NULL);
 	if (err < 0) {
-		fprintf(stderr, "srvtime-client: bad endpoint %s: %s\n", w.endpoint, strerror(-err));
+		fprintf(stderr, "srvtime-client: bad endpoint %s: %s\n", w.endpoint,
+			strerror(-err));
 		lm_reactor_free(r);
 		return 1;
 	}

@@ -26,10 +26,10 @@ static void on_stop(lm_source *s, const struct signalfd_siginfo *si, void *userd
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"endpoint", required_argument, NULL, 'e'},
-		{"period-ms", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"endpoint", required_argument, NULL, 'e'},
+	    {"period-ms", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	const char *endpoint = LM_SRVTIME_ENDPOINT;
 	unsigned long period_ms = 1000;
@@ -47,7 +47,8 @@ int main(int argc, char **argv)
 			errno = 0;
 			period_ms = strtoul(optarg, &end, 10);
 			if (errno || *end || period_ms == 0 || period_ms > 86400000) {
-				fprintf(stderr, "srvtime-server: --period-ms wants 1..86400000, not '%s'\n",
+				fprintf(stderr,
+					"srvtime-server: --period-ms wants 1..86400000, not '%s'\n",
 					optarg);
 				return 2;
 			}
@@ -68,7 +69,8 @@ int main(int argc, char **argv)
 
 	err = lm_reactor_new(&r, NULL);
 	if (err < 0) {
-		fprintf(stderr, "srvtime-server: cannot create the event loop: %s\n", strerror(-err));
+		fprintf(stderr, "srvtime-server: cannot create the event loop: %s\n",
+			strerror(-err));
 		return 1;
 	}
 	err = lm_srvtime_server_new(&srv, r, endpoint, period_ms * 1000000ull);

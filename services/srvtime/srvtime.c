@@ -66,7 +66,7 @@ static void method_getdate(lm_call *call, const void *payload, size_t len, void 
 }
 
 static const struct lm_method srvtime_methods[] = {
-	{"getdate", method_getdate},
+    {"getdate", method_getdate},
 };
 
 static void tick(lm_source *src, uint64_t expirations, void *userdata)

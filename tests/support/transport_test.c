@@ -12,7 +12,11 @@
 
 #include "transport_test.h"
 
-#define PARAM(s) {s, LM_BACKEND_EPOLL}, {s, LM_BACKEND_URING}
+#define PARAM(s)                    \
+	{s, LM_BACKEND_EPOLL},      \
+	{                           \
+		s, LM_BACKEND_URING \
+	}
 struct lm_tt_param lm_tt_params[] = {PARAM("unix"), PARAM("fifo"), PARAM("mq")};
 const size_t lm_tt_nparams = sizeof(lm_tt_params) / sizeof(lm_tt_params[0]);
 
@@ -303,8 +307,7 @@ static void raw_mq(const char *name, size_t units)
 	l = mq_open(base, O_WRONLY);
 	if (w == (mqd_t)-1 || r == (mqd_t)-1)
 		_exit(errno == EMFILE ? 77 : 3);
-	if (l == (mqd_t)-1 ||
-	    mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
+	if (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
 		_exit(3);
 	memset(unit, 0xff, sizeof(unit));
 	/* Full units that never end: a message that grows past any limit. */

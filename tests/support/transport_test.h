@@ -43,15 +43,15 @@ void lm_tt_fini(void);
 /* One side of a connection as the tests see it. */
 struct lm_tt_peer {
 	lm_conn *c;
-	size_t received;      /* messages */
+	size_t received; /* messages */
 	size_t bytes;
 	size_t last_len;
-	unsigned char *last;  /* copy of the last message */
-	int closed;           /* times the closed callback ran */
+	unsigned char *last; /* copy of the last message */
+	int closed;          /* times the closed callback ran */
 	int reason;
 	int drained;
-	bool echo;            /* send back every message */
-	bool check_seq;       /* messages are 8-byte sequence numbers from 0 */
+	bool echo;      /* send back every message */
+	bool check_seq; /* messages are 8-byte sequence numbers from 0 */
 	bool seq_error;
 	bool free_on_close;
 };
@@ -71,12 +71,12 @@ void lm_tt_accept(lm_listener *l, lm_conn *c, void *userdata);
 void lm_tt_peer_clear(struct lm_tt_peer *p);
 void lm_tt_server_free(struct lm_tt_server *s);
 
-#define LM_TT_RUN_UNTIL(r, expr, secs)                                                           \
-	({                                                                                       \
-		double lm_tt_end_ = lm_tt_now() + (secs);                                        \
-		while (!(expr) && lm_tt_now() < lm_tt_end_)                                      \
-			lm_reactor_run_once((r), 10 * 1000 * 1000);                               \
-		(bool)(expr);                                                                    \
+#define LM_TT_RUN_UNTIL(r, expr, secs)                              \
+	({                                                          \
+		double lm_tt_end_ = lm_tt_now() + (secs);           \
+		while (!(expr) && lm_tt_now() < lm_tt_end_)         \
+			lm_reactor_run_once((r), 10 * 1000 * 1000); \
+		(bool)(expr);                                       \
 	})
 double lm_tt_now(void);
 
