@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "backend.h"
+#include "hooks-internal.h"
 #include "libmessage/reactor.h"
 
 #define LM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -87,6 +88,12 @@ struct lm_reactor {
 	struct lm__source_list exits;
 	struct lm__source_list exits_run;
 	struct lm__source_list garbage;
+	struct lm__flush_list flushes; /* run before the reactor next sleeps */
+
+	/* the receive buffer its connections share (hooks-internal.h) */
+	unsigned char *scratch;
+	size_t scratch_size;
+	bool scratch_taken;
 
 	/* timers: a min-heap on (deadline, seq) behind one timerfd */
 	struct lm_source timerfd_src;

@@ -100,6 +100,7 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	TAILQ_INIT(&r->exits);
 	TAILQ_INIT(&r->exits_run);
 	TAILQ_INIT(&r->garbage);
+	TAILQ_INIT(&r->flushes);
 	STAILQ_INIT(&r->posts);
 	sigemptyset(&r->signal_mask);
 	pthread_mutex_init(&r->post_lock, NULL);
@@ -181,6 +182,8 @@ void lm_reactor_free(lm_reactor *r)
 	if (r->timer_fd >= 0)
 		close(r->timer_fd);
 	free(r->heap);
+	free(r->scratch);
+	r->scratch = NULL;
 
 	/* After this, posts fail with -ESHUTDOWN and never touch post_fd. */
 	pthread_mutex_lock(&r->post_lock);
@@ -368,6 +371,17 @@ static void collect_garbage(lm_reactor *r)
 	}
 }
 
+static void run_flushes(lm_reactor *r)
+{
+	struct lm__flush *f;
+
+	while ((f = TAILQ_FIRST(&r->flushes))) {
+		TAILQ_REMOVE(&r->flushes, f, link);
+		f->queued = false;
+		f->fn(f);
+	}
+}
+
 int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 {
 	int n, count = 0, err;
@@ -376,6 +390,13 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		return -EINVAL;
 	if (r->dispatching)
 		return -EBUSY;
+	/* What was gathered outside dispatch goes out before we sleep. */
+	if (!TAILQ_EMPTY(&r->flushes)) {
+		r->dispatching = true;
+		run_flushes(r);
+		r->dispatching = false;
+		collect_garbage(r);
+	}
 	if (!TAILQ_EMPTY(&r->defers) || r->exit_requested)
 		timeout_ns = 0;
 	err = lm__timers_arm(r);
@@ -394,6 +415,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		count += dispatch_exits(r);
 		r->exited = true;
 	}
+	run_flushes(r);
 	r->dispatching = false;
 	collect_garbage(r);
 	/* Program the timerfd now, not only before the next wait: a foreign
@@ -422,6 +444,56 @@ int lm_reactor_run(lm_reactor *r)
 	}
 	r->exited = false;
 	return r->exit_code;
+}
+
+/* ---- for the other layers (hooks-internal.h) ---- */
+
+void lm__reactor_flush_queue(lm_reactor *r, struct lm__flush *f)
+{
+	if (f->queued)
+		return;
+	f->queued = true;
+	TAILQ_INSERT_TAIL(&r->flushes, f, link);
+	/* A foreign loop only polls our fd: make it call us soon. */
+	if (r->embedded && !r->dispatching)
+		kick(r);
+}
+
+void lm__reactor_flush_cancel(lm_reactor *r, struct lm__flush *f)
+{
+	if (!f->queued)
+		return;
+	f->queued = false;
+	TAILQ_REMOVE(&r->flushes, f, link);
+}
+
+bool lm__reactor_dispatching(const lm_reactor *r)
+{
+	return r->dispatching;
+}
+
+unsigned char *lm__reactor_scratch_take(lm_reactor *r, size_t size)
+{
+	if (r->scratch_taken)
+		return malloc(size);
+	if (r->scratch_size < size) {
+		free(r->scratch);
+		r->scratch_size = 0;
+		r->scratch = malloc(size);
+		if (!r->scratch)
+			return NULL;
+		r->scratch_size = size;
+	}
+	r->scratch_taken = true;
+	return r->scratch;
+}
+
+void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf)
+{
+	if (buf && buf == r->scratch)
+		r->scratch_taken = false;
+	else
+		free(buf);
 }
 
 /* ---- sources ---- */

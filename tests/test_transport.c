@@ -626,6 +626,7 @@ LM_TRANSPORT_TEST(transport, garbage_refused, .timeout = 40)
 	lm_reactor *r = setup(scheme, backend);
 	static const unsigned char lying[] = {0xff, 0xff, 0xff, 0xff, 'a', 'b', 'c'};
 	static const unsigned char short_frame[] = {0x01, 0x02};
+	static const unsigned char cut[] = {0x64, 0, 0, 0, 'a', 'b', 'c'};
 
 	/* A length of 0xFFFFFFFF (mq: units that never end). */
 	garbage_case(r, scheme, lying, sizeof(lying), -EMSGSIZE, -EPROTO);
@@ -633,6 +634,9 @@ LM_TRANSPORT_TEST(transport, garbage_refused, .timeout = 40)
 		lm_test_runtime_dir();
 		/* A datagram too short to hold a header. */
 		garbage_case(r, scheme, short_frame, sizeof(short_frame), -EPROTO, -EPROTO);
+		lm_test_runtime_dir();
+		/* A message cut short by the end of a datagram that is no fragment. */
+		garbage_case(r, scheme, cut, sizeof(cut), -EPROTO, -EPROTO);
 	}
 	lm_reactor_free(r);
 }
@@ -833,5 +837,184 @@ LM_TRANSPORT_TEST(transport, concurrent_writers, .timeout = 60)
 		lm_conn_free(checkers[i].c);
 	}
 	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
+/* ---- gathered output: sends in callbacks, cork, flush, free ---- */
+
+static const size_t burst_sizes[] = {0, 1, 60, 4000, 16383, 16384, 70000, 7};
+#define BURST 200
+
+struct burst {
+	lm_conn *c;
+	int got;
+	bool bad;
+	size_t gathered; /* lm_conn_queued() just after the first small sends */
+	bool freed;
+};
+
+static void burst_check(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+	static unsigned char want[70000];
+	struct burst *b = userdata;
+	size_t wlen = burst_sizes[b->got % 8];
+
+	lm_tt_pattern(want, wlen, (unsigned)b->got);
+	if (len != wlen || memcmp(data, want, len))
+		b->bad = true;
+	b->got++;
+}
+
+/* The server side: "go" asks for the burst, "bye" for a last word and a free. */
+static void burst_serve(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+	static unsigned char buf[70000];
+	struct burst *b = userdata;
+
+	if (len == 3 && !memcmp(data, "bye", 3)) {
+		cr_assert_eq(lm_conn_send(c, "ciao", 4), 0);
+		lm_conn_free(c); /* the reply must still leave */
+		b->c = NULL;
+		b->freed = true;
+		return;
+	}
+	for (int i = 0; i < BURST; i++) {
+		size_t n = burst_sizes[i % 8];
+
+		lm_tt_pattern(buf, n, (unsigned)i);
+		cr_assert_eq(lm_conn_send(c, buf, n), 0, "send %d (%zu bytes) in a callback", i, n);
+		if (i == 3)
+			b->gathered = lm_conn_queued(c);
+	}
+}
+
+static struct burst served;
+
+static void burst_accept(lm_listener *l, lm_conn *c, void *userdata)
+{
+	static const struct lm_conn_callbacks cb = {.message = burst_serve};
+
+	served.c = c;
+	lm_conn_set_callbacks(c, &cb, &served);
+}
+
+LM_TRANSPORT_TEST(transport, gathered_in_callback, .timeout = 40)
+{
+	static const struct lm_conn_callbacks ccb = {.message = burst_check};
+	lm_reactor *r = setup(scheme, backend);
+	struct burst cl = {0};
+	lm_listener *l = NULL;
+	int err;
+
+	memset(&served, 0, sizeof(served));
+	err = lm_listener_new(&l, r, endpoint, NULL, burst_accept, NULL);
+	cr_assert_eq(err, 0, "listen: %s", strerror(-err));
+	err = connect_or_skip(&cl.c, r, NULL);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	lm_conn_set_callbacks(cl.c, &ccb, &cl);
+	cr_assert_eq(lm_conn_send(cl.c, "go", 2), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.got == BURST, 20), "got %d of %d", cl.got, BURST);
+	cr_assert_not(cl.bad, "a message was corrupted or out of order");
+	/* The first four (65 bytes) waited in the buffer until the round ended. */
+	cr_assert_eq(served.gathered, 0 + 1 + 60 + 4000, "queued %zu", served.gathered);
+	cr_assert_eq(lm_conn_queued(served.c), 0);
+
+	/* A reply sent just before lm_conn_free() in the same callback leaves. */
+	{
+		struct lm_tt_peer p = {0};
+
+		lm_conn_set_callbacks(cl.c, &lm_tt_callbacks, &p);
+		cr_assert_eq(lm_conn_send(cl.c, "bye", 3), 0);
+		/* mq has no end of file: its peers only see each other die. */
+		bool eof = strcmp(scheme, "mq") != 0;
+
+		cr_assert(LM_TT_RUN_UNTIL(r, p.received == 1 && (p.closed || !eof), 10),
+			  "received %zu, closed %d", p.received, p.closed);
+		cr_assert(served.freed);
+		cr_assert_eq(p.last_len, 4);
+		cr_assert(!memcmp(p.last, "ciao", 4));
+		free(p.last);
+	}
+	lm_conn_free(cl.c);
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, cork_and_flush, .timeout = 40)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	uint64_t seq = 0;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	s.peers[0].check_seq = true;
+
+	/* Corked: outside dispatch, sends wait for lm_conn_flush(). */
+	cr_assert_eq(lm_conn_cork(cl.c, true), 0);
+	for (int i = 0; i < 5; i++, seq++)
+		cr_assert_eq(lm_conn_send(cl.c, &seq, sizeof(seq)), 0);
+	cr_assert_eq(lm_conn_queued(cl.c), 5 * sizeof(seq));
+	cr_assert_eq(lm_conn_flush(cl.c), 0);
+	cr_assert_eq(lm_conn_queued(cl.c), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 5, 5));
+
+	/* Many: never more than 64 KiB wait for the flush. */
+	for (int i = 0; i < 3000; i++, seq++) {
+		cr_assert_eq(lm_conn_send(cl.c, &seq, sizeof(seq)), 0, "send %d", i);
+		cr_assert_leq(lm_conn_queued(cl.c), 64 * 1024, "send %d: %zu bytes gathered", i,
+			      lm_conn_queued(cl.c));
+		if (lm_conn_queued(cl.c) > 32 * 1024)
+			lm_reactor_run_once(r, 0); /* mq's queues are 10 deep */
+	}
+	/* The reactor writes what is left before it waits. */
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 3005, 20), "received %zu",
+		  s.peers[0].received);
+	cr_assert_not(s.peers[0].seq_error, "out of order");
+
+	/* Uncorked: outside dispatch, a send goes to the kernel at once. */
+	cr_assert_eq(lm_conn_cork(cl.c, false), 0);
+	cr_assert_eq(lm_conn_send(cl.c, &seq, sizeof(seq)), 0);
+	cr_assert_eq(lm_conn_queued(cl.c), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 3006, 5));
+	cr_assert_not(s.peers[0].seq_error, "out of order");
+
+	cr_assert_eq(lm_conn_cork(NULL, true), -EINVAL);
+	cr_assert_eq(lm_conn_flush(NULL), -EINVAL);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
+LM_TRANSPORT_TEST(transport, unix_packed_datagram, .timeout = 20)
+{
+	/* Three messages in one datagram, as a batch is sent. */
+	static const unsigned char three[] = {2, 0, 0, 0, 'h', 'i', 0,   0,   0,  0,
+					      5, 0, 0, 0, 'w', 'o', 'r', 'l', 'd'};
+	lm_reactor *r;
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	int status;
+	pid_t pid;
+
+	if (strcmp(scheme, "unix"))
+		cr_skip_test("packing is unix's framing (fifo is a byte stream, mq one message "
+			     "per unit)");
+	r = setup(scheme, backend);
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pid = lm_tt_fork_garbage(scheme, NAME, three, sizeof(three));
+	cr_assert_gt(pid, 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 2 && s.peers[1].received == 3, 10), "received %zu",
+		  s.n == 2 ? s.peers[1].received : 0);
+	cr_assert_eq(s.peers[1].bytes, 7);
+	cr_assert_eq(s.peers[1].last_len, 5);
+	cr_assert(!memcmp(s.peers[1].last, "world", 5));
+	cr_assert_eq(s.peers[1].closed, 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }

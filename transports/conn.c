@@ -1,6 +1,7 @@
 /* The generic connection layer: registry, endpoints, listeners, output queue, callbacks. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,8 +104,6 @@ static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata);
 
 static void conn_release(lm_conn *c)
 {
-	struct lm__qmsg *m;
-
 	lm_source_free(c->rsrc);
 	lm_source_free(c->wsrc);
 	lm_source_free(c->hsrc);
@@ -113,10 +112,10 @@ static void conn_release(lm_conn *c)
 		c->ops->close(c->tp);
 		c->tp_closed = true;
 	}
-	while ((m = TAILQ_FIRST(&c->queue))) {
-		TAILQ_REMOVE(&c->queue, m, link);
-		free(m);
-	}
+	lm__reactor_flush_cancel(c->r, &c->flush);
+	free(c->obuf);
+	c->obuf = NULL;
+	c->olen = c->ocap = c->ohead = c->oprog = 0;
 	c->queued = 0;
 }
 
@@ -200,22 +199,76 @@ static int conn_want_out(lm_conn *c, bool on)
 	return 0;
 }
 
-/* Push queued messages to the kernel. */
-static int conn_flush(lm_conn *c)
+static size_t frame_len(const unsigned char *p)
 {
-	struct lm__qmsg *m;
-	int ret;
+	uint32_t len;
 
-	while ((m = TAILQ_FIRST(&c->queue))) {
-		struct iovec iov = {m->data, m->len};
+	memcpy(&len, p, sizeof(len));
+	return len;
+}
 
-		ret = c->ops->send(c->tp, &iov, 1, m->len, &m->progress);
-		if (ret <= 0)
-			return ret;
-		TAILQ_REMOVE(&c->queue, m, link);
-		c->queued -= m->len;
-		free(m);
+/* Forget the messages before obuf[ohead + oprog] the kernel took whole. */
+static void obuf_consume(lm_conn *c)
+{
+	while (c->ohead < c->olen) {
+		size_t len = frame_len(c->obuf + c->ohead), n = sizeof(uint32_t) + len;
+
+		if (c->oprog < n)
+			break;
+		c->ohead += n;
+		c->oprog -= n;
+		c->queued -= len;
 	}
+}
+
+/*
+ * Push the output to the kernel: 1 when all of it went (the buffer is
+ * released: an idle connection holds none), 0 when the kernel is full (we
+ * then watch for room), -errno when the connection broke.
+ */
+static int conn_push(lm_conn *c)
+{
+	int ret = 1;
+
+	while (c->ohead < c->olen) {
+		if (c->ops->send_batch) {
+			ret = c->ops->send_batch(c->tp, c->obuf + c->ohead, c->olen - c->ohead,
+						 &c->oprog);
+			obuf_consume(c);
+		} else {
+			size_t len = frame_len(c->obuf + c->ohead);
+			struct iovec iov = {c->obuf + c->ohead + sizeof(uint32_t), len};
+
+			ret = c->ops->send(c->tp, &iov, 1, len, &c->oprog);
+			if (ret > 0) {
+				c->ohead += sizeof(uint32_t) + len;
+				c->oprog = 0;
+				c->queued -= len;
+			}
+		}
+		if (ret <= 0)
+			break;
+	}
+	if (ret < 0)
+		return ret;
+	if (ret == 0) {
+		ret = conn_want_out(c, true);
+		return ret < 0 ? ret : 0;
+	}
+	free(c->obuf);
+	c->obuf = NULL;
+	c->olen = c->ocap = c->ohead = c->oprog = 0;
+	c->queued = 0;
+	return 1;
+}
+
+/* Writable again after the kernel pushed back. */
+static int conn_drain(lm_conn *c)
+{
+	int ret = conn_push(c);
+
+	if (ret <= 0)
+		return ret;
 	ret = conn_want_out(c, false);
 	if (ret < 0)
 		return ret;
@@ -224,14 +277,29 @@ static int conn_flush(lm_conn *c)
 	return 0;
 }
 
+/* The reactor's flush: the end of the round in which messages were gathered. */
+static void conn_flush_cb(struct lm__flush *f)
+{
+	lm_conn *c = (lm_conn *)((char *)f - offsetof(lm_conn, flush));
+	int ret;
+
+	if (c->closed || c->want_out)
+		return; /* broken, or the writability watch carries on */
+	c->busy++;
+	ret = conn_push(c);
+	if (ret < 0)
+		conn_fail(c, ret);
+	conn_unbusy(c);
+}
+
 static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 {
 	lm_conn *c = userdata;
 	int ret;
 
 	c->busy++;
-	if (fd == c->fds.wfd && (events & (LM_IO_OUT | LM_IO_ERR)) && !TAILQ_EMPTY(&c->queue)) {
-		ret = conn_flush(c);
+	if (fd == c->fds.wfd && (events & (LM_IO_OUT | LM_IO_ERR)) && c->want_out) {
+		ret = conn_drain(c);
 		if (ret < 0)
 			conn_fail(c, ret);
 	}
@@ -276,7 +344,7 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	c->r = r;
 	c->max_message = opts->max_message;
 	c->max_queue = opts->max_queue;
-	TAILQ_INIT(&c->queue);
+	c->flush.fn = conn_flush_cb;
 	err = ops->fds(tp, &c->fds);
 	if (err < 0)
 		goto fail;
@@ -348,6 +416,9 @@ LM_EXPORT void lm_conn_free(lm_conn *c)
 		return;
 	c->freed = true;
 	c->notified = true;
+	/* What the user sent before freeing leaves if the kernel takes it. */
+	if (!c->closed && c->ohead < c->olen)
+		conn_push(c);
 	conn_release(c);
 	if (c->busy == 0)
 		conn_destroy(c);
@@ -362,35 +433,68 @@ LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len)
 	return c->closed || c->freed ? -ECANCELED : 0;
 }
 
-static int queue_push(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len, size_t progress)
+/* Append one message to obuf, encoded as send_batch() takes it. */
+static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len)
 {
-	struct lm__qmsg *m = malloc(sizeof(*m) + len);
-	size_t off = 0;
-	int err;
+	size_t need = c->olen + sizeof(uint32_t) + len;
+	uint32_t hdr = (uint32_t)len;
+	unsigned char *p;
 
-	if (!m)
-		return -ENOMEM;
+	if (need > c->ocap) {
+		size_t cap = c->ocap ? c->ocap : 256;
+
+		/* Slide what the kernel took out first, when that makes room. */
+		if (c->ohead && need - c->ohead <= c->ocap) {
+			memmove(c->obuf, c->obuf + c->ohead, c->olen - c->ohead);
+			c->olen -= c->ohead;
+			c->ohead = 0;
+			return obuf_append(c, iov, iovcnt, len);
+		}
+		while (cap < need)
+			cap *= 2;
+		p = realloc(c->obuf, cap);
+		if (!p)
+			return -ENOMEM;
+		c->obuf = p;
+		c->ocap = cap;
+	}
+	p = c->obuf + c->olen;
+	memcpy(p, &hdr, sizeof(hdr));
+	p += sizeof(hdr);
 	for (int i = 0; i < iovcnt; i++) {
 		if (iov[i].iov_len)
-			memcpy(m->data + off, iov[i].iov_base, iov[i].iov_len);
-		off += iov[i].iov_len;
+			memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
 	}
-	m->len = len;
-	m->progress = progress;
-	TAILQ_INSERT_TAIL(&c->queue, m, link);
+	c->olen = need;
 	c->queued += len;
-	err = conn_want_out(c, true);
+	return 0;
+}
+
+/* Copy a message the kernel took part of (progress, as ops->send counts it):
+ * it goes first, the rest when there is room. */
+static int queue_rest(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len, size_t progress)
+{
+	int err = obuf_append(c, iov, iovcnt, len);
+
+	if (err < 0 && progress == 0)
+		return err;
 	if (err < 0) {
-		/* Could not watch for writability: the connection cannot go on. */
+		/* Half a message is in the kernel: the stream cannot go on. */
 		conn_fail_later(c, err);
-		return 0;
+		return -ECONNRESET;
 	}
+	c->oprog = progress;
+	err = conn_want_out(c, true);
+	if (err < 0)
+		conn_fail_later(c, err); /* cannot watch for room: cannot go on */
 	return 0;
 }
 
 LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 {
 	size_t len = 0, progress = 0;
+	bool waiting, gather;
 	int ret;
 
 	if (!c || iovcnt < 0 || iovcnt > LM_MAX_IOV || (iovcnt && !iov) || c->freed)
@@ -406,17 +510,58 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 		return -ECONNRESET;
 	if (c->queued + len > c->max_queue)
 		return -ENOBUFS;
-	if (!TAILQ_EMPTY(&c->queue))
-		return queue_push(c, iov, iovcnt, len, 0);
+	waiting = c->ohead < c->olen;
+	gather = c->corked || lm__reactor_dispatching(c->r);
+	if (waiting || (gather && len < LM_DIRECT_MIN)) {
+		ret = obuf_append(c, iov, iovcnt, len);
+		if (ret < 0)
+			return ret;
+		if (c->want_out)
+			return 0; /* goes when there is room */
+		if (c->olen - c->ohead >= LM_GATHER_MAX)
+			lm_conn_flush(c); /* a break is told by the closed callback */
+		else
+			lm__reactor_flush_queue(c->r, &c->flush);
+		return 0;
+	}
 	ret = c->ops->send(c->tp, iov, iovcnt, len, &progress);
 	if (ret > 0)
 		return 0;
 	if (ret == 0)
-		return queue_push(c, iov, iovcnt, len, progress);
+		return queue_rest(c, iov, iovcnt, len, progress);
 	if (progress == 0 && ret != -ECONNRESET && ret != -EPIPE)
 		return ret; /* nothing was sent, nothing broke: e.g. -ENOMEM */
 	conn_fail_later(c, ret == -EPIPE ? -ECONNRESET : ret);
 	return -ECONNRESET;
+}
+
+LM_EXPORT int lm_conn_flush(lm_conn *c)
+{
+	int ret;
+
+	if (!c || c->freed)
+		return -EINVAL;
+	if (c->closed)
+		return -ECONNRESET;
+	if (c->want_out)
+		return -EAGAIN; /* the writability watch pushes it */
+	lm__reactor_flush_cancel(c->r, &c->flush);
+	ret = conn_push(c);
+	if (ret < 0) {
+		conn_fail_later(c, ret == -EPIPE ? -ECONNRESET : ret);
+		return -ECONNRESET;
+	}
+	return ret ? 0 : -EAGAIN;
+}
+
+LM_EXPORT int lm_conn_cork(lm_conn *c, bool on)
+{
+	if (!c || c->freed)
+		return -EINVAL;
+	c->corked = on;
+	if (!on && c->ohead < c->olen && !c->closed)
+		lm_conn_flush(c);
+	return 0;
 }
 
 LM_EXPORT int lm_conn_send(lm_conn *c, const void *data, size_t len)

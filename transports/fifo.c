@@ -45,7 +45,7 @@ struct fifo_conn {
 	char c2s[160];
 	char s2c[160];
 	struct lm_peer_cred cred;
-	unsigned char *rbuf;
+	unsigned char *left; /* the start of a frame the last read cut (rlen bytes) */
 	size_t rlen;
 	unsigned char *abuf;
 	size_t atotal;
@@ -297,15 +297,57 @@ static ssize_t read_some(int fd, void *buf, size_t size)
 	return n == 0 ? -ECONNRESET : n;
 }
 
+/* Hand out the whole frames of buf[0, len); keep the cut one. */
+static int deliver_frames(lm_conn *c, struct fifo_conn *fc, const unsigned char *buf, size_t len)
+{
+	size_t off = 0, max = lm_conn_max_message(c);
+	int ret;
+
+	while (len - off >= sizeof(uint32_t)) {
+		size_t avail = len - off - sizeof(uint32_t);
+		uint32_t n;
+
+		memcpy(&n, buf + off, sizeof(n));
+		if (n > max)
+			return -EMSGSIZE;
+		if (avail >= n) {
+			ret = lm_transport_deliver(c, buf + off + sizeof(n), n);
+			if (ret < 0)
+				return ret;
+			off += sizeof(n) + n;
+			continue;
+		}
+		if (n + sizeof(n) > RBUF) {
+			/* The rest of a big frame goes straight into place. */
+			fc->abuf = malloc(n);
+			if (!fc->abuf)
+				return -ENOMEM;
+			memcpy(fc->abuf, buf + off + sizeof(n), avail);
+			fc->atotal = n;
+			fc->afill = avail;
+			return 1;
+		}
+		break;
+	}
+	if (off < len) {
+		fc->left = malloc(len - off);
+		if (!fc->left)
+			return -ENOMEM;
+		memcpy(fc->left, buf + off, len - off);
+		fc->rlen = len - off;
+	}
+	return 1;
+}
+
 static int fifo_receive(lm_conn *c, void *cstate)
 {
 	struct fifo_conn *fc = cstate;
-	size_t off = 0, max = lm_conn_max_message(c);
+	lm_reactor *r = c->r; /* c may be gone after a delivery */
+	unsigned char *buf;
 	ssize_t n;
 	int ret;
 
 	if (fc->abuf) {
-		/* The rest of a big frame goes straight into place. */
 		n = read_some(fc->rfd, fc->abuf + fc->afill, fc->atotal - fc->afill);
 		if (n <= 0)
 			return (int)n;
@@ -321,39 +363,45 @@ static int fifo_receive(lm_conn *c, void *cstate)
 		}
 		return 1;
 	}
-	if (!fc->rbuf && !(fc->rbuf = malloc(RBUF)))
+	/* One read into the reactor's buffer, after what the last one cut. */
+	buf = lm__reactor_scratch_take(r, RBUF);
+	if (!buf)
 		return -ENOMEM;
-	n = read_some(fc->rfd, fc->rbuf + fc->rlen, RBUF - fc->rlen);
-	if (n <= 0)
-		return (int)n;
-	fc->rlen += (size_t)n;
-	while (fc->rlen - off >= sizeof(uint32_t)) {
-		size_t avail = fc->rlen - off - sizeof(uint32_t);
-		uint32_t len;
+	if (fc->rlen)
+		memcpy(buf, fc->left, fc->rlen);
+	n = read_some(fc->rfd, buf + fc->rlen, RBUF - fc->rlen);
+	if (n > 0) {
+		size_t len = fc->rlen + (size_t)n;
 
-		memcpy(&len, fc->rbuf + off, sizeof(len));
-		if (len > max)
-			return -EMSGSIZE;
-		if (avail >= len) {
-			ret = lm_transport_deliver(c, fc->rbuf + off + sizeof(len), len);
-			if (ret < 0)
-				return ret;
-			off += sizeof(len) + len;
-			continue;
-		}
-		if (len + sizeof(len) > RBUF) {
-			fc->abuf = malloc(len);
-			if (!fc->abuf)
-				return -ENOMEM;
-			memcpy(fc->abuf, fc->rbuf + off + sizeof(len), avail);
-			fc->atotal = len;
-			fc->afill = avail;
-			off = fc->rlen;
-		}
-		break;
+		free(fc->left);
+		fc->left = NULL;
+		fc->rlen = 0;
+		ret = deliver_frames(c, fc, buf, len);
+	} else {
+		ret = (int)n;
 	}
-	memmove(fc->rbuf, fc->rbuf + off, fc->rlen - off);
-	fc->rlen -= off;
+	lm__reactor_scratch_give(r, buf);
+	return ret;
+}
+
+static int fifo_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
+{
+	struct fifo_conn *fc = cstate;
+
+	while (*progress < len) {
+		struct iovec v = {(void *)(buf + *progress), len - *progress};
+		ssize_t n =
+		    fc->epipe ? lm__writev_nosigpipe(fc->wfd, &v, 1) : writev(fc->wfd, &v, 1);
+
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		*progress += (size_t)n;
+	}
 	return 1;
 }
 
@@ -389,7 +437,7 @@ static void fifo_free(void *cstate)
 {
 	struct fifo_conn *fc = cstate;
 
-	free(fc->rbuf);
+	free(fc->left);
 	free(fc->abuf);
 	free(fc);
 }
@@ -407,4 +455,5 @@ const struct lm_transport_ops lm__transport_fifo = {
     .peer_cred = fifo_peer_cred,
     .close = fifo_close,
     .free = fifo_free,
+    .send_batch = fifo_send_batch,
 };

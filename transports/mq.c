@@ -49,7 +49,6 @@ struct mq_conn {
 	char c2s[300]; /* client side: its queues, if the server never took them */
 	char s2c[300];
 	struct lm_peer_cred cred;
-	unsigned char *rbuf;
 	unsigned char *scratch; /* gathers a unit of a multi-iovec message */
 	unsigned char *abuf;
 	size_t acap;
@@ -404,32 +403,20 @@ static int mq_conn_send(void *cstate, const struct iovec *iov, int iovcnt, size_
 	return 1;
 }
 
-static int mq_conn_receive(lm_conn *c, void *cstate)
+/* Append one unit to the message being reassembled; deliver it if done. */
+static int reassemble(lm_conn *c, struct mq_conn *mc, const unsigned char *unit, size_t n)
 {
-	struct mq_conn *mc = cstate;
 	size_t max = lm_conn_max_message(c);
-	ssize_t n;
 	int ret;
 
-	if (!mc->rbuf && !(mc->rbuf = malloc(mc->runit)))
-		return -ENOMEM;
-	do
-		n = mq_receive(mc->rq, (char *)mc->rbuf, mc->runit, NULL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EAGAIN ? 0 : -errno;
-	if ((size_t)n < mc->runit && mc->afill == 0) {
-		ret = lm_transport_deliver(c, mc->rbuf, (size_t)n);
-		return ret < 0 ? ret : 1;
-	}
-	if (mc->afill + (size_t)n > max)
+	if (mc->afill + n > max)
 		return -EMSGSIZE;
-	if (mc->afill + (size_t)n > mc->acap) {
+	if (mc->afill + n > mc->acap) {
 		size_t cap = mc->acap ? mc->acap * 2 : 4 * mc->runit;
 		unsigned char *p;
 
-		if (cap < mc->afill + (size_t)n)
-			cap = mc->afill + (size_t)n;
+		if (cap < mc->afill + n)
+			cap = mc->afill + n;
 		if (cap > max)
 			cap = max;
 		p = realloc(mc->abuf, cap);
@@ -438,13 +425,13 @@ static int mq_conn_receive(lm_conn *c, void *cstate)
 		mc->abuf = p;
 		mc->acap = cap;
 	}
-	memcpy(mc->abuf + mc->afill, mc->rbuf, (size_t)n);
-	mc->afill += (size_t)n;
-	if ((size_t)n == mc->runit)
+	memcpy(mc->abuf + mc->afill, unit, n);
+	mc->afill += n;
+	if (n == mc->runit)
 		return 1;
-	n = (ssize_t)mc->afill;
+	n = mc->afill;
 	mc->afill = 0;
-	ret = lm_transport_deliver(c, mc->abuf, (size_t)n);
+	ret = lm_transport_deliver(c, mc->abuf, n);
 	if (ret < 0)
 		return ret;
 	/* Big buffers are not kept between big messages. */
@@ -452,6 +439,29 @@ static int mq_conn_receive(lm_conn *c, void *cstate)
 	mc->abuf = NULL;
 	mc->acap = 0;
 	return 1;
+}
+
+static int mq_conn_receive(lm_conn *c, void *cstate)
+{
+	struct mq_conn *mc = cstate;
+	lm_reactor *r = c->r; /* c may be gone after a delivery */
+	unsigned char *buf = lm__reactor_scratch_take(r, mc->runit);
+	ssize_t n;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	do
+		n = mq_receive(mc->rq, (char *)buf, mc->runit, NULL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		ret = errno == EAGAIN ? 0 : -errno;
+	else if ((size_t)n < mc->runit && mc->afill == 0)
+		ret = lm_transport_deliver(c, buf, (size_t)n) < 0 ? -ECANCELED : 1;
+	else
+		ret = reassemble(c, mc, buf, (size_t)n);
+	lm__reactor_scratch_give(r, buf);
+	return ret;
 }
 
 static int mq_peer_cred(void *cstate, struct lm_peer_cred *ret)
@@ -484,7 +494,6 @@ static void mq_conn_free(void *cstate)
 {
 	struct mq_conn *mc = cstate;
 
-	free(mc->rbuf);
 	free(mc->scratch);
 	free(mc->abuf);
 	free(mc);

@@ -6,21 +6,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hooks-internal.h"
 #include "libmessage/transport.h"
 
 #define LM_NAME_MAX    100  /* longest endpoint name */
 #define LM_MAX_IOV     1000 /* iovecs per message, leaving room for a header */
 #define LM_MAX_ALLOWED 16
 
-/* A message the kernel did not take whole: copied, with the transport's
- * progress through it. */
-struct lm__qmsg {
-	TAILQ_ENTRY(lm__qmsg) link;
-	size_t len;
-	size_t progress;
-	unsigned char data[];
-};
-TAILQ_HEAD(lm__qmsg_list, lm__qmsg);
+/* Sends gathered this long go out at once, whatever else is going on. */
+#define LM_GATHER_MAX (64u * 1024)
+/* A message this big goes straight to the kernel when nothing waits before
+ * it, rather than being copied. */
+#define LM_DIRECT_MIN (16u * 1024)
 
 struct lm_conn {
 	const struct lm_transport_ops *ops;
@@ -35,8 +32,14 @@ struct lm_conn {
 	lm_source *wsrc;  /* wfd when it differs from rfd; created on demand */
 	lm_source *hsrc;  /* hupfd */
 	lm_source *defer; /* delivers a close found while sending */
-	struct lm__qmsg_list queue;
-	size_t queued;
+	/* Output not in the kernel yet: whole messages, each a 4-byte little-
+	 * endian length and the payload, back to back. [ohead, olen) is unsent;
+	 * oprog is the progress through it: bytes of it for ops->send_batch, the
+	 * transport's own count within the first message for ops->send. */
+	unsigned char *obuf;
+	size_t olen, ocap, ohead, oprog;
+	size_t queued;          /* payload bytes in obuf, for max_queue */
+	struct lm__flush flush; /* queued on the reactor while gathering */
 	int busy;       /* depth of our own dispatch: release memory after it */
 	int reason;     /* why it closed, for the deferred callback */
 	bool tp_closed; /* ops->close() ran */
@@ -44,6 +47,7 @@ struct lm_conn {
 	bool notified;  /* the closed callback ran (or will not) */
 	bool freed;     /* lm_conn_free() was called */
 	bool want_out;
+	bool corked;    /* lm_conn_cork(): gather outside dispatch too */
 };
 
 struct lm_listener {

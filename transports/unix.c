@@ -13,12 +13,16 @@
 #include "transport-internal.h"
 
 /*
- * Framing: the first datagram of a message starts with its length (4 bytes,
- * host order) and carries up to UNIT - 4 bytes of payload; the rest follows
- * in datagrams of exactly UNIT bytes, the last one shorter. Datagrams are
- * never empty, so a read of 0 bytes is the end of the connection.
+ * Framing: a message is its length (4 bytes, host order) and its payload.
+ * A datagram holds one or more whole messages back to back, at most UNIT
+ * bytes in all (a batch of small ones is one sendmmsg entry and one recvmsg),
+ * or the start of one message too big for that: exactly UNIT bytes, the
+ * length and UNIT - 4 bytes of payload, the rest following in datagrams of
+ * exactly UNIT bytes, the last one shorter. Datagrams are never empty, so a
+ * read of 0 bytes is the end of the connection.
  */
-#define UNIT (64u * 1024)
+#define UNIT  (64u * 1024)
+#define BATCH 32 /* datagrams per sendmmsg */
 
 struct unix_listener {
 	int fd;
@@ -29,7 +33,6 @@ struct unix_listener {
 struct unix_conn {
 	int fd;
 	struct ucred cred;
-	unsigned char *rbuf; /* one datagram, reused */
 	unsigned char *abuf; /* a message being reassembled */
 	size_t atotal;
 	size_t afill;
@@ -217,59 +220,137 @@ static ssize_t recv_unit(int fd, void *buf, size_t size)
 	return n;
 }
 
+static size_t frame_size(const unsigned char *p)
+{
+	uint32_t len;
+
+	memcpy(&len, p, sizeof(len));
+	return sizeof(len) + len;
+}
+
+/* The next datagram of buf from off, where the message containing off
+ * starts at f: a fragment of a big message, or small messages packed. */
+static size_t next_datagram(const unsigned char *buf, size_t len, size_t f, size_t off)
+{
+	size_t n, fl = frame_size(buf + f);
+
+	if (off > f || fl > UNIT)
+		return f + fl - off < UNIT ? f + fl - off : UNIT;
+	for (n = 0; f < len && (fl = frame_size(buf + f)) <= UNIT - n; f += fl)
+		n += fl;
+	return n;
+}
+
+static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
+{
+	struct unix_conn *uc = cstate;
+	struct mmsghdr mv[BATCH];
+	struct iovec iv[BATCH];
+	size_t f = 0;
+
+	while (*progress < len) {
+		size_t off = *progress, g = f;
+		int k, sent;
+
+		for (k = 0; k < BATCH && off < len; k++) {
+			while (g + frame_size(buf + g) <= off)
+				g += frame_size(buf + g);
+			iv[k] =
+			    (struct iovec){(void *)(buf + off), next_datagram(buf, len, g, off)};
+			mv[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[k], .msg_iovlen = 1}};
+			off += iv[k].iov_len;
+		}
+		sent = sendmmsg(uc->fd, mv, (unsigned)k, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (sent < 0) {
+			if (errno == EAGAIN || errno == ENOBUFS)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		for (int i = 0; i < sent; i++)
+			*progress += iv[i].iov_len;
+		while (f < len && f + frame_size(buf + f) <= *progress)
+			f += frame_size(buf + f);
+	}
+	return 1;
+}
+
+/* The rest of a big message: the next fragment lands in place, no copy. */
+static int receive_fragment(lm_conn *c, struct unix_conn *uc)
+{
+	size_t want = uc->atotal - uc->afill < UNIT ? uc->atotal - uc->afill : UNIT;
+	ssize_t n = recv_unit(uc->fd, uc->abuf + uc->afill, want);
+
+	if (n <= 0)
+		return (int)n;
+	if ((size_t)n != want)
+		return -EPROTO;
+	uc->afill += want;
+	if (uc->afill == uc->atotal) {
+		unsigned char *m = uc->abuf;
+		int ret;
+
+		uc->abuf = NULL;
+		ret = lm_transport_deliver(c, m, uc->atotal);
+		free(m);
+		if (ret < 0)
+			return ret;
+	}
+	return 1;
+}
+
+/* Hand out the messages of one datagram; a big one's first part is kept. */
+static int deliver_datagram(lm_conn *c, struct unix_conn *uc, const unsigned char *buf, size_t n)
+{
+	size_t off = 0, max = lm_conn_max_message(c);
+	uint32_t total;
+
+	while (off < n) {
+		if (n - off < sizeof(total))
+			return -EPROTO;
+		memcpy(&total, buf + off, sizeof(total));
+		if (total > max)
+			return -EMSGSIZE;
+		if (total <= n - off - sizeof(total)) {
+			int ret = lm_transport_deliver(c, buf + off + sizeof(total), total);
+
+			if (ret < 0)
+				return ret;
+			off += sizeof(total) + total;
+			continue;
+		}
+		/* Only a datagram of one big message's start may end short of it. */
+		if (off != 0 || n != UNIT)
+			return -EPROTO;
+		uc->abuf = malloc(total);
+		if (!uc->abuf)
+			return -ENOMEM;
+		memcpy(uc->abuf, buf + sizeof(total), n - sizeof(total));
+		uc->atotal = total;
+		uc->afill = n - sizeof(total);
+		break;
+	}
+	return 1;
+}
+
 static int unix_receive(lm_conn *c, void *cstate)
 {
 	struct unix_conn *uc = cstate;
-	uint32_t total;
+	lm_reactor *r = c->r; /* c may be gone after a delivery */
+	unsigned char *buf;
 	ssize_t n;
+	int ret;
 
-	if (uc->abuf) {
-		/* The next fragment lands in place: no copy. */
-		size_t want = uc->atotal - uc->afill < UNIT ? uc->atotal - uc->afill : UNIT;
-
-		n = recv_unit(uc->fd, uc->abuf + uc->afill, want);
-		if (n <= 0)
-			return (int)n;
-		if ((size_t)n != want)
-			return -EPROTO;
-		uc->afill += want;
-		if (uc->afill == uc->atotal) {
-			unsigned char *m = uc->abuf;
-			int ret;
-
-			uc->abuf = NULL;
-			ret = lm_transport_deliver(c, m, uc->atotal);
-			free(m);
-			if (ret < 0)
-				return ret;
-		}
-		return 1;
-	}
-	if (!uc->rbuf && !(uc->rbuf = malloc(UNIT)))
+	if (uc->abuf)
+		return receive_fragment(c, uc);
+	buf = lm__reactor_scratch_take(r, UNIT);
+	if (!buf)
 		return -ENOMEM;
-	n = recv_unit(uc->fd, uc->rbuf, UNIT);
-	if (n <= 0)
-		return (int)n;
-	if ((size_t)n < sizeof(total))
-		return -EPROTO;
-	memcpy(&total, uc->rbuf, sizeof(total));
-	n -= (ssize_t)sizeof(total);
-	if (total > lm_conn_max_message(c))
-		return -EMSGSIZE;
-	if ((size_t)n == total) {
-		int ret = lm_transport_deliver(c, uc->rbuf + sizeof(total), total);
-
-		return ret < 0 ? ret : 1;
-	}
-	if ((size_t)n > total || (size_t)n + sizeof(total) != UNIT)
-		return -EPROTO;
-	uc->abuf = malloc(total);
-	if (!uc->abuf)
-		return -ENOMEM;
-	memcpy(uc->abuf, uc->rbuf + sizeof(total), (size_t)n);
-	uc->atotal = total;
-	uc->afill = (size_t)n;
-	return 1;
+	n = recv_unit(uc->fd, buf, UNIT);
+	ret = n <= 0 ? (int)n : deliver_datagram(c, uc, buf, (size_t)n);
+	lm__reactor_scratch_give(r, buf);
+	return ret;
 }
 
 static int unix_peer_cred(void *cstate, struct lm_peer_cred *ret)
@@ -297,7 +378,6 @@ static void unix_free(void *state)
 {
 	struct unix_conn *uc = state;
 
-	free(uc->rbuf);
 	free(uc->abuf);
 	free(uc);
 }
@@ -315,4 +395,5 @@ const struct lm_transport_ops lm__transport_unix = {
     .peer_cred = unix_peer_cred,
     .close = unix_close,
     .free = unix_free,
+    .send_batch = unix_send_batch,
 };

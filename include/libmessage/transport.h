@@ -101,10 +101,29 @@ LM_EXPORT void lm_conn_free(lm_conn *c);
  * Send one message (the iovecs concatenated). 0: sent or queued whole.
  * -EMSGSIZE over max_message, -ENOBUFS if the queue would pass max_queue,
  * -ECONNRESET once closed; on error nothing was sent or queued.
+ *
+ * When it leaves: a send made in one of the reactor's callbacks is gathered
+ * with the others of the same dispatch round and written when the round ends,
+ * before the reactor sleeps or returns, in as few syscalls as the transport
+ * allows (unix packs several messages in one datagram, fifo writes them in
+ * one write(); mq takes one mq_send per message). A send made outside
+ * dispatch goes to the kernel at once, unless the connection is corked or
+ * messages wait before it. Either way, 64 KiB gathered go out at once, and
+ * lm_conn_free() writes what waits before closing (without blocking).
  */
 LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt);
 LM_EXPORT int lm_conn_send(lm_conn *c, const void *data, size_t len);
-/* Bytes waiting in the output queue. */
+/*
+ * Corked (on), sends made outside dispatch are gathered too, until
+ * lm_conn_flush(), lm_conn_cork(c, false), 64 KiB gathered, or the reactor's
+ * next iteration (which writes them before it waits). For bursts of small
+ * messages from outside the reactor: one syscall for many. 0 or -EINVAL.
+ */
+LM_EXPORT int lm_conn_cork(lm_conn *c, bool on);
+/* Write what was gathered, now. 0: all of it is in the kernel; -EAGAIN: the
+ * kernel is full, the rest leaves when it can; -ECONNRESET once closed. */
+LM_EXPORT int lm_conn_flush(lm_conn *c);
+/* Payload bytes not in the kernel yet (gathered or waiting for room). */
 LM_EXPORT size_t lm_conn_queued(const lm_conn *c);
 LM_EXPORT size_t lm_conn_max_message(const lm_conn *c);
 /* Who is on the other side. -ENOTCONN before the connection is up. */
@@ -205,6 +224,16 @@ struct lm_transport_ops {
 	void (*close)(void *cstate);
 	/* Free the state's memory (after close()). Required. */
 	void (*free)(void *cstate);
+	/*
+	 * Optional: write several messages with as few syscalls as the
+	 * transport can. buf[0, len) holds whole messages, each a 4-byte
+	 * little-endian length and the payload, back to back; *progress counts
+	 * the bytes of buf the kernel took (0 at first). Returns as send().
+	 * A transport that has it must count send()'s *progress the same way,
+	 * in bytes of that encoding of the one message, since a message begun
+	 * by one may be finished by the other. NULL: send() per message.
+	 */
+	int (*send_batch)(void *cstate, const unsigned char *buf, size_t len, size_t *progress);
 };
 
 /* Add a transport. -EINVAL if a required member is missing or the scheme is
