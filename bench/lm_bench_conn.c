@@ -370,6 +370,9 @@ int bench_conn_client(struct bench_ctx *x)
 		bench_fail(x->shm, 2, "lm_conn_connect(%s): %s", ep, strerror(-r));
 		return 1;
 	}
+	/* One-way bursts from outside the reactor: gathered, one syscall for many. */
+	if (x->c->mode == MODE_THROUGHPUT)
+		lm_conn_cork(cl.c, true);
 	struct bench_io io = {.send = cli_send, .recv = cli_recv, .flush = cli_flush, .p = &cl};
 	int rc = bench_client_run(x, &io);
 	lm_conn_free(cl.c);

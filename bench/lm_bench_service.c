@@ -205,27 +205,64 @@ static void srv_drain(struct srv *s)
  * shared memory), the rest of the flow control is the transport's queue. */
 #define EMIT_WINDOW 2048
 
-static int srv_emit_stream(struct srv *s, char *buf, uint32_t kind, uint64_t *sent)
+static bool emit_window_open(struct srv *s, uint64_t sent)
 {
-	struct bench_shm *shm = s->x->shm;
 	uint64_t peers = (uint64_t)s->x->c->peers;
+	return (sent + 1) * peers <=
+	       __atomic_load_n(&s->x->shm->fan_last, __ATOMIC_ACQUIRE) + EMIT_WINDOW * peers;
+}
+
+/* Emissions are made from a reactor callback, as an application makes them:
+ * those of one dispatch round leave together when it ends. */
+struct emit_burst {
+	struct srv *s;
+	char *buf;
+	uint64_t *sent;
+	uint64_t n, done;
+	int err;
+};
+
+static void emit_burst_cb(lm_source *src, void *userdata)
+{
+	struct emit_burst *b = userdata;
+	struct srv *s = b->s;
+	for (int i = 0; i < 256 && b->done < b->n && emit_window_open(s, *b->sent); i++) {
+		int r = lm_server_emit(s->s, SIGNAL_NAME, b->buf, s->x->o->size);
+		if (r < 0) {
+			bench_fail(s->x->shm, 2, "lm_server_emit: %s", strerror(-r));
+			b->err = r;
+			return;
+		}
+		if (r != s->x->c->peers) {
+			bench_fail(s->x->shm, 2, "lm_server_emit reached %d of %d subscribers", r,
+				   s->x->c->peers);
+			b->err = -EIO;
+			return;
+		}
+		(*b->sent)++;
+		b->done++;
+	}
+}
+
+/* Emit n signals of kind, pipelined. */
+static int srv_emit_stream(struct srv *s, char *buf, uint32_t kind, uint64_t *sent, uint64_t n)
+{
+	struct emit_burst b = {.s = s, .buf = buf, .sent = sent, .n = n};
+	lm_source *d = NULL;
 	((struct bench_hdr *)buf)->kind = kind;
-	while ((*sent + 1) * peers >
-	       __atomic_load_n(&shm->fan_last, __ATOMIC_ACQUIRE) + EMIT_WINDOW * peers)
-		if (lm_reactor_run_once(s->r, 1000000) < 0)
-			return -EIO;
-	int r = lm_server_emit(s->s, SIGNAL_NAME, buf, s->x->o->size);
-	if (r < 0) {
-		bench_fail(shm, 2, "lm_server_emit: %s", strerror(-r));
-		return r;
-	}
-	if (r != s->x->c->peers) {
-		bench_fail(shm, 2, "lm_server_emit reached %d of %d subscribers", r,
-			   s->x->c->peers);
+	if (lm_reactor_add_defer(s->r, &d, emit_burst_cb, &b) < 0)
 		return -EIO;
+	while (b.done < n && !b.err) {
+		bool open = emit_window_open(s, *sent);
+		if (open)
+			lm_source_set_enabled(d, true);
+		if (lm_reactor_run_once(s->r, open ? 0 : 1000000) < 0) {
+			b.err = -EIO;
+			break;
+		}
 	}
-	(*sent)++;
-	return 0;
+	lm_source_free(d);
+	return b.err;
 }
 
 static int srv_emit_throughput(struct srv *s)
@@ -237,17 +274,17 @@ static int srv_emit_throughput(struct srv *s)
 		return -ENOMEM;
 	if (srv_wait_subscribers(s, buf) < 0)
 		return -EIO;
-	for (uint64_t i = 0; i < x->o->warmup; i++)
-		if (srv_emit_stream(s, buf, BENCH_WARMUP, &sent) < 0)
-			return -EIO;
+	if (srv_emit_stream(s, buf, BENCH_WARMUP, &sent, x->o->warmup) < 0)
+		return -EIO;
 	uint64_t cpu0 = bench_cpu_ns(), t0 = bench_now();
 	while (bench_more(x, msgs, t0)) {
-		if (srv_emit_stream(s, buf, BENCH_DATA, &sent) < 0)
+		uint64_t n = x->o->count && x->o->count - msgs < 256 ? x->o->count - msgs : 256;
+		if (srv_emit_stream(s, buf, BENCH_DATA, &sent, n) < 0)
 			return -EIO;
-		if ((++msgs & 255) == 0)
-			__atomic_fetch_add(&x->shm->progress, 256, __ATOMIC_RELAXED);
+		msgs += n;
+		__atomic_fetch_add(&x->shm->progress, n, __ATOMIC_RELAXED);
 	}
-	if (srv_emit_stream(s, buf, BENCH_STOP, &sent) < 0)
+	if (srv_emit_stream(s, buf, BENCH_STOP, &sent, 1) < 0)
 		return -EIO;
 	/* Until every subscriber has everything: the queue drains meanwhile. */
 	while (__atomic_load_n(&x->shm->fan_last, __ATOMIC_ACQUIRE) < sent * (uint64_t)x->c->peers)

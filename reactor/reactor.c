@@ -390,12 +390,15 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		return -EINVAL;
 	if (r->dispatching)
 		return -EBUSY;
-	/* What was gathered outside dispatch goes out before we sleep. */
+	/* What was gathered outside dispatch goes out before we sleep; that
+	 * was work: do not sleep after it (a caller looping until its output
+	 * is written must not block once it is). */
 	if (!TAILQ_EMPTY(&r->flushes)) {
 		r->dispatching = true;
 		run_flushes(r);
 		r->dispatching = false;
 		collect_garbage(r);
+		timeout_ns = 0;
 	}
 	if (!TAILQ_EMPTY(&r->defers) || r->exit_requested)
 		timeout_ns = 0;

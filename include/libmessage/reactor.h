@@ -108,10 +108,12 @@ LM_EXPORT const char *lm_reactor_backend_name(const lm_reactor *r);
 LM_EXPORT int lm_reactor_run(lm_reactor *r);
 
 /*
- * One iteration: wait up to timeout_ns (-1 forever, 0 poll) for work, then
- * dispatch it. Returns the number of callbacks run (0 on timeout), or -errno
- * (-EBUSY from a callback). If lm_reactor_stop() was called during this
- * iteration, the exit sources run at its end.
+ * One iteration: write the connections' output gathered since the last one
+ * (lm_conn_cork(); if there was any, it does not block then), wait up to
+ * timeout_ns (-1 forever, 0 poll) for work, then dispatch it and write the
+ * output its callbacks gathered. Returns the number of callbacks run (0 on
+ * timeout), or -errno (-EBUSY from a callback). If lm_reactor_stop() was
+ * called during this iteration, the exit sources run at its end.
  */
 LM_EXPORT int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns);
 
