@@ -552,6 +552,8 @@ static void peer_drained(lm_conn *c, void *userdata)
 				count[b] = (uint8_t)(ps->dropped >> (8 * b));
 			err = send_msg(p->conn, LM_PROTO_DROPPED, 0, sig->name, sig->name_len,
 				       count, sizeof(count), s->max_message);
+			if (err == 0)
+				ps->dropped = 0; /* told: not again if the signal waits on */
 		}
 		if (err == 0)
 			err = lm_conn_send(p->conn, ps->held, ps->held_len);
