@@ -20,36 +20,42 @@ struct pending {
 	uint64_t deadline; /* monotonic ns, 0: none */
 };
 
+/* One allocation per subscription, its name inside: a signal that arrives
+ * touches this and nothing else of the client but its first fields. */
 struct sub {
 	TAILQ_ENTRY(sub) link;
-	char *name;
-	size_t name_len;
 	lm_signal_msg_cb cb;
 	void *userdata;
 	uint64_t dropped;
+	size_t name_len;
+	char name[]; /* NUL-terminated */
 };
 
 struct lm_client {
+	/* What every message that arrives looks at, together. */
+	lm_conn *conn;
+	size_t max_message;
+	enum lm_client_state state;
+	unsigned busy;
+	bool doomed;
+	TAILQ_HEAD(, sub) subs;
+
 	lm_reactor *r;
 	char *endpoint;
 	char *name;
 	struct lm_transport_options topts;
-	size_t max_message;
 	int64_t call_timeout, hs_timeout, rc_min, rc_max, backoff;
-	enum lm_client_state state;
-	lm_conn *conn;
 	lm_source *hs_timer, *rc_timer, *to_timer;
 	uint64_t to_deadline; /* when to_timer is due, 0: not armed */
+	/* Allocated by the first call: a client that only subscribes (or
+	 * never calls) does not carry max_pending slots. */
 	struct pending *pend;
 	uint16_t *free_slots;
 	unsigned max_pending, npending, nfree;
 	uint16_t gen;
 	uint32_t rnd;
-	TAILQ_HEAD(, sub) subs;
 	lm_client_state_cb state_cb;
 	void *state_ud;
-	unsigned busy;
-	bool doomed;
 	bool is_sync;       /* the private connection of another client */
 	lm_reactor *sync_r; /* private reactor of sync calls */
 	lm_client *sync;    /* private client on it */
@@ -104,9 +110,27 @@ static struct pending *pending_find(lm_client *c, uint32_t serial)
 {
 	unsigned slot = (serial & 0xffff) - 1;
 
-	if (slot >= c->max_pending || c->pend[slot].serial != serial || serial == 0)
+	if (!c->pend || slot >= c->max_pending || c->pend[slot].serial != serial || serial == 0)
 		return NULL;
 	return &c->pend[slot];
+}
+
+/* The slots, at the first call. 0 or -ENOMEM. */
+static int pending_alloc(lm_client *c)
+{
+	struct pending *pend = calloc(c->max_pending, sizeof(*pend));
+	uint16_t *free_slots = malloc(c->max_pending * sizeof(*free_slots));
+
+	if (!pend || !free_slots) {
+		free(pend);
+		free(free_slots);
+		return -ENOMEM;
+	}
+	c->pend = pend;
+	c->free_slots = free_slots;
+	for (unsigned i = 0; i < c->max_pending; i++)
+		c->free_slots[c->nfree++] = (uint16_t)(c->max_pending - 1 - i);
+	return 0;
 }
 
 static void pending_release(lm_client *c, struct pending *pd)
@@ -151,7 +175,7 @@ static void on_timeout(lm_source *s, uint64_t expirations, void *userdata)
 
 	c->to_deadline = 0;
 	client_enter(c);
-	for (unsigned i = 0; i < c->max_pending; i++) {
+	for (unsigned i = 0; c->pend && i < c->max_pending; i++) {
 		struct pending *pd = &c->pend[i];
 
 		if (!pd->serial || !pd->deadline)
@@ -226,12 +250,21 @@ static void handle_reply(lm_client *c, const struct lm_proto_msg *m)
 	free(emsg);
 }
 
+/* Names are short: compared here, not through a libc call on another page. */
+static inline bool name_eq(const char *a, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 static struct sub *sub_find(lm_client *c, const char *name, size_t nl)
 {
 	struct sub *sb;
 
 	TAILQ_FOREACH(sb, &c->subs, link)
-	if (sb->name_len == nl && memcmp(sb->name, name, nl) == 0)
+	if (sb->name_len == nl && name_eq(sb->name, name, nl))
 		return sb;
 	return NULL;
 }
@@ -257,7 +290,7 @@ static void handle_signal(lm_client *c, const struct lm_proto_msg *m)
 	sb->cb(c, sb->name, m->payload, m->payload_len, dropped, sb->userdata);
 }
 
-static void conn_message(lm_conn *conn, const void *data, size_t len, void *userdata)
+LM_PROTO_HOT static void conn_message(lm_conn *conn, const void *data, size_t len, void *userdata)
 {
 	lm_client *c = userdata;
 	struct lm_proto_msg m;
@@ -422,12 +455,8 @@ static int client_create(lm_client **ret, lm_reactor *r, const char *endpoint,
 	c->gen = (uint16_t)c->rnd;
 	c->endpoint = strdup(endpoint);
 	c->name = opts->name ? strdup(opts->name) : NULL;
-	c->pend = calloc(c->max_pending, sizeof(*c->pend));
-	c->free_slots = malloc(c->max_pending * sizeof(*c->free_slots));
-	if (!c->endpoint || (opts->name && !c->name) || !c->pend || !c->free_slots)
+	if (!c->endpoint || (opts->name && !c->name))
 		goto fail;
-	for (unsigned i = 0; i < c->max_pending; i++)
-		c->free_slots[c->nfree++] = (uint16_t)(c->max_pending - 1 - i);
 	if ((err = lm_reactor_add_timer(r, &c->hs_timer, 0, 0, on_hs_timeout, c)) < 0 ||
 	    (err = lm_reactor_add_timer(r, &c->rc_timer, 0, 0, on_reconnect, c)) < 0 ||
 	    (err = lm_reactor_add_timer(r, &c->to_timer, 0, 0, on_timeout, c)) < 0)
@@ -463,16 +492,13 @@ static void client_destroy(lm_client *c)
 		send_msg(c, LM_PROTO_BYE, 0, NULL, 0, NULL, 0);
 	lm_conn_free(c->conn);
 	c->conn = NULL;
-	if (c->pend) {
-		c->busy++; /* callbacks may call lm_client_free() again */
-		fail_all(c, -ECANCELED);
-	}
+	c->busy++; /* callbacks may call lm_client_free() again */
+	fail_all(c, -ECANCELED);
 	lm_source_free(c->hs_timer);
 	lm_source_free(c->rc_timer);
 	lm_source_free(c->to_timer);
 	while ((sb = TAILQ_FIRST(&c->subs))) {
 		TAILQ_REMOVE(&c->subs, sb, link);
-		free(sb->name);
 		free(sb);
 	}
 	if (c->sync) {
@@ -538,6 +564,8 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
 		return -EINVAL;
 	if (!c->conn)
 		return -ENOTCONN;
+	if (!c->pend && (err = pending_alloc(c)) < 0)
+		return err;
 	if (!c->nfree)
 		return -ENOBUFS;
 	pd = &c->pend[c->free_slots[c->nfree - 1]];
@@ -689,11 +717,10 @@ LM_EXPORT int lm_client_subscribe(lm_client *c, const char *signal, lm_signal_ms
 		return -EINVAL;
 	if (sub_find(c, signal, nl))
 		return -EEXIST;
-	sb = calloc(1, sizeof(*sb));
-	if (!sb || !(sb->name = strdup(signal))) {
-		free(sb);
+	sb = calloc(1, sizeof(*sb) + nl + 1);
+	if (!sb)
 		return -ENOMEM;
-	}
+	memcpy(sb->name, signal, nl + 1);
 	sb->name_len = nl;
 	sb->cb = cb;
 	sb->userdata = userdata;
@@ -725,7 +752,6 @@ LM_EXPORT int lm_client_unsubscribe(lm_client *c, const char *signal)
 	if (c->conn)
 		send_msg(c, LM_PROTO_UNSUBSCRIBE, 0, sb->name, sb->name_len, NULL, 0);
 	TAILQ_REMOVE(&c->subs, sb, link);
-	free(sb->name);
 	free(sb);
 	return 0;
 }

@@ -28,21 +28,24 @@ static inline uint32_t get32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-int lm__proto_name_ok(const char *name, size_t len)
+/* The bytes a name may hold: [A-Za-z0-9_.-]. A table, because every
+ * message decoded and every signal emitted checks its name. */
+static const uint8_t name_char[256] = {
+    ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['_'] = 1, ['.'] = 1, ['-'] = 1,
+};
+
+LM_PROTO_HOT int lm__proto_name_ok(const char *name, size_t len)
 {
 	if (len == 0 || len > LM_PROTO_MAX_NAME)
 		return 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)name[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-'))
+	for (size_t i = 0; i < len; i++)
+		if (!name_char[(unsigned char)name[i]])
 			return 0;
-	}
 	return 1;
 }
 
 /* What a kind says about its name: 0 must be empty, 1 required, 2 optional. */
-static int name_rule(uint8_t kind)
+LM_PROTO_HOT static int name_rule(uint8_t kind)
 {
 	switch (kind) {
 	case LM_PROTO_HELLO:
@@ -63,7 +66,7 @@ static int name_rule(uint8_t kind)
 	}
 }
 
-static int check_name(uint8_t kind, const char *name, size_t len)
+LM_PROTO_HOT static int check_name(uint8_t kind, const char *name, size_t len)
 {
 	int rule = name_rule(kind);
 
@@ -76,7 +79,8 @@ static int check_name(uint8_t kind, const char *name, size_t len)
 	return lm__proto_name_ok(name, len);
 }
 
-int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len, size_t max_message)
+LM_PROTO_HOT int lm__proto_decode(struct lm_proto_msg *ret, const void *data, size_t len,
+				  size_t max_message)
 {
 	const uint8_t *p = data;
 	size_t name_len, payload_len;
