@@ -41,7 +41,6 @@ struct fifo_conn {
 	int wfd;
 	int pidfd;  /* client side: the server's life */
 	int dirfd;  /* client side: to remove its FIFOs if the server never took them */
-	bool epipe; /* a write may fail with EPIPE (server side: the client may go) */
 	char c2s[160];
 	char s2c[160];
 	struct lm_peer_cred cred;
@@ -162,9 +161,12 @@ static int fifo_accept(void *lstate, void **cstate)
 	fc = conn_alloc();
 	if (!fc)
 		return -ENOMEM;
+	/* s2c O_RDWR: a reader always exists (ourselves), so our writes never
+	 * raise SIGPIPE and cost no signal-mask syscalls. The client's death
+	 * shows as end of file on c2s. */
 	err = fc->rfd = open_fifo(fl->dirfd, c2s, O_RDONLY, &rst);
 	if (err >= 0)
-		err = fc->wfd = open_fifo(fl->dirfd, s2c, O_WRONLY, &wst);
+		err = fc->wfd = open_fifo(fl->dirfd, s2c, O_RDWR, &wst);
 	/* Both ends are open (or the client is gone): the names are done. */
 	unlinkat(fl->dirfd, c2s, 0);
 	unlinkat(fl->dirfd, s2c, 0);
@@ -178,7 +180,6 @@ static int fifo_accept(void *lstate, void **cstate)
 	fc->cred.uid = rst.st_uid;
 	fc->cred.gid = rst.st_gid;
 	fc->cred.pid = req.pid; /* as the client says: FIFOs cannot tell */
-	fc->epipe = true;
 	*cstate = fc;
 	return 1;
 }
@@ -269,9 +270,9 @@ static int fifo_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 
 	while (*progress < total) {
 		int k = lm__frame_slice(v, &hdr, iov, iovcnt, *progress, total - *progress);
-		/* The client holds its c2s O_RDWR, so its writes never raise
-		 * SIGPIPE: one writev, without the signal mask dance. */
-		ssize_t n = fc->epipe ? lm__writev_nosigpipe(fc->wfd, v, k) : writev(fc->wfd, v, k);
+		/* Each side holds its writing end O_RDWR, so a write never
+		 * raises SIGPIPE: one writev, without the signal mask dance. */
+		ssize_t n = writev(fc->wfd, v, k);
 
 		if (n < 0) {
 			if (errno == EAGAIN)
@@ -389,9 +390,7 @@ static int fifo_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	struct fifo_conn *fc = cstate;
 
 	while (*progress < len) {
-		struct iovec v = {(void *)(buf + *progress), len - *progress};
-		ssize_t n =
-		    fc->epipe ? lm__writev_nosigpipe(fc->wfd, &v, 1) : writev(fc->wfd, &v, 1);
+		ssize_t n = write(fc->wfd, buf + *progress, len - *progress);
 
 		if (n < 0) {
 			if (errno == EAGAIN)
