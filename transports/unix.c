@@ -21,8 +21,9 @@
  * exactly UNIT bytes, the last one shorter. Datagrams are never empty, so a
  * read of 0 bytes is the end of the connection.
  */
-#define UNIT  (64u * 1024)
-#define BATCH 32 /* datagrams per sendmmsg */
+#define UNIT       (64u * 1024)
+#define BATCH      32 /* datagrams per sendmmsg */
+#define SEND_FLAGS (MSG_NOSIGNAL | MSG_DONTWAIT)
 
 struct unix_listener {
 	int fd;
@@ -260,7 +261,11 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 			mv[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[k], .msg_iovlen = 1}};
 			off += iv[k].iov_len;
 		}
-		sent = sendmmsg(uc->fd, mv, (unsigned)k, MSG_NOSIGNAL | MSG_DONTWAIT);
+		/* One datagram (a reply, most often): sendmsg is the cheaper call. */
+		if (k > 1)
+			sent = sendmmsg(uc->fd, mv, (unsigned)k, SEND_FLAGS);
+		else
+			sent = sendmsg(uc->fd, &mv[0].msg_hdr, SEND_FLAGS) < 0 ? -1 : 1;
 		if (sent < 0) {
 			if (errno == EAGAIN || errno == ENOBUFS)
 				return 0;
