@@ -231,7 +231,10 @@ static void rec_kill(struct uring_backend *b, struct uring_rec *rec)
 
 static int uring_init(void **ret)
 {
-	struct io_uring_params p = {.flags = IORING_SETUP_SUBMIT_ALL};
+	/* COOP_TASKRUN: completions wait for our next entry into the kernel
+	 * rather than interrupting us in user space (we enter to wait anyway);
+	 * a sleeping task is still woken. */
+	struct io_uring_params p = {.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN};
 	struct io_uring_probe *probe;
 	const char *env = getenv("LM_URING_ENTRIES");
 	unsigned entries = URING_DEFAULT_ENTRIES;
@@ -252,7 +255,7 @@ static int uring_init(void **ret)
 	TAILQ_INIT(&b->ready);
 	err = io_uring_queue_init_params(entries, &b->ring, &p);
 	if (err == -EINVAL) {
-		/* Kernel older than 5.18: no SUBMIT_ALL. */
+		/* Kernel older than 5.19: no COOP_TASKRUN (5.18: no SUBMIT_ALL). */
 		p = (struct io_uring_params){0};
 		err = io_uring_queue_init_params(entries, &b->ring, &p);
 	}
