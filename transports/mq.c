@@ -17,17 +17,18 @@
  * collide; a connection's are that plus ".<pid>.<n>.c2s" and ".s2c", made by
  * the client (O_EXCL, 0600) and unlinked by the server once it holds them.
  *
- * Framing, with no header (mq_send takes one buffer: a header would cost a
- * copy): a message is cut into units of exactly msgsize bytes followed by
- * one shorter unit, possibly empty. A unit shorter than msgsize ends a
- * message, so a small message is one mq_send of the caller's own bytes.
+ * Framing (frame.c): messages packed into units of at most msgsize bytes,
+ * a bigger one cut into units of exactly msgsize bytes and a shorter last.
+ * A gathered batch goes one unit per mq_send, many messages in each.
  *
  * Queues have no end of file: each side watches the other's life through a
  * pidfd (the server's pid from the name's lock file, the client's from its
  * request). mq_notify is not used: see docs/transports.md.
  */
-#define REQ_MAGIC 0x6c6d6d31u /* "lmm1" */
-#define UNIT_MAX  (1u << 20)  /* the largest msgsize we accept from a peer's queue */
+#define REQ_MAGIC  0x6c6d6d31u /* "lmm1" */
+#define UNIT_MAX   (1u << 20)  /* the largest msgsize we accept from a peer's queue */
+#define UNIT_MIN   64          /* and the smallest */
+#define STACK_UNIT 4096        /* a unit this small is gathered on the stack */
 
 struct mq_req {
 	uint32_t magic;
@@ -49,10 +50,8 @@ struct mq_conn {
 	char c2s[300]; /* client side: its queues, if the server never took them */
 	char s2c[300];
 	struct lm_peer_cred cred;
-	unsigned char *scratch; /* gathers a unit of a multi-iovec message */
-	unsigned char *abuf;
-	size_t acap;
-	size_t afill;
+	unsigned char *scratch; /* gathers a unit bigger than STACK_UNIT */
+	struct lm__unpack un;   /* a big message being reassembled */
 };
 
 static long proc_long(const char *path, long dflt)
@@ -206,7 +205,7 @@ static int unit_size(mqd_t q, size_t *ret)
 
 	if (mq_getattr(q, &a) < 0)
 		return -errno;
-	if (a.mq_msgsize <= 0 || (size_t)a.mq_msgsize > UNIT_MAX)
+	if (a.mq_msgsize < UNIT_MIN || (size_t)a.mq_msgsize > UNIT_MAX)
 		return -EPROTO;
 	*ret = (size_t)a.mq_msgsize;
 	return 0;
@@ -353,91 +352,69 @@ static int mq_fds(void *cstate, struct lm_transport_fds *ret)
 	return 0;
 }
 
-static void gather(unsigned char *dst, const struct iovec *iov, int iovcnt, size_t off, size_t n)
+/* One unit: [off, off + n) of the message's encoding, gathered into one
+ * buffer unless it is one piece of the caller's. */
+static int send_unit(struct mq_conn *mc, const struct iovec *v, int k, size_t n)
 {
-	for (int i = 0; i < iovcnt && n; i++) {
-		size_t len = iov[i].iov_len;
+	unsigned char stack[STACK_UNIT], *p = stack;
+	const char *q = v[0].iov_base;
 
-		if (off >= len) {
-			off -= len;
-			continue;
+	if (k > 1) {
+		if (n > sizeof(stack)) {
+			if (!mc->scratch && !(mc->scratch = malloc(mc->wunit)))
+				return -ENOMEM;
+			p = mc->scratch;
 		}
-		len -= off;
-		if (len > n)
-			len = n;
-		memcpy(dst, (const char *)iov[i].iov_base + off, len);
-		dst += len;
-		n -= len;
-		off = 0;
+		q = (const char *)p;
+		for (int i = 0; i < k; i++) {
+			memcpy(p, v[i].iov_base, v[i].iov_len);
+			p += v[i].iov_len;
+		}
 	}
+	while (mq_send(mc->wq, q, n, 0) < 0) {
+		if (errno == EAGAIN)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 1;
 }
 
 static int mq_conn_send(void *cstate, const struct iovec *iov, int iovcnt, size_t len,
 			size_t *progress)
 {
 	struct mq_conn *mc = cstate;
-	size_t units = len / mc->wunit + 1;
+	uint32_t hdr = (uint32_t)len;
+	size_t total = len + sizeof(hdr);
+	struct iovec v[LM_MAX_IOV + 1];
 
-	while (*progress < units) {
-		size_t off = *progress * mc->wunit;
-		size_t n = len - off < mc->wunit ? len - off : mc->wunit;
-		const char *p = "";
+	while (*progress < total) {
+		size_t n = total - *progress < mc->wunit ? total - *progress : mc->wunit;
+		int k = lm__frame_slice(v, &hdr, iov, iovcnt, *progress, n);
+		int ret = send_unit(mc, v, k, n);
 
-		if (n && iovcnt == 1) {
-			p = (const char *)iov[0].iov_base + off;
-		} else if (n) {
-			if (!mc->scratch && !(mc->scratch = malloc(mc->wunit)))
-				return -ENOMEM;
-			gather(mc->scratch, iov, iovcnt, off, n);
-			p = (const char *)mc->scratch;
-		}
-		if (mq_send(mc->wq, p, n, 0) < 0) {
-			if (errno == EAGAIN)
-				return 0;
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		(*progress)++;
+		if (ret <= 0)
+			return ret;
+		*progress += n;
 	}
 	return 1;
 }
 
-/* Append one unit to the message being reassembled; deliver it if done. */
-static int reassemble(lm_conn *c, struct mq_conn *mc, const unsigned char *unit, size_t n)
+static int mq_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
 {
-	size_t max = lm_conn_max_message(c);
-	int ret;
+	struct mq_conn *mc = cstate;
+	size_t f = 0;
 
-	if (mc->afill + n > max)
-		return -EMSGSIZE;
-	if (mc->afill + n > mc->acap) {
-		size_t cap = mc->acap ? mc->acap * 2 : 4 * mc->runit;
-		unsigned char *p;
+	while (*progress < len) {
+		struct iovec v = {(void *)(buf + *progress), 0};
+		int ret;
 
-		if (cap < mc->afill + n)
-			cap = mc->afill + n;
-		if (cap > max)
-			cap = max;
-		p = realloc(mc->abuf, cap);
-		if (!p)
-			return -ENOMEM;
-		mc->abuf = p;
-		mc->acap = cap;
+		v.iov_len = lm__frame_next(buf, len, &f, *progress, mc->wunit);
+		ret = send_unit(mc, &v, 1, v.iov_len);
+		if (ret <= 0)
+			return ret;
+		*progress += v.iov_len;
 	}
-	memcpy(mc->abuf + mc->afill, unit, n);
-	mc->afill += n;
-	if (n == mc->runit)
-		return 1;
-	n = mc->afill;
-	mc->afill = 0;
-	ret = lm_transport_deliver(c, mc->abuf, n);
-	if (ret < 0)
-		return ret;
-	/* Big buffers are not kept between big messages. */
-	free(mc->abuf);
-	mc->abuf = NULL;
-	mc->acap = 0;
 	return 1;
 }
 
@@ -456,10 +433,10 @@ static int mq_conn_receive(lm_conn *c, void *cstate)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		ret = errno == EAGAIN ? 0 : -errno;
-	else if ((size_t)n < mc->runit && mc->afill == 0)
-		ret = lm_transport_deliver(c, buf, (size_t)n) < 0 ? -ECANCELED : 1;
+	else if (mc->un.buf)
+		ret = lm__unpack_fragment(c, &mc->un, buf, (size_t)n, mc->runit);
 	else
-		ret = reassemble(c, mc, buf, (size_t)n);
+		ret = lm__unpack_unit(c, &mc->un, buf, (size_t)n, mc->runit);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
 }
@@ -495,7 +472,7 @@ static void mq_conn_free(void *cstate)
 	struct mq_conn *mc = cstate;
 
 	free(mc->scratch);
-	free(mc->abuf);
+	free(mc->un.buf);
 	free(mc);
 }
 
@@ -508,6 +485,7 @@ const struct lm_transport_ops lm__transport_mq = {
     .connect = mq_connect,
     .fds = mq_fds,
     .send = mq_conn_send,
+    .send_batch = mq_send_batch,
     .receive = mq_conn_receive,
     .peer_cred = mq_peer_cred,
     .close = mq_conn_close,

@@ -108,31 +108,6 @@ int lm__name_check(const char *name)
 	return 0;
 }
 
-int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *iov, int iovcnt,
-		    size_t off, size_t n)
-{
-	size_t end = off + n, pos = 0;
-	int k = 0;
-
-	for (int i = -1; i < iovcnt && pos < end; i++) {
-		const char *base = i < 0 ? (const char *)hdr : iov[i].iov_base;
-		size_t len = i < 0 ? sizeof(*hdr) : iov[i].iov_len;
-		size_t lo = pos, hi = pos + len;
-
-		pos = hi;
-		if (hi <= off || len == 0)
-			continue;
-		if (lo < off)
-			base += off - lo, lo = off;
-		if (hi > end)
-			hi = end;
-		out[k].iov_base = (void *)base;
-		out[k].iov_len = hi - lo;
-		k++;
-	}
-	return k;
-}
-
 ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt)
 {
 	static const struct timespec zero = {0, 0};

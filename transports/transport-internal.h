@@ -40,14 +40,14 @@ struct lm_conn {
 	size_t olen, ocap, ohead, oprog;
 	size_t queued;          /* payload bytes in obuf, for max_queue */
 	struct lm__flush flush; /* queued on the reactor while gathering */
-	int busy;       /* depth of our own dispatch: release memory after it */
-	int reason;     /* why it closed, for the deferred callback */
-	bool tp_closed; /* ops->close() ran */
-	bool closed;    /* broken: sends get -ECONNRESET */
-	bool notified;  /* the closed callback ran (or will not) */
-	bool freed;     /* lm_conn_free() was called */
+	int busy;               /* depth of our own dispatch: release memory after it */
+	int reason;             /* why it closed, for the deferred callback */
+	bool tp_closed;         /* ops->close() ran */
+	bool closed;            /* broken: sends get -ECONNRESET */
+	bool notified;          /* the closed callback ran (or will not) */
+	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
-	bool corked;    /* lm_conn_cork(): gather outside dispatch too */
+	bool corked; /* lm_conn_cork(): gather outside dispatch too */
 };
 
 struct lm_listener {
@@ -78,6 +78,29 @@ int lm__name_check(const char *name);
  * [off, off + n) of that encoding; returns the number of iovecs. */
 int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *iov, int iovcnt,
 		    size_t off, size_t n);
+/* Packed framing over units (unix datagrams, mq messages; see frame.c).
+ * lm__frame_size: the encoded size of the message at p. lm__frame_next: the
+ * length of the unit of buf[0, len) that starts at off, *f being the start of
+ * a message at or before off (moved to the one containing off). */
+size_t lm__frame_size(const unsigned char *p);
+size_t lm__frame_next(const unsigned char *buf, size_t len, size_t *f, size_t off, size_t unit);
+
+/* Receiving side: a big message being reassembled. */
+struct lm__unpack {
+	unsigned char *buf; /* NULL: none */
+	size_t total, fill;
+};
+/* Deliver the messages of one unit (keeping a big message's start):
+ * 1, or -errno (-ECANCELED: c was closed or freed by its user). */
+int lm__unpack_unit(lm_conn *c, struct lm__unpack *u, const unsigned char *buf, size_t n,
+		    size_t unit);
+/* The size the next fragment of u's message must have. */
+size_t lm__unpack_want(const struct lm__unpack *u, size_t unit);
+/* Add the next fragment (copied unless it was received in place, at
+ * u->buf + u->fill); deliver the message when whole. Returns as above. */
+int lm__unpack_fragment(lm_conn *c, struct lm__unpack *u, const unsigned char *buf, size_t n,
+			size_t unit);
+
 /* Write with SIGPIPE blocked in this thread and any SIGPIPE the write
  * raised consumed, leaving mask and pending signals as they were. */
 ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);

@@ -13,13 +13,10 @@
 #include "transport-internal.h"
 
 /*
- * Framing: a message is its length (4 bytes, host order) and its payload.
- * A datagram holds one or more whole messages back to back, at most UNIT
- * bytes in all (a batch of small ones is one sendmmsg entry and one recvmsg),
- * or the start of one message too big for that: exactly UNIT bytes, the
- * length and UNIT - 4 bytes of payload, the rest following in datagrams of
- * exactly UNIT bytes, the last one shorter. Datagrams are never empty, so a
- * read of 0 bytes is the end of the connection.
+ * Framing (frame.c): messages packed into datagrams of at most UNIT bytes, a
+ * bigger one cut into datagrams of exactly UNIT bytes and a shorter last.
+ * Datagrams are never empty, so a read of 0 bytes is the end of the
+ * connection.
  */
 #define UNIT       (64u * 1024)
 #define BATCH      32 /* datagrams per sendmmsg */
@@ -34,9 +31,7 @@ struct unix_listener {
 struct unix_conn {
 	int fd;
 	struct ucred cred;
-	unsigned char *abuf; /* a message being reassembled */
-	size_t atotal;
-	size_t afill;
+	struct lm__unpack un; /* a big message being reassembled */
 };
 
 static int sock_addr(struct sockaddr_un *sa, int dirfd, const char *file)
@@ -221,27 +216,6 @@ static ssize_t recv_unit(int fd, void *buf, size_t size)
 	return n;
 }
 
-static size_t frame_size(const unsigned char *p)
-{
-	uint32_t len;
-
-	memcpy(&len, p, sizeof(len));
-	return sizeof(len) + len;
-}
-
-/* The next datagram of buf from off, where the message containing off
- * starts at f: a fragment of a big message, or small messages packed. */
-static size_t next_datagram(const unsigned char *buf, size_t len, size_t f, size_t off)
-{
-	size_t n, fl = frame_size(buf + f);
-
-	if (off > f || fl > UNIT)
-		return f + fl - off < UNIT ? f + fl - off : UNIT;
-	for (n = 0; f < len && (fl = frame_size(buf + f)) <= UNIT - n; f += fl)
-		n += fl;
-	return n;
-}
-
 static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
 {
 	struct unix_conn *uc = cstate;
@@ -254,10 +228,8 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 		int k, sent;
 
 		for (k = 0; k < BATCH && off < len; k++) {
-			while (g + frame_size(buf + g) <= off)
-				g += frame_size(buf + g);
-			iv[k] =
-			    (struct iovec){(void *)(buf + off), next_datagram(buf, len, g, off)};
+			iv[k] = (struct iovec){(void *)(buf + off),
+					       lm__frame_next(buf, len, &g, off, UNIT)};
 			mv[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[k], .msg_iovlen = 1}};
 			off += iv[k].iov_len;
 		}
@@ -275,66 +247,8 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 		}
 		for (int i = 0; i < sent; i++)
 			*progress += iv[i].iov_len;
-		while (f < len && f + frame_size(buf + f) <= *progress)
-			f += frame_size(buf + f);
-	}
-	return 1;
-}
-
-/* The rest of a big message: the next fragment lands in place, no copy. */
-static int receive_fragment(lm_conn *c, struct unix_conn *uc)
-{
-	size_t want = uc->atotal - uc->afill < UNIT ? uc->atotal - uc->afill : UNIT;
-	ssize_t n = recv_unit(uc->fd, uc->abuf + uc->afill, want);
-
-	if (n <= 0)
-		return (int)n;
-	if ((size_t)n != want)
-		return -EPROTO;
-	uc->afill += want;
-	if (uc->afill == uc->atotal) {
-		unsigned char *m = uc->abuf;
-		int ret;
-
-		uc->abuf = NULL;
-		ret = lm_transport_deliver(c, m, uc->atotal);
-		free(m);
-		if (ret < 0)
-			return ret;
-	}
-	return 1;
-}
-
-/* Hand out the messages of one datagram; a big one's first part is kept. */
-static int deliver_datagram(lm_conn *c, struct unix_conn *uc, const unsigned char *buf, size_t n)
-{
-	size_t off = 0, max = lm_conn_max_message(c);
-	uint32_t total;
-
-	while (off < n) {
-		if (n - off < sizeof(total))
-			return -EPROTO;
-		memcpy(&total, buf + off, sizeof(total));
-		if (total > max)
-			return -EMSGSIZE;
-		if (total <= n - off - sizeof(total)) {
-			int ret = lm_transport_deliver(c, buf + off + sizeof(total), total);
-
-			if (ret < 0)
-				return ret;
-			off += sizeof(total) + total;
-			continue;
-		}
-		/* Only a datagram of one big message's start may end short of it. */
-		if (off != 0 || n != UNIT)
-			return -EPROTO;
-		uc->abuf = malloc(total);
-		if (!uc->abuf)
-			return -ENOMEM;
-		memcpy(uc->abuf, buf + sizeof(total), n - sizeof(total));
-		uc->atotal = total;
-		uc->afill = n - sizeof(total);
-		break;
+		if (sent == k)
+			f = g;
 	}
 	return 1;
 }
@@ -347,13 +261,17 @@ static int unix_receive(lm_conn *c, void *cstate)
 	ssize_t n;
 	int ret;
 
-	if (uc->abuf)
-		return receive_fragment(c, uc);
+	/* The rest of a big message: the next fragment lands in place. */
+	if (uc->un.buf) {
+		buf = uc->un.buf + uc->un.fill;
+		n = recv_unit(uc->fd, buf, lm__unpack_want(&uc->un, UNIT));
+		return n <= 0 ? (int)n : lm__unpack_fragment(c, &uc->un, buf, (size_t)n, UNIT);
+	}
 	buf = lm__reactor_scratch_take(r, UNIT);
 	if (!buf)
 		return -ENOMEM;
 	n = recv_unit(uc->fd, buf, UNIT);
-	ret = n <= 0 ? (int)n : deliver_datagram(c, uc, buf, (size_t)n);
+	ret = n <= 0 ? (int)n : lm__unpack_unit(c, &uc->un, buf, (size_t)n, UNIT);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
 }
@@ -383,7 +301,7 @@ static void unix_free(void *state)
 {
 	struct unix_conn *uc = state;
 
-	free(uc->abuf);
+	free(uc->un.buf);
 	free(uc);
 }
 

@@ -285,7 +285,7 @@ static void raw_fifo(const char *dir, const char *name, const void *bytes, size_
 	_exit(0);
 }
 
-static void raw_mq(const char *name, size_t units)
+static void raw_mq(const char *name, const void *bytes, size_t n)
 {
 	struct {
 		uint32_t magic;
@@ -294,7 +294,6 @@ static void raw_mq(const char *name, size_t units)
 	} req = {0x6c6d6d31u, getpid(), ""};
 	struct mq_attr a = {.mq_maxmsg = 10, .mq_msgsize = 2048};
 	char base[300], c2s[400], s2c[400];
-	static char unit[2048];
 	mqd_t w, r, l;
 
 	if (mq_name(base, sizeof(base), name) < 0)
@@ -309,16 +308,9 @@ static void raw_mq(const char *name, size_t units)
 		_exit(errno == EMFILE ? 77 : 3);
 	if (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
 		_exit(3);
-	memset(unit, 0xff, sizeof(unit));
-	/* Full units that never end: a message that grows past any limit. */
-	for (size_t i = 0; i < units; i++) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
-		if (mq_timedsend(w, unit, sizeof(unit), 0, &ts) < 0)
-			_exit(0); /* the server stopped reading: closed */
-	}
+	/* The bytes are one unit, as a datagram is for unix. */
+	if (mq_send(w, bytes, n, 0) < 0)
+		_exit(4);
 	sleep(5);
 	_exit(0);
 }
@@ -338,6 +330,6 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
 	else if (!strcmp(scheme, "fifo"))
 		raw_fifo(dir, name, bytes, n);
 	else
-		raw_mq(name, (2u << 20) / 2048);
+		raw_mq(name, bytes, n);
 	_exit(9);
 }
