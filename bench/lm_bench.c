@@ -49,6 +49,19 @@ void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err)
+{
+	struct rlimit rl;
+
+	if (err == -EMFILE && x->c->tp == TP_MQ && getrlimit(RLIMIT_MSGQUEUE, &rl) == 0)
+		bench_fail(x->shm, 1,
+			   "client %d: RLIMIT_MSGQUEUE (ulimit -q: %lu KiB for all of this "
+			   "user's queues) is used up; each connection is two queues",
+			   x->index, (unsigned long)(rl.rlim_cur >> 10));
+	else
+		bench_fail(x->shm, 2, "client %d: connect %s: %s", x->index, ep, strerror(-err));
+}
+
 /* Shared (not private) futexes: the word lives in memory shared across fork. */
 void bench_futex_wait(uint32_t *addr, uint32_t val)
 {
@@ -510,6 +523,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(ready[0]);
 	close(ctl[0]);
+	if (c->impl != IMPL_FLOOR && c->tp == TP_MQ)
+		bench_reclaim_mq(&x);
 	remove_dir(runtime_dir);
 	if (c->impl == IMPL_FLOOR && c->tp == TP_MQ)
 		unlink_floor_queues(tag, c->peers);

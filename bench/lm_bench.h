@@ -119,6 +119,12 @@ uint64_t bench_now(void);
 uint64_t bench_cpu_ns(void);
 void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Client x could not connect to ep (err): "n/a" where a kernel limit of this
+ * machine refused it (mq: RLIMIT_MSGQUEUE), else a failure. */
+void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err);
+/* After a libmessage mq case: remove what a killed server left in the
+ * system's queue namespace (its listener queue, its clients' queues). */
+void bench_reclaim_mq(const struct bench_ctx *x);
 void bench_futex_wait(uint32_t *addr, uint32_t val);
 void bench_futex_wake(uint32_t *addr);
 /* The number of measured messages wanted, or the end time when by duration. */

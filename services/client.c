@@ -57,6 +57,7 @@ struct lm_client {
 	lm_client_state_cb state_cb;
 	void *state_ud;
 	bool is_sync;       /* the private connection of another client */
+	bool corked;        /* lm_client_cork(): kept across reconnections */
 	lm_reactor *sync_r; /* private reactor of sync calls */
 	lm_client *sync;    /* private client on it */
 };
@@ -359,6 +360,8 @@ static int try_connect(lm_client *c)
 	err = lm_conn_connect(&c->conn, c->r, c->endpoint, &c->topts, &conn_callbacks, c);
 	if (err < 0)
 		return err;
+	if (c->corked)
+		lm_conn_cork(c->conn, true);
 	err = send_msg(c, LM_PROTO_HELLO, 0, c->name, c->name ? strlen(c->name) : 0, NULL, 0);
 	TAILQ_FOREACH(sb, &c->subs, link)
 	{
@@ -405,6 +408,10 @@ static void on_reconnect(lm_source *s, uint64_t expirations, void *userdata)
 	err = try_connect(c);
 	if (err < 0) {
 		schedule_reconnect(c);
+		/* Each failed attempt is told, with its reason. */
+		client_enter(c);
+		set_state(c, LM_CLIENT_DISCONNECTED, err);
+		client_leave(c);
 		return;
 	}
 	client_enter(c);
@@ -547,6 +554,21 @@ LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c)
 LM_EXPORT size_t lm_client_pending(const lm_client *c)
 {
 	return c ? c->npending : 0;
+}
+
+LM_EXPORT int lm_client_cork(lm_client *c, bool on)
+{
+	if (!c || c->is_sync)
+		return -EINVAL;
+	c->corked = on;
+	return c->conn ? lm_conn_cork(c->conn, on) : 0;
+}
+
+LM_EXPORT int lm_client_flush(lm_client *c)
+{
+	if (!c || c->is_sync)
+		return -EINVAL;
+	return c->conn ? lm_conn_flush(c->conn) : -ENOTCONN;
 }
 
 LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *payload, size_t len,

@@ -421,6 +421,50 @@ SVC_TEST(calls_sync_async_deferred_error_unknown)
 	stop_server(pid);
 }
 
+SVC_TEST(corked_calls_pipelined)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	static struct result res[50];
+	char msg[16];
+
+	cr_assert_eq(lm_client_cork(NULL, true), -EINVAL);
+	cr_assert_eq(lm_client_flush(NULL), -EINVAL);
+	cr_assert_eq(lm_client_cork(c, true), 0);
+	wait_connected(r, c);
+	completions = 0;
+	memset(res, 0, sizeof(res));
+	for (int i = 0; i < 50; i++) {
+		snprintf(msg, sizeof(msg), "call %d", i);
+		cr_assert_eq(lm_client_call(c, "echo", msg, strlen(msg), -1, on_reply, &res[i]), 0);
+	}
+	cr_assert_eq(lm_client_flush(c), 0);
+	cr_assert(run_until(r, &res[49].done, 5 * SEC));
+	for (int i = 0; i < 50; i++) {
+		snprintf(msg, sizeof(msg), "call %d", i);
+		cr_assert_eq(res[i].status, 0);
+		cr_assert_eq(res[i].len, strlen(msg));
+		cr_assert(!memcmp(res[i].payload, msg, res[i].len), "reply %d is wrong", i);
+		cr_assert_eq(res[i].order, i + 1, "replies out of order");
+	}
+	/* Uncorking writes what was gathered; the reactor's next round would too. */
+	cr_assert_eq(lm_client_call(c, "echo", "last", 4, -1, on_reply, &res[0]), 0);
+	res[0].done = false;
+	cr_assert_eq(lm_client_cork(c, false), 0);
+	cr_assert(run_until(r, &res[0].done, 5 * SEC));
+	cr_assert_eq(res[0].len, 4);
+	/* No connection: nothing to flush. */
+	stop_server(pid);
+	for (int i = 0; i < 250 && lm_client_get_state(c) != LM_CLIENT_DISCONNECTED; i++)
+		lm_reactor_run_once(r, 20 * MS);
+	cr_assert_eq(lm_client_get_state(c), LM_CLIENT_DISCONNECTED);
+	cr_assert_eq(lm_client_flush(c), -ENOTCONN);
+	lm_client_free(c);
+	lm_reactor_free(r);
+}
+
 SVC_TEST(introspect)
 {
 	lm_test_runtime_dir();
@@ -492,6 +536,12 @@ SVC_TEST(timeout_and_pending_limit)
 	stop_server(pid);
 }
 
+static void on_attempt(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	cr_assert_eq(st, LM_CLIENT_DISCONNECTED);
+	*(int *)ud = reason;
+}
+
 SVC_TEST(call_while_server_gone)
 {
 	lm_test_runtime_dir();
@@ -500,9 +550,16 @@ SVC_TEST(call_while_server_gone)
 	lm_client *c = client_for(k, r, &o);
 	struct lm_reply *reply;
 	struct result res = {0};
+	int reason = 0;
 	pid_t pid;
 
 	cr_assert_eq(lm_client_get_state(c), LM_CLIENT_DISCONNECTED);
+	/* Failed attempts are told, with why. */
+	lm_client_set_state_cb(c, on_attempt, &reason);
+	for (int i = 0; i < 100 && reason == 0; i++)
+		lm_reactor_run_once(r, 20 * MS);
+	cr_assert(reason == -ENOENT || reason == -ECONNREFUSED, "reason %d", reason);
+	lm_client_set_state_cb(c, NULL, NULL);
 	cr_assert_eq(lm_client_call(c, "echo", NULL, 0, -1, on_reply, &res), -ENOTCONN);
 	cr_assert_eq(lm_client_call_sync(c, "echo", NULL, 0, -1, &reply), -ENOTCONN);
 	cr_assert_not(res.done);

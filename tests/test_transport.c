@@ -1023,3 +1023,51 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
+
+/* Queues of clients that died before their request was taken are removed
+ * when the listener closes, and when a dead server's listener is reclaimed:
+ * nothing holds the user's RLIMIT_MSGQUEUE after everyone is gone. */
+LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
+{
+	lm_reactor *r;
+	lm_listener *l;
+	char c2s[512], ep[64];
+	pid_t server;
+	mqd_t q;
+	int st, ready;
+	char byte;
+
+	if (strcmp(scheme, "mq"))
+		cr_skip_test("mq only: the other transports' names go with their runtime directory");
+	r = setup(scheme, backend);
+	snprintf(ep, sizeof(ep), "mq:%s", NAME);
+	/* A listener that is freed without ever accepting. */
+	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
+	st = lm_tt_mq_request_and_die(NAME, c2s, sizeof(c2s));
+	if (st == 77)
+		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
+	cr_assert_eq(st, 128 + SIGKILL);
+	q = mq_open(c2s, O_RDONLY | O_NONBLOCK);
+	cr_assert_neq(q, (mqd_t)-1, "the client's queue %s is not there: %s", c2s, strerror(errno));
+	mq_close(q);
+	lm_listener_free(l);
+	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the listener",
+		     c2s);
+	cr_assert_eq(errno, ENOENT);
+	/* A server killed with a request waiting: the next listener cleans up. */
+	ready = lm_tt_fork_server(ep, &server);
+	cr_assert_geq(ready, 0);
+	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
+	close(ready);
+	st = lm_tt_mq_request_and_die(NAME, c2s, sizeof(c2s));
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	if (st == 77)
+		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
+	cr_assert_eq(st, 128 + SIGKILL);
+	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
+	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1,
+		     "%s outlived the dead server", c2s);
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}

@@ -119,6 +119,36 @@ static bool queue_is_ours(mqd_t q)
 	return fstat(q, &st) == 0 && st.st_uid == geteuid();
 }
 
+/* A valid request, its id made a string; false for anything else. */
+static bool request_ok(struct mq_req *req, ssize_t n)
+{
+	req->id[sizeof(req->id) - 1] = 0;
+	return n == sizeof(*req) && req->magic == REQ_MAGIC && req->pid > 0 && req->id[0] &&
+	       strspn(req->id, "0123456789.") == strlen(req->id);
+}
+
+/*
+ * Requests nobody will take (the listener closes, or is a dead server's):
+ * remove the queues their clients made, which would otherwise outlive a
+ * client that dies waiting and hold the user's RLIMIT_MSGQUEUE. A live
+ * client keeps its open queues, sees the server go by its pidfd and closes.
+ */
+static void drop_requests(mqd_t q, const char *qname)
+{
+	struct mq_req req;
+	char path[300];
+	ssize_t n;
+
+	while ((n = mq_receive(q, (char *)&req, sizeof(req), NULL)) >= 0 || errno == EINTR) {
+		if (n < 0 || !request_ok(&req, n))
+			continue;
+		snprintf(path, sizeof(path), "%s.%s.c2s", qname, req.id);
+		mq_unlink(path);
+		snprintf(path, sizeof(path), "%s.%s.s2c", qname, req.id);
+		mq_unlink(path);
+	}
+}
+
 static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 {
 	struct mq_listener *ml = calloc(1, sizeof(*ml));
@@ -146,14 +176,16 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 			mqd_t old = mq_open(ml->qname, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 			bool ours = old != (mqd_t)-1 && queue_is_ours(old);
 
-			if (old != (mqd_t)-1)
-				mq_close(old);
 			if (ours) {
 				/* A dead server's requests are never read as new. */
 				lm_log_debug("mq:%s: replacing the queue of a dead server", name);
+				drop_requests(old, ml->qname);
 				mq_unlink(ml->qname);
-				continue;
 			}
+			if (old != (mqd_t)-1)
+				mq_close(old);
+			if (ours)
+				continue;
 		}
 		if (err == EEXIST) {
 			lm_log_error("mq:%s: refused: a foreign queue %s is at the name", name,
@@ -181,6 +213,7 @@ static void mq_listen_close(void *lstate)
 	struct mq_listener *ml = lstate;
 
 	mq_unlink(ml->qname);
+	drop_requests(ml->q, ml->qname);
 	mq_close(ml->q);
 	free(ml);
 }
@@ -224,9 +257,7 @@ static int mq_accept(void *lstate, void **cstate)
 	n = mq_receive(ml->q, (char *)&req, sizeof(req), NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-	req.id[sizeof(req.id) - 1] = 0;
-	if (n != sizeof(req) || req.magic != REQ_MAGIC || req.pid <= 0 || !req.id[0] ||
-	    strspn(req.id, "0123456789.") != strlen(req.id)) {
+	if (!request_ok(&req, n)) {
 		lm_log_warn("mq: malformed connection request dropped");
 		return -EPROTO;
 	}

@@ -191,7 +191,10 @@ LM_EXPORT void lm_call_set_abandoned_cb(lm_call *call, lm_call_abandoned_cb cb, 
 
 /* ---- client operations ---- */
 
-/* Be told of connection state changes (NULL to stop). */
+/* Be told of connection state changes (NULL to stop). DISCONNECTED comes
+ * when a connection ends and again after each failed reconnection attempt,
+ * its reason saying why (-ENOENT: no server; -EAGAIN: the server's backlog is
+ * full; -EMFILE: out of fds or, on mq, of RLIMIT_MSGQUEUE; ...). */
 LM_EXPORT void lm_client_set_state_cb(lm_client *c, lm_client_state_cb cb, void *userdata);
 LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c);
 LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c);
@@ -234,6 +237,19 @@ LM_EXPORT int lm_client_unsubscribe(lm_client *c, const char *signal);
 
 /* Number of calls waiting for their reply. */
 LM_EXPORT size_t lm_client_pending(const lm_client *c);
+
+/*
+ * Pipelining calls from outside the reactor's callbacks: each call is then
+ * one syscall, unless the client is corked. Corked (on), calls are gathered
+ * and written together (many per syscall) by lm_client_flush(), by
+ * lm_client_cork(c, false), when 64 KiB are gathered, or by the reactor's
+ * next iteration before it waits. Kept across reconnections. Calls made in
+ * callbacks are gathered anyway. 0 or -EINVAL.
+ */
+LM_EXPORT int lm_client_cork(lm_client *c, bool on);
+/* Write the gathered calls now: 0, -EAGAIN (the kernel is full: the rest
+ * leaves when it can), -ENOTCONN (no connection), -ECONNRESET, -EINVAL. */
+LM_EXPORT int lm_client_flush(lm_client *c);
 
 #ifdef __cplusplus
 }

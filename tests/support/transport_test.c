@@ -244,6 +244,7 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 /* ---- raw peers that speak each transport's framing badly ---- */
 
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 
 static void raw_unix(const char *dir, const char *name, const void *bytes, size_t n)
@@ -285,7 +286,10 @@ static void raw_fifo(const char *dir, const char *name, const void *bytes, size_
 	_exit(0);
 }
 
-static void raw_mq(const char *name, const void *bytes, size_t n)
+static mqd_t raw_mq_w;
+
+/* Make a connection's queues (id <pid>.77) and send the request. */
+static void mq_request(const char *name)
 {
 	struct {
 		uint32_t magic;
@@ -304,13 +308,26 @@ static void raw_mq(const char *name, const void *bytes, size_t n)
 	w = mq_open(c2s, O_CREAT | O_EXCL | O_WRONLY, 0600, &a);
 	r = mq_open(s2c, O_CREAT | O_EXCL | O_RDONLY, 0600, &a);
 	l = mq_open(base, O_WRONLY);
-	if (w == (mqd_t)-1 || r == (mqd_t)-1)
-		_exit(errno == EMFILE ? 77 : 3);
+	if (w == (mqd_t)-1 || r == (mqd_t)-1) {
+		int err = errno;
+
+		mq_unlink(c2s);
+		mq_unlink(s2c);
+		_exit(err == EMFILE ? 77 : 3);
+	}
 	if (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
 		_exit(3);
+	raw_mq_w = w;
+}
+
+static void raw_mq(const char *name, const void *bytes, size_t n)
+{
+	mq_request(name);
 	/* The bytes are one unit, as a datagram is for unix. */
-	if (mq_send(w, bytes, n, 0) < 0)
+	if (n && mq_send(raw_mq_w, bytes, n, 0) < 0)
 		_exit(4);
+	if (n == 0)
+		raise(SIGKILL); /* dies holding nothing but the names */
 	sleep(5);
 	_exit(0);
 }
@@ -332,4 +349,23 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
 	else
 		raw_mq(name, bytes, n);
 	_exit(9);
+}
+
+int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size)
+{
+	char base[300];
+	int status;
+	pid_t pid;
+
+	if (mq_name(base, sizeof(base), name) < 0)
+		return -errno;
+	pid = lm_test_fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		raw_mq(name, NULL, 0);
+	snprintf(c2s, size, "%s.%d.77.c2s", base, (int)pid);
+	if (waitpid(pid, &status, 0) != pid)
+		return -errno;
+	return WIFSIGNALED(status) ? (int)WTERMSIG(status) + 128 : WEXITSTATUS(status);
 }

@@ -94,7 +94,13 @@ void lm_tt_foreign_remove(const char *scheme, const char *name);
 int lm_tt_fork_server(const char *endpoint, pid_t *pid);
 
 /* Fork a raw client of scheme's listener at name that sends bytes (for mq:
- * full units without end, a message past any limit) and then idles. */
+ * as one unit) and then idles. */
 pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes, size_t n);
+
+/* mq: a client that makes its two queues, asks the listener at name for a
+ * connection and dies at once (SIGKILL), before anyone took the request.
+ * c2s gets the name of one of its queues. The child's exit status (77:
+ * RLIMIT_MSGQUEUE is used up), or -errno. */
+int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size);
 
 #endif
