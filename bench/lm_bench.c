@@ -68,6 +68,13 @@ void bench_futex_wait(uint32_t *addr, uint32_t val)
 	syscall(SYS_futex, addr, FUTEX_WAIT, val, NULL, NULL, 0);
 }
 
+void bench_futex_wait_for(uint32_t *addr, uint32_t val, long ns)
+{
+	struct timespec ts = {ns / 1000000000, ns % 1000000000};
+
+	syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
 void bench_futex_wake(uint32_t *addr)
 {
 	syscall(SYS_futex, addr, FUTEX_WAKE, 1, NULL, NULL, 0);

@@ -126,6 +126,8 @@ void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err);
  * system's queue namespace (its listener queue, its clients' queues). */
 void bench_reclaim_mq(const struct bench_ctx *x);
 void bench_futex_wait(uint32_t *addr, uint32_t val);
+/* The same, for at most ns nanoseconds. */
+void bench_futex_wait_for(uint32_t *addr, uint32_t val, long ns);
 void bench_futex_wake(uint32_t *addr);
 /* The number of measured messages wanted, or the end time when by duration. */
 bool bench_more(const struct bench_ctx *x, uint64_t done, uint64_t t_start);

@@ -38,14 +38,15 @@ def main(paths):
                     order.append(key)
                 rows[key].append(o)
     print("| mode | transport | cpu | case | backend | peers | runs | p50 µs | p99 µs | msgs/s "
-          "| **x50** | x50 range | **x99** | x99 range | **rate/floor** | rate range |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| **x50** | x50 range | **x99** | x99 range | **rate/floor** | rate range "
+          "| wake/s max | RSS B/idle client |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in order:
         runs = [o for o in rows[key] if o.get("status") == "ok"]
         if not runs:
             o = rows[key][0]
             why = "%s: %s" % (o.get("status"), o.get("why", o.get("reason", "")))
-            print("| %s | %s | %s | %s | %s | %s | 0 | %s |||||||||" % (key + (why,)))
+            print("| %s | %s | %s | %s | %s | %s | 0 | %s |||||||||||" % (key + (why,)))
             continue
 
         def med(field):
@@ -59,14 +60,17 @@ def main(paths):
         def fmt(v, f):
             return f % v if v is not None else "-"
 
+        wakes = [o["wake_per_s"] for o in runs if o.get("wake_per_s") is not None]
         print("| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | **%s** | %s | **%s** | %s "
-              "| **%s** | %s |" % (
+              "| **%s** | %s | %s | %s |" % (
             key[0], key[1], key[2], key[3], key[4], key[5], len(runs),
             fmt(med("p50_us"), "%.1f"), fmt(med("p99_us"), "%.1f"),
             fmt(med("msgs_per_s"), "%.0f"),
             fmt(med("ratio_p50"), "%.2f"), rng("ratio_p50"),
             fmt(med("ratio_p99"), "%.2f"), rng("ratio_p99"),
-            fmt(med("rate_ratio"), "%.2f"), rng("rate_ratio")))
+            fmt(med("rate_ratio"), "%.2f"), rng("rate_ratio"),
+            fmt(max(wakes) if wakes else None, "%.1f"),
+            fmt(med("server_rss_per_idle_client"), "%.0f")))
 
 
 if __name__ == "__main__":
