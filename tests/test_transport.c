@@ -210,6 +210,45 @@ LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 	lm_reactor_free(r);
 }
 
+/* Small messages and big ones (several units each) queued together before
+ * the receiver reads: unix reads several datagrams per syscall once it sees
+ * them come in a stream, and a big message's fragments may then arrive in
+ * the same batch as small ones. */
+LM_TRANSPORT_TEST(transport, small_and_big_interleaved, .timeout = 60)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	static unsigned char big[100 * 1024], want[100 * 1024];
+	size_t expect = 0, bytes = 0;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	for (unsigned round = 0; round < 20; round++) {
+		for (uint64_t i = 0; i < 7; i++) {
+			uint64_t v = round * 8 + i;
+
+			cr_assert_eq(lm_conn_send(cl.c, &v, sizeof(v)), 0);
+			bytes += sizeof(v);
+		}
+		lm_tt_pattern(big, sizeof(big), round);
+		cr_assert_eq(lm_conn_send(cl.c, big, sizeof(big)), 0);
+		bytes += sizeof(big);
+		expect += 8;
+		cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == expect, 10),
+			  "round %u: %zu of %zu", round, s.peers[0].received, expect);
+		lm_tt_pattern(want, sizeof(want), round);
+		cr_assert_eq(s.peers[0].last_len, sizeof(big));
+		cr_assert(!memcmp(s.peers[0].last, want, sizeof(want)),
+			  "round %u: big message damaged", round);
+	}
+	cr_assert_eq(s.peers[0].bytes, bytes);
+	cr_assert_eq(s.peers[0].closed, 0);
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
 static void raise_mq_limit(const char *scheme)
 {
 	struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
@@ -1038,7 +1077,8 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 	char byte;
 
 	if (strcmp(scheme, "mq"))
-		cr_skip_test("mq only: the other transports' names go with their runtime directory");
+		cr_skip_test(
+		    "mq only: the other transports' names go with their runtime directory");
 	r = setup(scheme, backend);
 	snprintf(ep, sizeof(ep), "mq:%s", NAME);
 	/* A listener that is freed without ever accepting. */
@@ -1066,8 +1106,8 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
 	cr_assert_eq(st, 128 + SIGKILL);
 	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
-	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1,
-		     "%s outlived the dead server", c2s);
+	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the dead server",
+		     c2s);
 	lm_listener_free(l);
 	lm_reactor_free(r);
 }
