@@ -62,17 +62,23 @@ void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err)
 		bench_fail(x->shm, 2, "client %d: connect %s: %s", x->index, ep, strerror(-err));
 }
 
-/* Shared (not private) futexes: the word lives in memory shared across fork. */
-void bench_futex_wait(uint32_t *addr, uint32_t val)
+void bench_endpoint(const struct bench_ctx *x, char *buf, size_t n)
 {
-	syscall(SYS_futex, addr, FUTEX_WAIT, val, NULL, NULL, 0);
+	snprintf(buf, n, "%s:%s-%u", bench_tp_name(x->c->tp),
+		 x->c->impl == IMPL_CONN ? "bench" : "svc", x->tag);
 }
 
+/* Shared (not private) futexes: the word lives in memory shared across fork. */
 void bench_futex_wait_for(uint32_t *addr, uint32_t val, long ns)
 {
 	struct timespec ts = {ns / 1000000000, ns % 1000000000};
 
-	syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, NULL, 0);
+	syscall(SYS_futex, addr, FUTEX_WAIT, val, ns < 0 ? NULL : &ts, NULL, 0);
+}
+
+void bench_futex_wait(uint32_t *addr, uint32_t val)
+{
+	bench_futex_wait_for(addr, val, -1);
 }
 
 void bench_futex_wake(uint32_t *addr)

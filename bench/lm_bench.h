@@ -122,11 +122,14 @@ void bench_fail(struct bench_shm *shm, int level, const char *fmt, ...)
 /* Client x could not connect to ep (err): "n/a" where a kernel limit of this
  * machine refused it (mq: RLIMIT_MSGQUEUE), else a failure. */
 void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err);
+/* The libmessage endpoint of x's case ("<transport>:bench-<tag>" for lm_conn,
+ * "...:svc-<tag>" for the services layer). */
+void bench_endpoint(const struct bench_ctx *x, char *buf, size_t n);
 /* After a libmessage mq case: remove what a killed server left in the
  * system's queue namespace (its listener queue, its clients' queues). */
 void bench_reclaim_mq(const struct bench_ctx *x);
 void bench_futex_wait(uint32_t *addr, uint32_t val);
-/* The same, for at most ns nanoseconds. */
+/* The same, for at most ns nanoseconds (ns < 0: no limit). */
 void bench_futex_wait_for(uint32_t *addr, uint32_t val, long ns);
 void bench_futex_wake(uint32_t *addr);
 /* The number of measured messages wanted, or the end time when by duration. */

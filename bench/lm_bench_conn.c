@@ -32,11 +32,6 @@ int bench_conn_available(char *why, size_t size)
 	return -ENOSYS;
 }
 
-static void endpoint(const struct bench_ctx *x, char *buf, size_t n)
-{
-	snprintf(buf, n, "%s:bench-%u", bench_tp_name(x->c->tp), x->tag);
-}
-
 /* The library's own error lines would break the table; the reason of a
  * failure reaches the table through bench_fail(). */
 static void quiet_log(enum lm_log_level level, const char *msg, void *userdata)
@@ -221,7 +216,7 @@ int bench_conn_server(struct bench_ctx *x)
 	s.conns = calloc((size_t)(x->c->peers + x->o->idle_clients), sizeof(*s.conns));
 	if (!s.conns || new_reactor(x, &s.r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	r = lm_listener_new(&l, s.r, ep, NULL, srv_accept, &s);
 	if (r < 0) {
 		bench_fail(x->shm, 1, "lm_listener_new(%s): %s", ep, strerror(-r));
@@ -364,7 +359,7 @@ int bench_conn_client(struct bench_ctx *x)
 	cl.buf = malloc(cl.cap);
 	if (!cl.buf || new_reactor(x, &cl.r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	int r;
 	/* -EAGAIN: the listener's backlog is full (many clients at once). */
 	for (uint64_t t0 = bench_now();;) {
@@ -415,7 +410,7 @@ int bench_conn_crowd(struct bench_ctx *x)
 	int n = x->o->idle_clients;
 	if (new_reactor(x, &r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	for (int i = 0; i < n; i++) {
 		lm_conn *c;
 		int e = lm_conn_connect(&c, r, ep, NULL, &crowd_cbs, &cr);
@@ -450,11 +445,11 @@ void bench_reclaim_mq(const struct bench_ctx *x)
 {
 	lm_reactor *r;
 	lm_listener *l;
-	char ep[64];
+	char ep[128];
 
 	if (lm_reactor_new(&r, NULL) < 0)
 		return;
-	snprintf(ep, sizeof(ep), "mq:%s-%u", x->c->impl == IMPL_CONN ? "bench" : "svc", x->tag);
+	bench_endpoint(x, ep, sizeof(ep));
 	if (lm_listener_new(&l, r, ep, NULL, noop_accept, NULL) == 0)
 		lm_listener_free(l);
 	lm_reactor_free(r);

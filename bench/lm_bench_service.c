@@ -44,11 +44,6 @@ static void quiet_log(enum lm_log_level level, const char *msg, void *userdata)
 {
 }
 
-static void endpoint(const struct bench_ctx *x, char *buf, size_t n)
-{
-	snprintf(buf, n, "%s:svc-%u", bench_tp_name(x->c->tp), x->tag);
-}
-
 static int new_reactor(struct bench_ctx *x, lm_reactor **ret)
 {
 	lm_set_log_handler(quiet_log, NULL);
@@ -314,7 +309,7 @@ int bench_service_server(struct bench_ctx *x)
 
 	if (new_reactor(x, &s.r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	r = lm_server_new(&s.s, s.r, ep, NULL);
 	if (r >= 0)
 		r = lm_server_add_methods(s.s, srv_methods, 1, &s);
@@ -522,7 +517,7 @@ int bench_service_client(struct bench_ctx *x)
 	cl.buf = malloc(cl.cap);
 	if (!cl.buf || new_reactor(x, &cl.r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	struct lm_client_options co = {.max_pending = 128};
 	int r = lm_client_new(&cl.c, cl.r, ep, &co);
 	if (r >= 0 &&
@@ -576,7 +571,7 @@ int bench_service_crowd(struct bench_ctx *x)
 	int n = x->o->idle_clients;
 	if (new_reactor(x, &r) < 0)
 		return 1;
-	endpoint(x, ep, sizeof(ep));
+	bench_endpoint(x, ep, sizeof(ep));
 	for (int i = 0; i < n; i++) {
 		lm_client *c;
 		int e = lm_client_new(&c, r, ep, NULL);

@@ -40,14 +40,14 @@ struct lm_conn {
 	size_t olen, ocap, ohead, oprog;
 	size_t queued;          /* payload bytes in obuf, for max_queue */
 	struct lm__flush flush; /* queued on the reactor while gathering */
-	int busy;               /* depth of our own dispatch: release memory after it */
-	int reason;             /* why it closed, for the deferred callback */
-	bool tp_closed;         /* ops->close() ran */
-	bool closed;            /* broken: sends get -ECONNRESET */
-	bool notified;          /* the closed callback ran (or will not) */
-	bool freed;             /* lm_conn_free() was called */
+	int busy;       /* depth of our own dispatch: release memory after it */
+	int reason;     /* why it closed, for the deferred callback */
+	bool tp_closed; /* ops->close() ran */
+	bool closed;    /* broken: sends get -ECONNRESET */
+	bool notified;  /* the closed callback ran (or will not) */
+	bool freed;     /* lm_conn_free() was called */
 	bool want_out;
-	bool corked; /* lm_conn_cork(): gather outside dispatch too */
+	bool corked;    /* lm_conn_cork(): gather outside dispatch too */
 };
 
 struct lm_listener {

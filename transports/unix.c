@@ -204,24 +204,6 @@ static int unix_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 	return 1;
 }
 
-static ssize_t recv_unit(int fd, void *buf, size_t size)
-{
-	struct iovec v = {buf, size};
-	struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1};
-	ssize_t n;
-
-	do
-		n = recvmsg(fd, &mh, MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EAGAIN ? 0 : errno == ECONNRESET ? -ECONNRESET : -errno;
-	if (n == 0)
-		return -ECONNRESET;
-	if (mh.msg_flags & MSG_TRUNC)
-		return -EPROTO; /* a datagram bigger than the framing allows */
-	return n;
-}
-
 static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
 {
 	struct unix_conn *uc = cstate;
@@ -307,11 +289,11 @@ static int unix_receive(lm_conn *c, void *cstate)
 
 	/* The rest of a big message: the next fragment lands in place. */
 	if (uc->un.buf) {
-		ssize_t k;
-
-		buf = uc->un.buf + uc->un.fill;
-		k = recv_unit(uc->fd, buf, lm__unpack_want(&uc->un, UNIT));
-		return k <= 0 ? (int)k : lm__unpack_fragment(c, &uc->un, buf, (size_t)k, UNIT);
+		iv[0] = (struct iovec){uc->un.buf + uc->un.fill, lm__unpack_want(&uc->un, UNIT)};
+		mv[0] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[0], .msg_iovlen = 1}};
+		if (recv_datagrams(uc->fd, mv, 1) < 0)
+			return errno == EAGAIN ? 0 : -errno;
+		return take_datagram(c, uc, &mv[0], iv[0].iov_base);
 	}
 	/*
 	 * A peer that sends many datagrams (not gathered: one call per
@@ -332,7 +314,7 @@ static int unix_receive(lm_conn *c, void *cstate)
 	}
 	n = recv_datagrams(uc->fd, mv, vlen);
 	if (n < 0)
-		ret = errno == EAGAIN ? 0 : errno == ECONNRESET ? -ECONNRESET : -errno;
+		ret = errno == EAGAIN ? 0 : -errno;
 	else if (vlen > 1)
 		uc->batch = n > 1; /* c is still alive here */
 	for (int i = 0; i < n && ret > 0; i++)

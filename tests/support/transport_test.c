@@ -286,10 +286,9 @@ static void raw_fifo(const char *dir, const char *name, const void *bytes, size_
 	_exit(0);
 }
 
-static mqd_t raw_mq_w;
-
-/* Make a connection's queues (id <pid>.77) and send the request. */
-static void mq_request(const char *name)
+/* Make a connection's queues (id <pid>.77), send the request, and return
+ * the client's writing queue. */
+static mqd_t mq_request(const char *name)
 {
 	struct {
 		uint32_t magic;
@@ -317,14 +316,15 @@ static void mq_request(const char *name)
 	}
 	if (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
 		_exit(3);
-	raw_mq_w = w;
+	return w;
 }
 
 static void raw_mq(const char *name, const void *bytes, size_t n)
 {
-	mq_request(name);
+	mqd_t w = mq_request(name);
+
 	/* The bytes are one unit, as a datagram is for unix. */
-	if (n && mq_send(raw_mq_w, bytes, n, 0) < 0)
+	if (n && mq_send(w, bytes, n, 0) < 0)
 		_exit(4);
 	if (n == 0)
 		raise(SIGKILL); /* dies holding nothing but the names */
