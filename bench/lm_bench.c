@@ -308,7 +308,7 @@ static pid_t spawn(struct bench_ctx *x, bool server, int close_fds[2], const sig
 	int rc;
 	if (x->index == -2)
 		rc = x->c->impl == IMPL_CONN ? bench_conn_crowd(x) : bench_service_crowd(x);
-	else if (x->c->impl == IMPL_FLOOR)
+	else if (x->c->impl == IMPL_FLOOR || x->c->impl == IMPL_LOOP)
 		rc = server ? bench_floor_server(x) : bench_floor_client(x);
 	else if (x->c->impl == IMPL_CONN)
 		rc = server ? bench_conn_server(x) : bench_conn_client(x);
@@ -448,7 +448,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 
 	*r = (struct bench_result){.c = *c, .wake_per_s = -1, .rss_per_idle_client = -1};
 	cpu_label(c->cpu, r->cpu, sizeof(r->cpu));
-	snprintf(label, sizeof(label), "%s %s %s", bench_mode_name(c->mode), bench_tp_name(c->tp),
+	snprintf(label, sizeof(label), "%s %s %s%s", bench_mode_name(c->mode), bench_tp_name(c->tp),
+		 c->impl == IMPL_LOOP ? "loop " : "",
 		 c->impl == IMPL_FLOOR ? "floor" : bench_backend_name(c->backend));
 	if (c->cpu == CPU_SPLIT && cpus[1] < 0) {
 		r->status = 1;
@@ -501,7 +502,8 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		on_interrupt(0);
 	} else {
 		int client_close[2] = {ready[0], ctl[1]};
-		if (c->mode == MODE_CALL && c->impl != IMPL_FLOOR && o->idle_clients > 0)
+		if (c->mode == MODE_CALL && c->impl != IMPL_FLOOR && c->impl != IMPL_LOOP &&
+		    o->idle_clients > 0)
 			start_crowd(&x, r, client_close, &old);
 		for (int i = 0; i < c->peers && !interrupted; i++) {
 			x.index = i;
@@ -536,10 +538,11 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(ready[0]);
 	close(ctl[0]);
-	if (c->impl != IMPL_FLOOR && c->tp == TP_MQ)
+	bool bare = c->impl == IMPL_FLOOR || c->impl == IMPL_LOOP;
+	if (!bare && c->tp == TP_MQ)
 		bench_reclaim_mq(&x);
 	remove_dir(runtime_dir);
-	if (c->impl == IMPL_FLOOR && c->tp == TP_MQ)
+	if (bare && c->tp == TP_MQ)
 		unlink_floor_queues(tag, c->peers);
 
 	if (interrupted > 0) {
@@ -617,9 +620,14 @@ int main(int argc, char **argv)
 				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
 						? o.clients
 						: o.subscribers;
-				struct bench_case cs[7];
+				struct bench_case cs[9];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
+				for (int b = 1; b <= 2 && !o.floor_only; b++)
+					if ((m == MODE_CALL || m == MODE_SIGNAL) &&
+					    (o.backends & (1u << b)))
+						cs[nc++] = (struct bench_case){m, tp,  IMPL_LOOP,
+									       b, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (o.backends & (1u << b))
 						cs[nc++] = (struct bench_case){m, tp,  IMPL_CONN,

@@ -18,6 +18,8 @@ enum bench_impl {
 	IMPL_CONN,    /* transport.h connections through the reactor */
 	IMPL_SERVICE, /* service.h: calls, emit, pipelined calls */
 	IMPL_EMIT,    /* service.h, throughput only: pipelined lm_server_emit */
+	IMPL_LOOP,    /* call and signal only: the floor's messages, each receive
+		       * after a readiness wait (epoll or io_uring poll) */
 };
 
 #define BENCH_MAX_PEERS 1000

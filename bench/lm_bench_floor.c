@@ -1,16 +1,122 @@
 /* lm-bench: the floor, the same messages over bare blocking sockets, FIFOs or POSIX queues. */
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <mqueue.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "lm_bench.h"
+
+/*
+ * The readiness loop (case "loop"): the floor's messages and fds, but each
+ * receive waits first for readiness the way an event loop must, then reads
+ * what is there: epoll_wait() (level-triggered), or a one-shot io_uring poll
+ * per fd, re-armed after each report and submitted with the next wait (how
+ * libmessage's io_uring backend gets level triggering). No library: the
+ * lowest an epoll- or io_uring-driven library can reach, so that a
+ * libmessage case's distance to it is the library's own cost, and the
+ * loop's distance to the floor that of readiness-based I/O.
+ */
+#define LOOP_BATCH 64
+static struct loop {
+	int backend; /* 0: none (the floor), else enum lm_backend: 1 epoll, 2 io_uring */
+	int ep;
+	struct io_uring ring;
+	int *fds; /* by index */
+	int nfds;
+	int ready[LOOP_BATCH];
+	int nready, pos;
+} loop;
+
+static int loop_init(struct bench_ctx *x, int nfds)
+{
+	int err;
+
+	if (x->c->impl != IMPL_LOOP)
+		return 0;
+	loop.backend = x->c->backend;
+	loop.fds = calloc((size_t)nfds, sizeof(*loop.fds));
+	if (!loop.fds)
+		return -ENOMEM;
+	if (loop.backend == 1) {
+		loop.ep = epoll_create1(EPOLL_CLOEXEC);
+		err = loop.ep < 0 ? -errno : 0;
+	} else {
+		err = io_uring_queue_init(LOOP_BATCH * 2, &loop.ring, 0);
+	}
+	if (err < 0)
+		bench_fail(x->shm, 1, "%s: %s", loop.backend == 1 ? "epoll" : "io_uring",
+			   strerror(-err));
+	return err;
+}
+
+static int loop_arm(int idx)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop.ring);
+
+	if (!sqe) {
+		io_uring_submit(&loop.ring);
+		sqe = io_uring_get_sqe(&loop.ring);
+	}
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, loop.fds[idx], POLLIN);
+	io_uring_sqe_set_data64(sqe, (uint64_t)idx);
+	return 0;
+}
+
+static int loop_add(int fd, int idx)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)idx};
+
+	loop.fds[idx] = fd;
+	if (loop.backend == 1)
+		return epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+	return loop_arm(idx);
+}
+
+/* The index of the next readable fd, waiting as long as it takes. */
+static long loop_next(void)
+{
+	while (loop.pos == loop.nready) {
+		loop.pos = loop.nready = 0;
+		if (loop.backend == 1) {
+			struct epoll_event ev[LOOP_BATCH];
+			int n = epoll_wait(loop.ep, ev, LOOP_BATCH, -1);
+			if (n < 0 && errno != EINTR)
+				return -errno;
+			for (int i = 0; i < n; i++)
+				loop.ready[loop.nready++] = (int)ev[i].data.u32;
+		} else {
+			struct io_uring_cqe *cqe;
+			unsigned head, k = 0;
+			int r = io_uring_submit_and_wait(&loop.ring, 1);
+			if (r < 0 && r != -EINTR)
+				return r;
+			io_uring_for_each_cqe(&loop.ring, head, cqe)
+			{
+				if (cqe->res < 0)
+					return cqe->res;
+				if (loop.nready < LOOP_BATCH)
+					loop.ready[loop.nready++] = (int)cqe->user_data;
+				k++;
+			}
+			io_uring_cq_advance(&loop.ring, k);
+		}
+	}
+	int idx = loop.ready[loop.pos++];
+	/* Re-armed now, submitted by the next wait, after this fd's read. */
+	if (loop.backend == 2 && loop_arm(idx) < 0)
+		return -EBUSY;
+	return idx;
+}
 
 /* One client's two directions; for unix both are the same socket, for mq the
  * fds are mqd_t (descriptors on Linux, so poll() works). */
@@ -82,6 +188,11 @@ static long link_recv(void *p, void *buf, size_t cap)
 {
 	struct link *l = p;
 	ssize_t n;
+	if (loop.backend && loop.nfds == 1) {
+		long r = loop_next();
+		if (r < 0)
+			return r;
+	}
 	switch (l->tp) {
 	case TP_UNIX:
 		n = recv(l->rfd, buf, cap, 0);
@@ -192,6 +303,13 @@ static long recv_any(struct link *links, int n, struct pollfd *pfds, int *from, 
 		*from = 0;
 		return link_recv(&links[0], buf, cap);
 	}
+	if (loop.backend) {
+		long r = loop_next();
+		if (r < 0)
+			return r;
+		*from = (int)r;
+		return link_recv(&links[r], buf, cap);
+	}
 	for (;;) {
 		/* Round robin over the ready ones, so no client starves. */
 		for (int k = 0; k < n; k++) {
@@ -241,6 +359,12 @@ int bench_floor_server(struct bench_ctx *x)
 		return 1;
 	for (int i = 0; i < n; i++)
 		pfds[i] = (struct pollfd){.fd = links[i].rfd, .events = POLLIN};
+	if (loop_init(x, n) < 0)
+		return 1;
+	loop.nfds = n;
+	for (int i = 0; loop.backend && x->c->mode == MODE_CALL && i < n; i++)
+		if (loop_add(links[i].rfd, i) < 0)
+			return 1;
 
 	uint64_t cpu0 = 0, t0 = 0, msgs = 0;
 	struct bench_hdr *h = (struct bench_hdr *)buf;
@@ -343,6 +467,13 @@ int bench_floor_client(struct bench_ctx *x)
 			bench_fail(x->shm, 2, "floor open %s: %s", path, strerror(errno));
 			return 1;
 		}
+	}
+	if (loop_init(x, 1) < 0)
+		return 1;
+	loop.nfds = 1;
+	if (loop.backend && loop_add(l.rfd, 0) < 0) {
+		bench_fail(x->shm, 2, "loop: %s", strerror(errno));
+		return 1;
 	}
 	struct bench_io io = {.send = link_send, .recv = link_recv, .flush = link_flush, .p = &l};
 	return bench_client_run(x, &io);

@@ -7,7 +7,7 @@
 
 static const char *impl_name(enum bench_impl i)
 {
-	static const char *const names[] = {"floor", "lm_conn", "lm_service", "lm_emit"};
+	static const char *const names[] = {"floor", "lm_conn", "lm_service", "lm_emit", "loop"};
 	return names[i];
 }
 
@@ -198,7 +198,9 @@ int bench_write_plot(const char *path, struct bench_result *rs, int n)
 		if (!h || !h->count)
 			continue;
 		const char *col = colors[shown % 10];
-		const char *dash = rs[i].c.impl == IMPL_FLOOR ? " stroke-dasharray=\"5,3\"" : "";
+		const char *dash = rs[i].c.impl == IMPL_FLOOR  ? " stroke-dasharray=\"5,3\""
+				   : rs[i].c.impl == IMPL_LOOP ? " stroke-dasharray=\"2,2\""
+							       : "";
 		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"",
 			col, dash);
 		/* Stop where the data runs out: 1/(1-p) cannot pass the count. */

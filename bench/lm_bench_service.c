@@ -121,14 +121,17 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 			   s->x->c->peers);
 		return -EIO;
 	}
-	/* Whatever the kernel did not take (a subscriber's full queue, filled
-	 * by the probes before it read) goes out when the reactor sees room:
-	 * the futex alone would wait for an ack that cannot come. */
+	/* Straight to the futex, as the floor's emitter: the kernel took the
+	 * emission (lm_server_emit writes at once outside callbacks). What it
+	 * did not take (a subscriber's queue full of the probes it had not
+	 * read yet) goes out when the reactor sees room: the futex alone would
+	 * wait for an ack that cannot come, so the reactor runs once after each
+	 * millisecond without every ack. */
 	uint32_t v;
 	while ((v = __atomic_load_n(&shm->fan_ack, __ATOMIC_ACQUIRE)) < (uint32_t)r) {
-		if (lm_reactor_run_once(s->r, 0) > 0)
-			continue;
 		bench_futex_wait_for(&shm->fan_ack, v, 1000000);
+		if (__atomic_load_n(&shm->fan_ack, __ATOMIC_ACQUIRE) < (uint32_t)r)
+			lm_reactor_run_once(s->r, 0);
 	}
 	return r;
 }

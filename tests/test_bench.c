@@ -213,7 +213,7 @@ Test(bench_args, help_explains_every_field, .timeout = 30)
 			       "--count",       "--duration",  "--warmup",   "--clients",
 			       "--subscribers", "--cpu",       "--json",     "--plot",
 			       "p50",           "msgs/s",      "cpu_us/msg", "wake/s",
-			       "x50",           "x99",         "floor"};
+			       "x50",           "x99",         "floor",      "loop"};
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		cr_assert(strstr(r.out, words[i]), "--help lacks %s", words[i]);
 }
@@ -237,7 +237,8 @@ static int check_json(const char *out, const char *mode, int *ok_floor)
 		}
 		if (strstr(l, "\"status\":\"n/a\""))
 			cr_assert(strstr(l, "\"why\":\""), "n/a without a reason: %s", l);
-		if (strstr(l, "\"impl\":\"lm_conn\"") && strstr(l, "\"status\":\"ok\""))
+		if ((strstr(l, "\"impl\":\"lm_conn\"") || strstr(l, "\"impl\":\"loop\"")) &&
+		    strstr(l, "\"status\":\"ok\""))
 			cr_assert(strstr(l, "\"ratio_p50\":"), "no ratio to the floor: %s", l);
 	}
 	free(copy);
@@ -253,8 +254,8 @@ Test(bench_run, call_every_transport_json_and_reaped, .timeout = 120)
 				   "epoll", "--count", "200", "--warmup", "10", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* Per transport: floor, lm_conn epoll, lm_service. */
-	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 9, "%s", r.out);
+	/* Per transport: floor, loop, lm_conn, lm_service (epoll each). */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 12, "%s", r.out);
 	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
@@ -269,9 +270,47 @@ Test(bench_run, signal_every_transport_json_and_reaped, .timeout = 120)
 				   "10", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 9, "%s", r.out);
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 12, "%s", r.out);
 	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+/* The readiness loop runs on each backend asked for (io_uring: or says why
+ * not), beside the floor, with its ratio; never in a floor-only run, and
+ * never in the modes it is not made for. */
+Test(bench_run, loop_case_per_backend, .timeout = 120)
+{
+	static struct run r, f, t;
+	int floors = 0;
+	run_bench(&r,
+		  (const char *[]){"--mode", "call", "--transport", "unix", "--backend",
+				   "epoll,uring", "--count", "200", "--warmup", "10", "--json",
+				   NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	/* floor, loop x2, lm_conn x2, lm_service x2 */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 7, "%s", r.out);
+	const char *epoll =
+	    strstr(r.out, "\"impl\":\"loop\",\"transport\":\"unix\",\"backend\":\"epoll\"");
+	const char *uring =
+	    strstr(r.out, "\"impl\":\"loop\",\"transport\":\"unix\",\"backend\":\"uring\"");
+	cr_assert(epoll && uring, "%s", r.out);
+	cr_assert(strstr(epoll, "\"status\":\"ok\"") < strchr(epoll, '\n'), "%s", r.out);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+
+	run_bench(&f,
+		  (const char *[]){"--mode", "call", "--transport", "fifo", "--floor-only",
+				   "--count", "200", "--warmup", "10", "--json", NULL},
+		  0);
+	cr_assert_eq(f.status, 0, "exit %d: %s %s", f.status, f.out, f.err);
+	cr_assert(!strstr(f.out, "\"impl\":\"loop\""), "%s", f.out);
+
+	run_bench(&t,
+		  (const char *[]){"--mode", "throughput", "--transport", "unix", "--backend",
+				   "epoll", "--count", "200", "--warmup", "10", "--json", NULL},
+		  0);
+	cr_assert_eq(t.status, 0, "exit %d: %s %s", t.status, t.out, t.err);
+	cr_assert(!strstr(t.out, "\"impl\":\"loop\""), "%s", t.out);
 }
 
 Test(bench_run, table_shape_and_plot, .timeout = 120)
@@ -294,6 +333,7 @@ Test(bench_run, table_shape_and_plot, .timeout = 120)
 	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
 		cr_assert(strstr(hdr, cols[i]), "no column %s", cols[i]);
 	cr_assert(strstr(r.out, "\ncall floor "), "%s", r.out);
+	cr_assert(strstr(r.out, "\ncall loop "), "%s", r.out);
 	cr_assert(strstr(r.out, "\ncall lm_conn "), "%s", r.out);
 	char buf[256] = "";
 	FILE *f = fopen(svg, "r");
@@ -314,7 +354,8 @@ Test(bench_run, idle_clients_are_connected_and_reaped, .timeout = 120)
 				   "--warmup", "10", "--idle-clients", "50", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 3, "%s", r.out);
+	/* floor, loop, lm_conn, lm_service: only the last two get the crowd */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 4, "%s", r.out);
 	const char *l = strstr(r.out, "\"impl\":\"lm_conn\"");
 	cr_assert(l, "%s", r.out);
 	if (strstr(l, "\"status\":\"ok\""))
