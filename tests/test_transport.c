@@ -677,6 +677,17 @@ LM_TRANSPORT_TEST(transport, garbage_refused, .timeout = 40)
 		/* A message cut short by the end of a unit that is no fragment. */
 		garbage_case(r, scheme, cut, sizeof(cut), -EPROTO, -EPROTO);
 	}
+	if (!strcmp(scheme, "unix")) {
+		/* A datagram one byte over the 64 KiB unit, holding one whole
+		 * message: cut to the unit it would pass for the start of a big
+		 * message, so only its real length tells. */
+		static unsigned char big[65537];
+		uint32_t len = sizeof(big) - 4;
+
+		memcpy(big, &len, sizeof(len));
+		lm_test_runtime_dir();
+		garbage_case(r, scheme, big, sizeof(big), -EPROTO, -EPROTO);
+	}
 	lm_reactor_free(r);
 }
 

@@ -102,6 +102,16 @@ static int options_check(const struct lm_transport_ops *ops, const struct lm_tra
 static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata);
 static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata);
 
+/* Forget the output buffer (an idle connection holds no memory for it). */
+static void obuf_drop(lm_conn *c)
+{
+	if (c->obuf != c->ibuf)
+		free(c->obuf);
+	c->obuf = NULL;
+	c->olen = c->ocap = c->ohead = c->oprog = 0;
+	c->queued = 0;
+}
+
 static void conn_release(lm_conn *c)
 {
 	lm_source_free(c->rsrc);
@@ -113,10 +123,7 @@ static void conn_release(lm_conn *c)
 		c->tp_closed = true;
 	}
 	lm__reactor_flush_cancel(c->r, &c->flush);
-	free(c->obuf);
-	c->obuf = NULL;
-	c->olen = c->ocap = c->ohead = c->oprog = 0;
-	c->queued = 0;
+	obuf_drop(c);
 }
 
 static void conn_destroy(lm_conn *c)
@@ -255,10 +262,7 @@ static int conn_push(lm_conn *c)
 		ret = conn_want_out(c, true);
 		return ret < 0 ? ret : 0;
 	}
-	free(c->obuf);
-	c->obuf = NULL;
-	c->olen = c->ocap = c->ohead = c->oprog = 0;
-	c->queued = 0;
+	obuf_drop(c);
 	return 1;
 }
 
@@ -440,6 +444,10 @@ static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t l
 	uint32_t hdr = (uint32_t)len;
 	unsigned char *p;
 
+	if (!c->obuf && need <= sizeof(c->ibuf)) {
+		c->obuf = c->ibuf;
+		c->ocap = sizeof(c->ibuf);
+	}
 	if (need > c->ocap) {
 		size_t cap = c->ocap ? c->ocap : 256;
 
@@ -452,7 +460,13 @@ static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t l
 		}
 		while (cap < need)
 			cap *= 2;
-		p = realloc(c->obuf, cap);
+		if (c->obuf == c->ibuf) {
+			p = malloc(cap);
+			if (p)
+				memcpy(p, c->ibuf, c->olen);
+		} else {
+			p = realloc(c->obuf, cap);
+		}
 		if (!p)
 			return -ENOMEM;
 		c->obuf = p;

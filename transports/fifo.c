@@ -39,8 +39,8 @@ struct fifo_listener {
 struct fifo_conn {
 	int rfd;
 	int wfd;
-	int pidfd;  /* client side: the server's life */
-	int dirfd;  /* client side: to remove its FIFOs if the server never took them */
+	int pidfd; /* client side: the server's life */
+	int dirfd; /* client side: to remove its FIFOs if the server never took them */
 	char c2s[160];
 	char s2c[160];
 	struct lm_peer_cred cred;
@@ -267,7 +267,24 @@ static int fifo_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 	uint32_t hdr = (uint32_t)len;
 	size_t total = len + sizeof(hdr);
 	struct iovec v[LM_MAX_IOV + 1];
+	unsigned char flat[LM_FLAT_MAX];
 
+	/* A small message: one write() of a copy, whole (at most PIPE_BUF
+	 * bytes: atomic). */
+	if (*progress == 0 && lm__frame_flat(flat, hdr, iov, iovcnt)) {
+		for (;;) {
+			ssize_t n = write(fc->wfd, flat, total);
+
+			if (n >= 0) {
+				*progress = (size_t)n;
+				break;
+			}
+			if (errno == EAGAIN)
+				return 0;
+			if (errno != EINTR)
+				return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+	}
 	while (*progress < total) {
 		int k = lm__frame_slice(v, &hdr, iov, iovcnt, *progress, total - *progress);
 		/* Each side holds its writing end O_RDWR, so a write never

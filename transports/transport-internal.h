@@ -18,6 +18,9 @@
 /* A message this big goes straight to the kernel when nothing waits before
  * it, rather than being copied. */
 #define LM_DIRECT_MIN (16u * 1024)
+/* Output this small is gathered inside the connection, without malloc (a
+ * reply or two). */
+#define LM_INLINE_OUT 256u
 
 struct lm_conn {
 	const struct lm_transport_ops *ops;
@@ -36,18 +39,19 @@ struct lm_conn {
 	 * endian length and the payload, back to back. [ohead, olen) is unsent;
 	 * oprog is the progress through it: bytes of it for ops->send_batch, the
 	 * transport's own count within the first message for ops->send. */
-	unsigned char *obuf;
+	unsigned char *obuf; /* NULL, ibuf, or malloc'd */
 	size_t olen, ocap, ohead, oprog;
 	size_t queued;          /* payload bytes in obuf, for max_queue */
 	struct lm__flush flush; /* queued on the reactor while gathering */
-	int busy;       /* depth of our own dispatch: release memory after it */
-	int reason;     /* why it closed, for the deferred callback */
-	bool tp_closed; /* ops->close() ran */
-	bool closed;    /* broken: sends get -ECONNRESET */
-	bool notified;  /* the closed callback ran (or will not) */
-	bool freed;     /* lm_conn_free() was called */
+	int busy;               /* depth of our own dispatch: release memory after it */
+	int reason;             /* why it closed, for the deferred callback */
+	bool tp_closed;         /* ops->close() ran */
+	bool closed;            /* broken: sends get -ECONNRESET */
+	bool notified;          /* the closed callback ran (or will not) */
+	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
-	bool corked;    /* lm_conn_cork(): gather outside dispatch too */
+	bool corked; /* lm_conn_cork(): gather outside dispatch too */
+	unsigned char ibuf[LM_INLINE_OUT];
 };
 
 struct lm_listener {
@@ -78,6 +82,14 @@ int lm__name_check(const char *name);
  * [off, off + n) of that encoding; returns the number of iovecs. */
 int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *iov, int iovcnt,
 		    size_t off, size_t n);
+/* A message up to this size is copied, with its length, into one buffer
+ * and written with send()/write(): cheaper than the kernel gathering an
+ * iovec (sendmsg/writev). */
+#define LM_FLAT_MAX 512u
+/* Copy the encoding of a message (hdr, then iov) into out, which holds
+ * LM_FLAT_MAX bytes: its size, or 0 when it does not fit. */
+size_t lm__frame_flat(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt);
+
 /* Packed framing over units (unix datagrams, mq messages; see frame.c).
  * lm__frame_size: the encoded size of the message at p. lm__frame_next: the
  * length of the unit of buf[0, len) that starts at off, *f being the start of

@@ -185,7 +185,21 @@ static int unix_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 	uint32_t hdr = (uint32_t)len;
 	size_t total = len + sizeof(hdr);
 	struct iovec v[LM_MAX_IOV + 1];
+	unsigned char flat[LM_FLAT_MAX];
 
+	/* A small message: one send() of a copy. */
+	if (*progress == 0 && lm__frame_flat(flat, hdr, iov, iovcnt)) {
+		for (;;) {
+			if (send(uc->fd, flat, total, SEND_FLAGS) >= 0)
+				break;
+			if (errno == EAGAIN || errno == ENOBUFS)
+				return 0;
+			if (errno != EINTR)
+				return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		*progress = total;
+		return 1;
+	}
 	while (*progress < total) {
 		size_t n = total - *progress < UNIT ? total - *progress : UNIT;
 		struct msghdr mh = {.msg_iov = v};
@@ -221,11 +235,11 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 			mv[k] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[k], .msg_iovlen = 1}};
 			off += iv[k].iov_len;
 		}
-		/* One datagram (a reply, most often): sendmsg is the cheaper call. */
+		/* One datagram (a reply, most often): send is the cheaper call. */
 		if (k > 1)
 			sent = sendmmsg(uc->fd, mv, (unsigned)k, SEND_FLAGS);
 		else
-			sent = sendmsg(uc->fd, &mv[0].msg_hdr, SEND_FLAGS) < 0 ? -1 : 1;
+			sent = send(uc->fd, iv[0].iov_base, iv[0].iov_len, SEND_FLAGS) < 0 ? -1 : 1;
 		if (sent < 0) {
 			if (errno == EAGAIN || errno == ENOBUFS)
 				return 0;
@@ -241,7 +255,7 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	return 1;
 }
 
-/* Read up to vlen datagrams (recvmsg for one): how many, or -1 (errno). */
+/* Read up to vlen datagrams (recv for one): how many, or -1 (errno). */
 static int recv_datagrams(int fd, struct mmsghdr *mv, unsigned vlen)
 {
 	ssize_t k;
@@ -254,8 +268,13 @@ static int recv_datagrams(int fd, struct mmsghdr *mv, unsigned vlen)
 				return n;
 			continue;
 		}
-		k = recvmsg(fd, &mv[0].msg_hdr, MSG_DONTWAIT);
+		/* recv, cheaper than recvmsg; MSG_TRUNC: the datagram's real
+		 * length, to tell one too big for the buffer. */
+		k = recv(fd, mv[0].msg_hdr.msg_iov[0].iov_base, mv[0].msg_hdr.msg_iov[0].iov_len,
+			 MSG_DONTWAIT | MSG_TRUNC);
 		if (k >= 0) {
+			if ((size_t)k > mv[0].msg_hdr.msg_iov[0].iov_len)
+				mv[0].msg_hdr.msg_flags |= MSG_TRUNC;
 			mv[0].msg_len = (unsigned)k;
 			return 1;
 		}
