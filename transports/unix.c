@@ -225,6 +225,19 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	struct iovec iv[BATCH];
 	size_t f = 0;
 
+	/* One message, one datagram (a reply, most often): one send. */
+	if (*progress == 0 && lm__frame_size(buf) == len && len <= UNIT) {
+		for (;;) {
+			if (send(uc->fd, buf, len, SEND_FLAGS) >= 0)
+				break;
+			if (errno == EAGAIN || errno == ENOBUFS)
+				return 0;
+			if (errno != EINTR)
+				return errno == EPIPE ? -ECONNRESET : -errno;
+		}
+		*progress = len;
+		return 1;
+	}
 	while (*progress < len) {
 		size_t off = *progress, g = f;
 		int k, sent;
@@ -255,45 +268,41 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	return 1;
 }
 
-/* Read up to vlen datagrams (recv for one): how many, or -1 (errno). */
-static int recv_datagrams(int fd, struct mmsghdr *mv, unsigned vlen)
+/* One datagram, without blocking: its real length (MSG_TRUNC: longer than
+ * cap if it was cut), or -1 (errno). recv is cheaper than recvmsg. */
+static ssize_t recv_one(int fd, void *buf, size_t cap)
 {
 	ssize_t k;
 
-	for (;;) {
-		if (vlen > 1) {
-			int n = recvmmsg(fd, mv, vlen, MSG_DONTWAIT, NULL);
-
-			if (n >= 0 || errno != EINTR)
-				return n;
-			continue;
-		}
-		/* recv, cheaper than recvmsg; MSG_TRUNC: the datagram's real
-		 * length, to tell one too big for the buffer. */
-		k = recv(fd, mv[0].msg_hdr.msg_iov[0].iov_base, mv[0].msg_hdr.msg_iov[0].iov_len,
-			 MSG_DONTWAIT | MSG_TRUNC);
-		if (k >= 0) {
-			if ((size_t)k > mv[0].msg_hdr.msg_iov[0].iov_len)
-				mv[0].msg_hdr.msg_flags |= MSG_TRUNC;
-			mv[0].msg_len = (unsigned)k;
-			return 1;
-		}
-		if (errno != EINTR)
-			return -1;
-	}
+	do
+		k = recv(fd, buf, cap, MSG_DONTWAIT | MSG_TRUNC);
+	while (k < 0 && errno == EINTR);
+	return k;
 }
 
-/* One datagram of a batch: an error, the end, or its messages. */
-static int take_datagram(lm_conn *c, struct unix_conn *uc, const struct mmsghdr *m,
-			 const unsigned char *buf)
+/* Read up to vlen (> 1) datagrams: how many, or -1 (errno). */
+static int recv_datagrams(int fd, struct mmsghdr *mv, unsigned vlen)
 {
-	if (m->msg_len == 0)
+	int n;
+
+	do
+		n = recvmmsg(fd, mv, vlen, MSG_DONTWAIT, NULL);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/* One datagram of len bytes (cut: it was longer than the buffer): an
+ * error, the end, or its messages. */
+static int take_datagram(lm_conn *c, struct unix_conn *uc, const unsigned char *buf, size_t len,
+			 bool cut)
+{
+	if (len == 0)
 		return -ECONNRESET;
-	if (m->msg_hdr.msg_flags & MSG_TRUNC)
+	if (cut)
 		return -EPROTO; /* a datagram bigger than the framing allows */
 	if (uc->un.buf)
-		return lm__unpack_fragment(c, &uc->un, buf, m->msg_len, UNIT);
-	return lm__unpack_unit(c, &uc->un, buf, m->msg_len, UNIT);
+		return lm__unpack_fragment(c, &uc->un, buf, len, UNIT);
+	return lm__unpack_unit(c, &uc->un, buf, len, UNIT);
 }
 
 static int unix_receive(lm_conn *c, void *cstate)
@@ -304,21 +313,24 @@ static int unix_receive(lm_conn *c, void *cstate)
 	struct iovec iv[RBATCH];
 	unsigned char *buf;
 	unsigned vlen = RBATCH;
+	ssize_t k;
 	int n, ret = 1;
 
 	/* The rest of a big message: the next fragment lands in place. */
 	if (uc->un.buf) {
-		iv[0] = (struct iovec){uc->un.buf + uc->un.fill, lm__unpack_want(&uc->un, UNIT)};
-		mv[0] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[0], .msg_iovlen = 1}};
-		if (recv_datagrams(uc->fd, mv, 1) < 0)
+		size_t want = lm__unpack_want(&uc->un, UNIT);
+
+		buf = uc->un.buf + uc->un.fill;
+		k = recv_one(uc->fd, buf, want);
+		if (k < 0)
 			return errno == EAGAIN ? 0 : -errno;
-		return take_datagram(c, uc, &mv[0], iv[0].iov_base);
+		return take_datagram(c, uc, buf, (size_t)k, (size_t)k > want);
 	}
 	/*
 	 * A peer that sends many datagrams (not gathered: one call per
 	 * syscall) is read RBATCH at a time, and what answers them leaves in
 	 * one batch. A batch read costs a failed read in the kernel when only
-	 * one datagram waits (a request/reply exchange): then one recvmsg, and
+	 * one datagram waits (a request/reply exchange): then one recv, and
 	 * a batch only now and then to notice a stream.
 	 */
 	if (!uc->batch && ++uc->singles < PROBE_EVERY)
@@ -327,6 +339,15 @@ static int unix_receive(lm_conn *c, void *cstate)
 	buf = lm__reactor_scratch_take(r, vlen * UNIT);
 	if (!buf)
 		return -ENOMEM;
+	if (vlen == 1) {
+		k = recv_one(uc->fd, buf, UNIT);
+		if (k < 0)
+			ret = errno == EAGAIN ? 0 : -errno;
+		else
+			ret = take_datagram(c, uc, buf, (size_t)k, k > UNIT);
+		lm__reactor_scratch_give(r, buf);
+		return ret;
+	}
 	for (unsigned i = 0; i < vlen; i++) {
 		iv[i] = (struct iovec){buf + (size_t)i * UNIT, UNIT};
 		mv[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iv[i], .msg_iovlen = 1}};
@@ -334,10 +355,11 @@ static int unix_receive(lm_conn *c, void *cstate)
 	n = recv_datagrams(uc->fd, mv, vlen);
 	if (n < 0)
 		ret = errno == EAGAIN ? 0 : -errno;
-	else if (vlen > 1)
+	else
 		uc->batch = n > 1; /* c is still alive here */
 	for (int i = 0; i < n && ret > 0; i++)
-		ret = take_datagram(c, uc, &mv[i], iv[i].iov_base);
+		ret = take_datagram(c, uc, iv[i].iov_base, mv[i].msg_len,
+				    mv[i].msg_hdr.msg_flags & MSG_TRUNC);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
 }
