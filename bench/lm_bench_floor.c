@@ -19,7 +19,8 @@
  * receive waits first for readiness the way an event loop must, then reads
  * what is there: epoll_wait() (level-triggered), or a one-shot io_uring poll
  * per fd, re-armed after each report and submitted with the next wait (how
- * libmessage's io_uring backend gets level triggering). No library: the
+ * libmessage's io_uring backend gets level triggering; the ring set up with
+ * DEFER_TASKRUN where the kernel has it, as there). No library: the
  * lowest an epoll- or io_uring-driven library can reach, so that a
  * libmessage case's distance to it is the library's own cost, and the
  * loop's distance to the floor that of readiness-based I/O.
@@ -49,7 +50,16 @@ static int loop_init(struct bench_ctx *x, int nfds)
 		loop.ep = epoll_create1(EPOLL_CLOEXEC);
 		err = loop.ep < 0 ? -errno : 0;
 	} else {
-		err = io_uring_queue_init(LOOP_BATCH * 2, &loop.ring, 0);
+		/* The best mode the kernel has, as libmessage's backend. */
+		struct io_uring_params p = {.flags = IORING_SETUP_DEFER_TASKRUN |
+						     IORING_SETUP_SINGLE_ISSUER};
+		err = io_uring_queue_init_params(LOOP_BATCH * 2, &loop.ring, &p);
+		if (err == -EINVAL) {
+			p = (struct io_uring_params){.flags = IORING_SETUP_COOP_TASKRUN};
+			err = io_uring_queue_init_params(LOOP_BATCH * 2, &loop.ring, &p);
+		}
+		if (err == -EINVAL)
+			err = io_uring_queue_init(LOOP_BATCH * 2, &loop.ring, 0);
 	}
 	if (err < 0)
 		bench_fail(x->shm, 1, "%s: %s", loop.backend == 1 ? "epoll" : "io_uring",

@@ -1,5 +1,6 @@
 /* lm_reactor_post from many threads: nothing lost, per-thread order, safe teardown. */
 #include "lm_test.h"
+#include "handover.h"
 #include "post_stress.h"
 
 static void check(int ret, const char *msg)
@@ -21,4 +22,12 @@ LM_BACKEND_TEST(post, free_while_posting_gives_eshutdown, .timeout = 30)
 	char msg[256] = "";
 
 	check(lm_post_stress_shutdown(backend, msg, sizeof(msg)), msg);
+}
+
+/* Made and run in one thread, run by another, then by the first again. */
+LM_BACKEND_TEST(post, reactor_handed_between_threads, .timeout = 30)
+{
+	char msg[256] = "";
+
+	check(lm_thread_handover(backend, msg, sizeof(msg)), msg);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "handover.h"
 #include "post_stress.h"
 
 int main(void)
@@ -13,7 +14,7 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		const char *name = backends[i] == LM_BACKEND_URING ? "io_uring" : "epoll";
-		int r[2];
+		int r[3];
 
 		msg[0] = 0;
 		r[0] = lm_post_stress_order(backends[i], 8, 100000, msg, sizeof(msg));
@@ -22,7 +23,10 @@ int main(void)
 		r[1] = lm_post_stress_shutdown(backends[i], msg, sizeof(msg));
 		if (r[1])
 			printf("%s shutdown: %s\n", name, msg);
-		for (int k = 0; k < 2; k++)
+		r[2] = lm_thread_handover(backends[i], msg, sizeof(msg));
+		if (r[2])
+			printf("%s handover: %s\n", name, msg);
+		for (int k = 0; k < 3; k++)
 			r[k] == 0 ? passed++ : r[k] == 77 ? skipped++ : failed++;
 	}
 	printf("tsan: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
