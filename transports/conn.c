@@ -229,9 +229,9 @@ static void obuf_consume(lm_conn *c)
 }
 
 /*
- * Push the output to the kernel: 1 when all of it went (the buffer is
- * released: an idle connection holds none), 0 when the kernel is full (we
- * then watch for room), -errno when the connection broke.
+ * Push the output to the kernel: 1 when all of it went (an allocated buffer
+ * is released: an idle connection keeps only its inline one), 0 when the
+ * kernel is full (we then watch for room), -errno when the connection broke.
  */
 static int conn_push(lm_conn *c)
 {

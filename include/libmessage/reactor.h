@@ -21,7 +21,9 @@ extern "C" {
  *
  * Threads: a reactor belongs to the thread that runs it. Nothing here is
  * thread-safe except lm_reactor_post(), lm_reactor_ref() and
- * lm_reactor_unref().
+ * lm_reactor_unref(). It may be created in one thread and run in another,
+ * and handed from one thread to the next between runs (with io_uring the
+ * first wait in the new thread rebuilds the ring: docs/backends.md).
  */
 
 /* ---- types ---- */
