@@ -74,7 +74,8 @@ STAILQ_HEAD(lm__post_list, lm__post);
 struct lm_reactor {
 	const struct lm_backend_ops *ops;
 	void *backend;
-	uint64_t now;
+	uint64_t now;   /* CLOCK_MONOTONIC of this iteration, once read */
+	bool now_stale; /* not read since the last wait: lm__reactor_now() reads it */
 
 	bool dispatching;
 	bool exit_requested;
@@ -127,5 +128,8 @@ void lm__heap_remove(lm_reactor *r, struct lm_source *s);
 struct lm_source *lm__heap_top(const lm_reactor *r);
 
 uint64_t lm__now_ns(void);
+
+/* The iteration's time, read from the clock on first use after a wait. */
+uint64_t lm__reactor_now(lm_reactor *r);
 
 #endif

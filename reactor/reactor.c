@@ -212,9 +212,19 @@ int lm_reactor_fd(const lm_reactor *r)
 	return r->ops->fd(r->backend);
 }
 
+uint64_t lm__reactor_now(lm_reactor *r)
+{
+	if (r->now_stale) {
+		r->now = lm__now_ns();
+		r->now_stale = false;
+	}
+	return r->now;
+}
+
 uint64_t lm_reactor_now(const lm_reactor *r)
 {
-	return r ? r->now : 0;
+	/* The cached time is the reactor's own state, not its user's. */
+	return r ? lm__reactor_now((lm_reactor *)r) : 0;
 }
 
 void lm_reactor_stop(lm_reactor *r, int code)
@@ -408,7 +418,9 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
 	if (n < 0)
 		return n;
-	r->now = lm__now_ns();
+	/* Read the clock only if someone asks this iteration (a timer fired,
+	 * a call set its deadline): most iterations of a busy loop do not. */
+	r->now_stale = true;
 	r->dispatching = true;
 	for (int i = 0; i < n; i++)
 		count += dispatch_event(r, &r->events[i]);

@@ -124,24 +124,26 @@ int lm__timers_arm(lm_reactor *r)
 	return 0;
 }
 
-/* Fire every timer due at r->now that was set before this pass began; a
+/* Fire every timer due now that was set before this pass began; a
  * timer re-set from a callback waits for the next iteration, so a callback
  * that re-arms itself at 0 cannot starve the loop. */
 int lm__timers_dispatch(lm_reactor *r)
 {
-	uint64_t buf, start_seq = r->timer_seq;
+	uint64_t buf, now, start_seq = r->timer_seq;
 	struct lm_source *s;
 	int count = 0;
 
 	if (read(r->timer_fd, &buf, sizeof(buf)) < 0 && errno != EAGAIN)
 		lm_log_warn("timerfd read: %m");
 	r->timer_armed = UINT64_MAX; /* it fired: it is disarmed now */
-	while ((s = lm__heap_top(r)) && s->timer.deadline <= r->now && s->timer.seq < start_seq) {
+	now = lm__reactor_now(r);
+
+	while ((s = lm__heap_top(r)) && s->timer.deadline <= now && s->timer.seq < start_seq) {
 		uint64_t expirations = 1;
 
 		lm__heap_remove(r, s);
 		if (s->timer.period) {
-			expirations += (r->now - s->timer.deadline) / s->timer.period;
+			expirations += (now - s->timer.deadline) / s->timer.period;
 			s->timer.deadline += expirations * s->timer.period;
 			if (lm__heap_push(r, s) < 0) {
 				lm_log_error("timer heap: out of memory; timer disabled");

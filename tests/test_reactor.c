@@ -23,6 +23,57 @@ static void run_until(lm_reactor *r, bool *done, int max_iterations)
 	cr_assert(*done, "condition not reached in %d iterations", max_iterations);
 }
 
+/* ---- the iteration's clock ---- */
+
+static uint64_t mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+struct now_state {
+	uint64_t first, second, before;
+	int runs;
+};
+
+static void now_defer_cb(lm_source *s, void *userdata)
+{
+	struct now_state *st = userdata;
+
+	st->first = lm_reactor_now(lm_source_get_reactor(s));
+	st->second = lm_reactor_now(lm_source_get_reactor(s));
+	st->runs++;
+}
+
+/* lm_reactor_now(): the clock of the iteration, read after its wait, the
+ * same for every call in the iteration, moving on with the next. */
+LM_BACKEND_TEST(reactor, now_is_read_once_per_iteration)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct now_state st = {0};
+	uint64_t prev;
+	lm_source *d;
+
+	cr_assert_eq(lm_reactor_add_defer(r, &d, now_defer_cb, &st), 0);
+	for (int i = 0; i < 3; i++) {
+		prev = st.first;
+		st.before = mono_now();
+		lm_source_set_enabled(d, true);
+		cr_assert_geq(lm_reactor_run_once(r, 0), 1);
+		cr_assert_eq(st.runs, i + 1);
+		cr_assert_geq(st.first, st.before, "the time predates the iteration");
+		cr_assert_leq(st.first, mono_now());
+		cr_assert_eq(st.first, st.second, "two values in one iteration");
+		cr_assert_gt(st.first, prev, "the time did not move on");
+	}
+	/* Outside an iteration it is the last one's. */
+	cr_assert_eq(lm_reactor_now(r), st.first);
+	lm_source_free(d);
+	lm_reactor_free(r);
+}
+
 /* ---- timers ---- */
 
 struct order_state {

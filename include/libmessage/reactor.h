@@ -129,7 +129,9 @@ LM_EXPORT void lm_reactor_stop(lm_reactor *r, int code);
  */
 LM_EXPORT int lm_reactor_fd(const lm_reactor *r);
 
-/* CLOCK_MONOTONIC in ns, read once per iteration (after the wait). */
+/* CLOCK_MONOTONIC in ns, read at most once per iteration: by the first call
+ * (or timer dispatch) after the reactor's wait; later calls in the same
+ * iteration return the same value. */
 LM_EXPORT uint64_t lm_reactor_now(const lm_reactor *r);
 
 /* ---- sources ----
