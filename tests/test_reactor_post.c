@@ -31,3 +31,11 @@ LM_BACKEND_TEST(post, reactor_handed_between_threads, .timeout = 30)
 
 	check(lm_thread_handover(backend, msg, sizeof(msg)), msg);
 }
+
+/* Its fd asked for in one thread, polled by a foreign loop in another. */
+LM_BACKEND_TEST(post, embedded_reactor_handed_to_another_thread, .timeout = 30)
+{
+	char msg[256] = "";
+
+	check(lm_thread_handover_embedded(backend, msg, sizeof(msg)), msg);
+}

@@ -3,6 +3,7 @@
  * again, it reports every event (io_uring: the ring changes owner). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -115,5 +116,100 @@ out:
 		if (h.b[i] >= 0)
 			close(h.b[i]);
 	}
+	return ret;
+}
+
+/* Embedded: the reactor's fd, asked for in the first thread, is polled by a
+ * foreign loop in the second, which runs the reactor only when it is
+ * readable (io_uring: the rebuilt ring must signal the same eventfd). */
+struct embed {
+	lm_reactor *r;
+	int fd, p[2], got;
+	char err[200];
+};
+
+/* Like a foreign loop: run the reactor only when its fd is readable; two
+ * events, the second after the ring may have been rebuilt by the first. */
+static void *embed_thread(void *arg)
+{
+	struct embed *e = arg;
+
+	for (int want = 1; want <= 2; want++) {
+		struct pollfd idle = {.fd = e->fd, .events = POLLIN};
+
+		/* Quiet first: whatever signalled the fd before is consumed,
+		 * so the next wake-up can only come from this event. */
+		for (int i = 0; i < 100 && poll(&idle, 1, 50) > 0; i++)
+			if (lm_reactor_run_once(e->r, 0) < 0)
+				break;
+		if (write(e->p[1], "x", 1) != 1) {
+			snprintf(e->err, sizeof(e->err), "write: %s", strerror(errno));
+			return NULL;
+		}
+		for (int i = 0; i < 20 && e->got < want; i++) {
+			struct pollfd pfd = {.fd = e->fd, .events = POLLIN};
+			int n = poll(&pfd, 1, 100);
+
+			if (n < 0) {
+				snprintf(e->err, sizeof(e->err), "poll: %s", strerror(errno));
+				return NULL;
+			}
+			if (n == 0)
+				continue;
+			n = lm_reactor_run_once(e->r, 0);
+			if (n < 0) {
+				snprintf(e->err, sizeof(e->err), "run_once: %s", strerror(-n));
+				return NULL;
+			}
+		}
+		if (e->got < want) {
+			snprintf(e->err, sizeof(e->err),
+				 "event %d: the reactor's fd never became readable", want);
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+int lm_thread_handover_embedded(enum lm_backend b, char *msg, size_t len)
+{
+	struct lm_reactor_options o = {.backend = b};
+	struct embed e = {.p = {-1, -1}};
+	lm_source *s = NULL;
+	pthread_t t;
+	int err, ret = 1;
+
+	err = lm_reactor_new(&e.r, &o);
+	if (err < 0) {
+		snprintf(msg, len, "lm_reactor_new: %s", strerror(-err));
+		return b == LM_BACKEND_URING ? 77 : 1;
+	}
+	if (pipe2(e.p, O_CLOEXEC | O_NONBLOCK) < 0) {
+		snprintf(msg, len, "pipe2: %s", strerror(errno));
+		goto out;
+	}
+	err = lm_reactor_add_io(e.r, &s, e.p[0], LM_IO_IN, on_readable, &e.got);
+	if (err >= 0)
+		err = e.fd = lm_reactor_fd(e.r);
+	if (err < 0) {
+		snprintf(msg, len, "setup: %s", strerror(-err));
+		goto out;
+	}
+	if (pthread_create(&t, NULL, embed_thread, &e) != 0) {
+		snprintf(msg, len, "pthread_create failed");
+		goto out;
+	}
+	pthread_join(t, NULL);
+	if (e.err[0]) {
+		snprintf(msg, len, "%s", e.err);
+		goto out;
+	}
+	ret = 0;
+out:
+	lm_source_free(s);
+	lm_reactor_free(e.r);
+	for (int i = 0; i < 2; i++)
+		if (e.p[i] >= 0)
+			close(e.p[i]);
 	return ret;
 }

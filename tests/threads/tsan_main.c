@@ -14,7 +14,7 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		const char *name = backends[i] == LM_BACKEND_URING ? "io_uring" : "epoll";
-		int r[3];
+		int r[4];
 
 		msg[0] = 0;
 		r[0] = lm_post_stress_order(backends[i], 8, 100000, msg, sizeof(msg));
@@ -26,7 +26,10 @@ int main(void)
 		r[2] = lm_thread_handover(backends[i], msg, sizeof(msg));
 		if (r[2])
 			printf("%s handover: %s\n", name, msg);
-		for (int k = 0; k < 3; k++)
+		r[3] = lm_thread_handover_embedded(backends[i], msg, sizeof(msg));
+		if (r[3])
+			printf("%s embedded handover: %s\n", name, msg);
+		for (int k = 0; k < 4; k++)
 			r[k] == 0 ? passed++ : r[k] == 77 ? skipped++ : failed++;
 	}
 	printf("tsan: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
