@@ -70,19 +70,29 @@ static void *second_thread(void *p)
 	return NULL;
 }
 
-int lm_thread_handover(enum lm_backend b, char *msg, size_t len)
+/* A reactor on backend b: 0, or the return value of the scenario (77 when
+ * io_uring is refused here) with msg set. */
+static int make_reactor(lm_reactor **r, enum lm_backend b, char *msg, size_t len)
 {
 	struct lm_reactor_options o = {.backend = b};
+	int err = lm_reactor_new(r, &o);
+
+	if (err == 0)
+		return 0;
+	snprintf(msg, len, "lm_reactor_new: %s", strerror(-err));
+	return b == LM_BACKEND_URING ? 77 : 1;
+}
+
+int lm_thread_handover(enum lm_backend b, char *msg, size_t len)
+{
 	struct handover h = {.a = {-1, -1}, .b = {-1, -1}};
 	lm_source *sa = NULL;
 	pthread_t t;
-	int err, ret = 1;
+	int err, ret = make_reactor(&h.r, b, msg, len);
 
-	err = lm_reactor_new(&h.r, &o);
-	if (err < 0) {
-		snprintf(msg, len, "lm_reactor_new: %s", strerror(-err));
-		return b == LM_BACKEND_URING ? 77 : 1;
-	}
+	if (ret)
+		return ret;
+	ret = 1;
 	if (pipe2(h.a, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(h.b, O_CLOEXEC | O_NONBLOCK) < 0) {
 		snprintf(msg, len, "pipe2: %s", strerror(errno));
 		goto out;
@@ -173,17 +183,14 @@ static void *embed_thread(void *arg)
 
 int lm_thread_handover_embedded(enum lm_backend b, char *msg, size_t len)
 {
-	struct lm_reactor_options o = {.backend = b};
 	struct embed e = {.p = {-1, -1}};
 	lm_source *s = NULL;
 	pthread_t t;
-	int err, ret = 1;
+	int err, ret = make_reactor(&e.r, b, msg, len);
 
-	err = lm_reactor_new(&e.r, &o);
-	if (err < 0) {
-		snprintf(msg, len, "lm_reactor_new: %s", strerror(-err));
-		return b == LM_BACKEND_URING ? 77 : 1;
-	}
+	if (ret)
+		return ret;
+	ret = 1;
 	if (pipe2(e.p, O_CLOEXEC | O_NONBLOCK) < 0) {
 		snprintf(msg, len, "pipe2: %s", strerror(errno));
 		goto out;
