@@ -1077,6 +1077,48 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 /* Queues of clients that died before their request was taken are removed
  * when the listener closes, and when a dead server's listener is reclaimed:
  * nothing holds the user's RLIMIT_MSGQUEUE after everyone is gone. */
+/* A client that died between making its queues and sending its request, or
+ * whose request a dead server had taken: no request names its queues. The
+ * next listener at the name removes them (where /dev/mqueue shows them). */
+LM_TRANSPORT_TEST(transport, mq_orphan_queues_removed, .timeout = 30)
+{
+	lm_reactor *r;
+	lm_listener *l;
+	char c2s[512], s2c[512], ep[64];
+	pid_t server;
+	mqd_t q;
+	int st, ready;
+	char byte;
+
+	if (strcmp(scheme, "mq"))
+		cr_skip_test(
+		    "mq only: the other transports' names go with their runtime directory");
+	if (access("/dev/mqueue", R_OK) < 0)
+		cr_skip_test("/dev/mqueue is not mounted: orphan queues cannot be listed here");
+	r = setup(scheme, backend);
+	snprintf(ep, sizeof(ep), "mq:%s", NAME);
+	ready = lm_tt_fork_server(ep, &server);
+	cr_assert_geq(ready, 0);
+	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
+	close(ready);
+	st = lm_tt_mq_queues_and_die(NAME, c2s, sizeof(c2s));
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	if (st == 77)
+		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
+	cr_assert_eq(st, 128 + SIGKILL);
+	snprintf(s2c, sizeof(s2c), "%.*ss2c", (int)strlen(c2s) - 3, c2s);
+	q = mq_open(c2s, O_RDONLY | O_NONBLOCK);
+	cr_assert_neq(q, (mqd_t)-1, "the client's queue %s is not there: %s", c2s, strerror(errno));
+	mq_close(q);
+	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
+	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived its client", c2s);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(mq_open(s2c, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived its client", s2c);
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
 LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 {
 	lm_reactor *r;

@@ -1,6 +1,8 @@
 /* The mq transport: POSIX message queues polled as fds, fragmented above msgsize. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <mqueue.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +151,60 @@ static void drop_requests(mqd_t q, const char *qname)
 	}
 }
 
+static bool is_connection_queue(const char *path)
+{
+	mqd_t q = mq_open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct mq_attr a;
+	bool conn;
+
+	if (q == (mqd_t)-1)
+		return false;
+	conn = mq_getattr(q, &a) == 0 && a.mq_msgsize != (long)sizeof(struct mq_req);
+	mq_close(q);
+	return conn;
+}
+
+/*
+ * Connection queues whose request no queue names any more: their client died
+ * between making them and sending the request, or a dead server had taken
+ * the request and died before unlinking them. Where the queue filesystem is
+ * mounted (/dev/mqueue, as on any systemd machine), remove ours at the name
+ * whose client process is gone; elsewhere they stay, as before.
+ */
+static void drop_orphans(const char *qname)
+{
+	size_t blen = strlen(qname + 1);
+	struct dirent *de;
+	DIR *d = opendir("/dev/mqueue");
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		const char *rest = de->d_name + blen;
+		char path[NAME_MAX + 2];
+		unsigned n;
+		int pid, end = 0;
+		struct stat st;
+
+		/* "<name>.<pid>.<n>.c2s" or ".s2c", as mq_connect() makes them. */
+		if (strncmp(de->d_name, qname + 1, blen) != 0 ||
+		    sscanf(rest, ".%d.%u.%*[cs]2%*[cs]%n", &pid, &n, &end) < 2 || end == 0 ||
+		    rest[end] != 0 || pid <= 0 || (kill(pid, 0) == 0 || errno != ESRCH))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || st.st_uid != geteuid())
+			continue;
+		snprintf(path, sizeof(path), "/%s", de->d_name);
+		/* Names may hold dots: a listener queue of an endpoint called
+		 * "<name>.<pid>.<n>.c2s" looks the same, but its messages are
+		 * requests. */
+		if (!is_connection_queue(path))
+			continue;
+		lm_log_debug("mq: removing %s, left by dead process %d", path, pid);
+		mq_unlink(path);
+	}
+	closedir(d);
+}
+
 static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 {
 	struct mq_listener *ml = calloc(1, sizeof(*ml));
@@ -180,6 +236,7 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 				/* A dead server's requests are never read as new. */
 				lm_log_debug("mq:%s: replacing the queue of a dead server", name);
 				drop_requests(old, ml->qname);
+				drop_orphans(ml->qname);
 				mq_unlink(ml->qname);
 			}
 			if (old != (mqd_t)-1)

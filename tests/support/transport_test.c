@@ -288,7 +288,9 @@ static void raw_fifo(const char *dir, const char *name, const void *bytes, size_
 
 /* Make a connection's queues (id <pid>.77), send the request, and return
  * the client's writing queue. */
-static mqd_t mq_request(const char *name)
+/* A client's two queues, and its request on the listener's queue unless
+ * !request (a client that dies between the two). */
+static mqd_t mq_request(const char *name, bool request)
 {
 	struct {
 		uint32_t magic;
@@ -314,14 +316,14 @@ static mqd_t mq_request(const char *name)
 		mq_unlink(s2c);
 		_exit(err == EMFILE ? 77 : 3);
 	}
-	if (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0)
+	if (request && (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0))
 		_exit(3);
 	return w;
 }
 
 static void raw_mq(const char *name, const void *bytes, size_t n)
 {
-	mqd_t w = mq_request(name);
+	mqd_t w = mq_request(name, true);
 
 	/* The bytes are one unit, as a datagram is for unix. */
 	if (n && mq_send(w, bytes, n, 0) < 0)
@@ -351,7 +353,7 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
 	_exit(9);
 }
 
-int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size)
+static int mq_client_dies(const char *name, char *c2s, size_t size, bool request)
 {
 	char base[300];
 	int status;
@@ -362,10 +364,24 @@ int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size)
 	pid = lm_test_fork();
 	if (pid < 0)
 		return -errno;
-	if (pid == 0)
+	if (pid == 0 && request)
 		raw_mq(name, NULL, 0);
+	if (pid == 0) {
+		mq_request(name, false);
+		raise(SIGKILL);
+	}
 	snprintf(c2s, size, "%s.%d.77.c2s", base, (int)pid);
 	if (waitpid(pid, &status, 0) != pid)
 		return -errno;
 	return WIFSIGNALED(status) ? (int)WTERMSIG(status) + 128 : WEXITSTATUS(status);
+}
+
+int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size)
+{
+	return mq_client_dies(name, c2s, size, true);
+}
+
+int lm_tt_mq_queues_and_die(const char *name, char *c2s, size_t size)
+{
+	return mq_client_dies(name, c2s, size, false);
 }

@@ -102,5 +102,8 @@ pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes
  * c2s gets the name of one of its queues. The child's exit status (77:
  * RLIMIT_MSGQUEUE is used up), or -errno. */
 int lm_tt_mq_request_and_die(const char *name, char *c2s, size_t size);
+/* The same, dying between making its queues and sending the request: no
+ * request names them. */
+int lm_tt_mq_queues_and_die(const char *name, char *c2s, size_t size);
 
 #endif
