@@ -1077,6 +1077,26 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 /* Queues of clients that died before their request was taken are removed
  * when the listener closes, and when a dead server's listener is reclaimed:
  * nothing holds the user's RLIMIT_MSGQUEUE after everyone is gone. */
+/* While a server serves ep, a client runs die(NAME, c2s) and dies; then the
+ * server is killed. Skips when the queues did not fit RLIMIT_MSGQUEUE. */
+static void mq_client_dies_under_server(const char *ep, int (*die)(const char *, char *, size_t),
+					char *c2s, size_t size)
+{
+	pid_t server;
+	int st, ready = lm_tt_fork_server(ep, &server);
+	char byte;
+
+	cr_assert_geq(ready, 0);
+	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
+	close(ready);
+	st = die(NAME, c2s, size);
+	kill(server, SIGKILL);
+	waitpid(server, NULL, 0);
+	if (st == 77)
+		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
+	cr_assert_eq(st, 128 + SIGKILL);
+}
+
 /* A client that died between making its queues and sending its request, or
  * whose request a dead server had taken: no request names its queues. The
  * next listener at the name removes them (where /dev/mqueue shows them). */
@@ -1085,10 +1105,7 @@ LM_TRANSPORT_TEST(transport, mq_orphan_queues_removed, .timeout = 30)
 	lm_reactor *r;
 	lm_listener *l;
 	char c2s[512], s2c[512], ep[64];
-	pid_t server;
 	mqd_t q;
-	int st, ready;
-	char byte;
 
 	if (strcmp(scheme, "mq"))
 		cr_skip_test(
@@ -1097,16 +1114,7 @@ LM_TRANSPORT_TEST(transport, mq_orphan_queues_removed, .timeout = 30)
 		cr_skip_test("/dev/mqueue is not mounted: orphan queues cannot be listed here");
 	r = setup(scheme, backend);
 	snprintf(ep, sizeof(ep), "mq:%s", NAME);
-	ready = lm_tt_fork_server(ep, &server);
-	cr_assert_geq(ready, 0);
-	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
-	close(ready);
-	st = lm_tt_mq_queues_and_die(NAME, c2s, sizeof(c2s));
-	kill(server, SIGKILL);
-	waitpid(server, NULL, 0);
-	if (st == 77)
-		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
-	cr_assert_eq(st, 128 + SIGKILL);
+	mq_client_dies_under_server(ep, lm_tt_mq_queues_and_die, c2s, sizeof(c2s));
 	snprintf(s2c, sizeof(s2c), "%.*ss2c", (int)strlen(c2s) - 3, c2s);
 	q = mq_open(c2s, O_RDONLY | O_NONBLOCK);
 	cr_assert_neq(q, (mqd_t)-1, "the client's queue %s is not there: %s", c2s, strerror(errno));
@@ -1124,10 +1132,8 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 	lm_reactor *r;
 	lm_listener *l;
 	char c2s[512], ep[64];
-	pid_t server;
 	mqd_t q;
-	int st, ready;
-	char byte;
+	int st;
 
 	if (strcmp(scheme, "mq"))
 		cr_skip_test(
@@ -1148,16 +1154,7 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 		     c2s);
 	cr_assert_eq(errno, ENOENT);
 	/* A server killed with a request waiting: the next listener cleans up. */
-	ready = lm_tt_fork_server(ep, &server);
-	cr_assert_geq(ready, 0);
-	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
-	close(ready);
-	st = lm_tt_mq_request_and_die(NAME, c2s, sizeof(c2s));
-	kill(server, SIGKILL);
-	waitpid(server, NULL, 0);
-	if (st == 77)
-		cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
-	cr_assert_eq(st, 128 + SIGKILL);
+	mq_client_dies_under_server(ep, lm_tt_mq_request_and_die, c2s, sizeof(c2s));
 	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
 	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the dead server",
 		     c2s);
