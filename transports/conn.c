@@ -472,14 +472,7 @@ static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t l
 		c->obuf = p;
 		c->ocap = cap;
 	}
-	p = c->obuf + c->olen;
-	memcpy(p, &hdr, sizeof(hdr));
-	p += sizeof(hdr);
-	for (int i = 0; i < iovcnt; i++) {
-		if (iov[i].iov_len)
-			memcpy(p, iov[i].iov_base, iov[i].iov_len);
-		p += iov[i].iov_len;
-	}
+	lm__frame_copy(c->obuf + c->olen, hdr, iov, iovcnt);
 	c->olen = need;
 	c->queued += len;
 	return 0;

@@ -39,12 +39,8 @@ int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *
 	return k;
 }
 
-size_t lm__frame_flat(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt)
+size_t lm__frame_copy(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt)
 {
-	size_t n = sizeof(hdr) + hdr;
-
-	if (n > LM_FLAT_MAX)
-		return 0;
 	memcpy(out, &hdr, sizeof(hdr));
 	out += sizeof(hdr);
 	for (int i = 0; i < iovcnt; i++) {
@@ -52,7 +48,12 @@ size_t lm__frame_flat(unsigned char *out, uint32_t hdr, const struct iovec *iov,
 			memcpy(out, iov[i].iov_base, iov[i].iov_len);
 		out += iov[i].iov_len;
 	}
-	return n;
+	return sizeof(hdr) + hdr;
+}
+
+size_t lm__frame_flat(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt)
+{
+	return sizeof(hdr) + hdr > LM_FLAT_MAX ? 0 : lm__frame_copy(out, hdr, iov, iovcnt);
 }
 
 size_t lm__frame_size(const unsigned char *p)

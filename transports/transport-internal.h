@@ -86,8 +86,10 @@ int lm__frame_slice(struct iovec *out, const uint32_t *hdr, const struct iovec *
  * and written with send()/write(): cheaper than the kernel gathering an
  * iovec (sendmsg/writev). */
 #define LM_FLAT_MAX 512u
-/* Copy the encoding of a message (hdr, then iov) into out, which holds
- * LM_FLAT_MAX bytes: its size, or 0 when it does not fit. */
+/* Copy the encoding of a message (hdr, then iov, hdr bytes in all) into out,
+ * which has room: its size. lm__frame_flat: the same into out of LM_FLAT_MAX
+ * bytes, or 0 when it does not fit. */
+size_t lm__frame_copy(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt);
 size_t lm__frame_flat(unsigned char *out, uint32_t hdr, const struct iovec *iov, int iovcnt);
 
 /* Packed framing over units (unix datagrams, mq messages; see frame.c).

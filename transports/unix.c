@@ -178,6 +178,20 @@ static int unix_fds(void *cstate, struct lm_transport_fds *ret)
 	return 0;
 }
 
+/* buf[0, len) as one datagram with send(), cheaper than sendmsg: returns as
+ * ops->send does, *progress set to len once it went. */
+static int send_datagram(int fd, const void *buf, size_t len, size_t *progress)
+{
+	while (send(fd, buf, len, SEND_FLAGS) < 0) {
+		if (errno == EAGAIN || errno == ENOBUFS)
+			return 0;
+		if (errno != EINTR)
+			return errno == EPIPE ? -ECONNRESET : -errno;
+	}
+	*progress = len;
+	return 1;
+}
+
 static int unix_send(void *cstate, const struct iovec *iov, int iovcnt, size_t len,
 		     size_t *progress)
 {
@@ -188,18 +202,8 @@ static int unix_send(void *cstate, const struct iovec *iov, int iovcnt, size_t l
 	unsigned char flat[LM_FLAT_MAX];
 
 	/* A small message: one send() of a copy. */
-	if (*progress == 0 && lm__frame_flat(flat, hdr, iov, iovcnt)) {
-		for (;;) {
-			if (send(uc->fd, flat, total, SEND_FLAGS) >= 0)
-				break;
-			if (errno == EAGAIN || errno == ENOBUFS)
-				return 0;
-			if (errno != EINTR)
-				return errno == EPIPE ? -ECONNRESET : -errno;
-		}
-		*progress = total;
-		return 1;
-	}
+	if (*progress == 0 && lm__frame_flat(flat, hdr, iov, iovcnt))
+		return send_datagram(uc->fd, flat, total, progress);
 	while (*progress < total) {
 		size_t n = total - *progress < UNIT ? total - *progress : UNIT;
 		struct msghdr mh = {.msg_iov = v};
@@ -226,18 +230,8 @@ static int unix_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	size_t f = 0;
 
 	/* One message, one datagram (a reply, most often): one send. */
-	if (*progress == 0 && lm__frame_size(buf) == len && len <= UNIT) {
-		for (;;) {
-			if (send(uc->fd, buf, len, SEND_FLAGS) >= 0)
-				break;
-			if (errno == EAGAIN || errno == ENOBUFS)
-				return 0;
-			if (errno != EINTR)
-				return errno == EPIPE ? -ECONNRESET : -errno;
-		}
-		*progress = len;
-		return 1;
-	}
+	if (*progress == 0 && lm__frame_size(buf) == len && len <= UNIT)
+		return send_datagram(uc->fd, buf, len, progress);
 	while (*progress < len) {
 		size_t off = *progress, g = f;
 		int k, sent;
