@@ -20,8 +20,18 @@ struct lm_backend_event {
  *  - LM_IO_ERR and LM_IO_HUP are reported even if not asked for;
  *  - after del() returns, no event carrying that tag is ever reported again,
  *    and the caller may close the fd at once (and reuse the number).
+ * Except where the caller asks for edge triggering with LM__IO_EDGE in
+ * events, and the backend has again(): then the fd is reported when it
+ * becomes ready (a wake-up of its wait queue), not at every wait while it
+ * stays ready; a report may also find it empty (readiness that was consumed
+ * before the report was read). The caller reads until the fd is empty, or
+ * calls again(), which reports the fd at the next wait once more (with what
+ * it reported last), as if it were still ready. A backend without again()
+ * ignores the flag: level triggering is always correct.
  * A backend is used by one thread only.
  */
+/* Edge triggering asked for (see above); not an LM_IO_* bit of the API. */
+#define LM__IO_EDGE (1u << 31)
 struct lm_backend_ops {
 	/* What lm_reactor_backend_name() says: "epoll" or "io_uring". */
 	const char *name;
@@ -45,6 +55,9 @@ struct lm_backend_ops {
 	int (*wait)(void *b, struct lm_backend_event *ev, int max, int64_t timeout_ns);
 	/* An fd that is readable whenever wait() would report something. */
 	int (*fd)(void *b);
+	/* Optional (edge triggering, see above): report fd again at the next
+	 * wait, which then does not block. */
+	void (*again)(void *b, int fd);
 };
 
 extern const struct lm_backend_ops lm__backend_epoll;

@@ -38,4 +38,18 @@ bool lm__reactor_dispatching(const lm_reactor *r);
 unsigned char *lm__reactor_scratch_take(lm_reactor *r, size_t size);
 void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf);
 
+/*
+ * An io source watched edge-triggered where the backend can (io_uring: one
+ * multishot poll, no re-arm per report; see reactor/backend.h), for a
+ * caller that reads until the fd is empty each time it is told the fd is
+ * ready. *edge says whether it is; if not, the source is level-triggered
+ * like any other (reading until empty is then still correct, only not
+ * needed). A callback that stops before the fd is empty (a budget spent)
+ * calls lm__source_again(): the source is reported at the next iteration
+ * once more, as if it were still ready.
+ */
+int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+			    void *userdata, bool *edge);
+void lm__source_again(lm_source *s);
+
 #endif

@@ -546,7 +546,7 @@ static int io_watch(struct lm_source *s)
 {
 	int err;
 
-	if (!s->enabled || !s->io.events) {
+	if (!s->enabled || !(s->io.events & (LM_IO_IN | LM_IO_OUT))) {
 		io_unwatch(s);
 		return 0;
 	}
@@ -629,14 +629,12 @@ void lm_source_free(lm_source *s)
 	}
 }
 
-int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
-		      void *userdata)
+static int add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+		  void *userdata)
 {
 	struct lm_source *s;
 	int err;
 
-	return_if_invalid(!r || fd < 0 || !cb);
-	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
 	s = source_new(r, LM__SRC_IO, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
@@ -651,6 +649,27 @@ int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, l
 	if (ret)
 		*ret = s;
 	return 0;
+}
+
+int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+		      void *userdata)
+{
+	return_if_invalid(!r || fd < 0 || !cb);
+	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
+	return add_io(r, ret, fd, events, cb, userdata);
+}
+
+int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+			    void *userdata, bool *edge)
+{
+	*edge = r->ops->again != NULL;
+	return add_io(r, ret, fd, events | (*edge ? LM__IO_EDGE : 0u), cb, userdata);
+}
+
+void lm__source_again(lm_source *s)
+{
+	if (s->type == LM__SRC_IO && s->io.watched && (s->io.events & LM__IO_EDGE))
+		s->r->ops->again(s->r->backend, s->io.fd);
 }
 
 /* Outside dispatch, re-program the timerfd at once (run_once does it after
@@ -808,6 +827,7 @@ int lm_io_set_events(lm_source *s, uint32_t events)
 
 	return_if_invalid(!s || s->dead || s->type != LM__SRC_IO);
 	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
+	events |= s->io.events & LM__IO_EDGE;
 	if (events == s->io.events)
 		return 0;
 	old = s->io.events;

@@ -180,6 +180,60 @@ LM_TRANSPORT_TEST(transport, over_max_refused, .timeout = 20)
 	free(buf);
 }
 
+/* unix, watched edge-triggered, whose receive() first hands out
+ * edge_extra made-up one-byte messages, one per call: more than one
+ * report's worth, with nothing more arriving to report the fd again. */
+extern const struct lm_transport_ops lm__transport_unix;
+static int edge_extra;
+
+static int edge_receive(lm_conn *c, void *cstate)
+{
+	if (edge_extra > 0) {
+		int ret;
+
+		edge_extra--;
+		ret = lm_transport_deliver(c, "x", 1);
+		return ret < 0 ? ret : 1;
+	}
+	return lm__transport_unix.receive(c, cstate);
+}
+
+LM_BACKEND_TEST(transport, edge_reads_until_empty_over_rounds, .timeout = 20)
+{
+	static struct lm_transport_ops ops;
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	lm_reactor *r;
+	int err, first;
+
+	ops = lm__transport_unix;
+	ops.scheme = "unixedge";
+	ops.receive = edge_receive;
+	ops.edge = true;
+	err = lm_transport_register(&ops);
+	cr_assert(err == 0 || err == -EEXIST, "register: %s", strerror(-err));
+	lm_test_runtime_dir();
+	r = lm_test_reactor(backend);
+	snprintf(endpoint, sizeof(endpoint), "unixedge:" NAME);
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	cr_assert_eq(lm_conn_send(cl.c, "y", 1), 0);
+	edge_extra = 40;
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received > 0, 5));
+	first = (int)s.peers[0].received;
+	/* Edge-triggered (io_uring): up to 16 receive()s per report, then the
+	 * reactor's again() for the rest; level-triggered: one per report. */
+	cr_assert_eq(first, backend == LM_BACKEND_URING ? 16 : 1);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 41, 5), "%zu of 41 delivered",
+		  s.peers[0].received);
+	cr_assert_eq(s.peers[0].last_len, 1);
+	cr_assert_eq(s.peers[0].last[0], 'y', "the real message comes after the made-up ones");
+	cr_assert_eq(lm_reactor_run_once(r, 0), 0, "nothing left to report");
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
 LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 {
 	lm_reactor *r = setup(scheme, backend);

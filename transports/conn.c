@@ -15,6 +15,7 @@
 /* ---- registry ---- */
 
 #define LM_MAX_TRANSPORTS 16
+#define EDGE_READS        16 /* receive()s per report, edge-triggered, before others' turn */
 
 static const struct lm_transport_ops *transports[LM_MAX_TRANSPORTS] = {
     &lm__transport_unix,
@@ -309,7 +310,18 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	}
 	if (fd == c->fds.rfd && (events & (LM_IO_IN | LM_IO_HUP | LM_IO_ERR)) && !c->closed &&
 	    !c->freed) {
-		ret = c->ops->receive(c, c->tp);
+		int budget = c->edge ? EDGE_READS : 1;
+
+		/* Edge-triggered: this report may be the only one for what is
+		 * there, so read until the fd is empty (2: the transport knows it
+		 * is; then one more read finds the end of a hung-up peer). */
+		do {
+			ret = c->ops->receive(c, c->tp);
+		} while (c->edge &&
+			 (ret == 1 || (ret == 2 && (events & (LM_IO_HUP | LM_IO_ERR)))) &&
+			 --budget > 0 && !c->closed && !c->freed);
+		if (c->edge && budget == 0 && !c->closed && !c->freed)
+			lm__source_again(c->rsrc); /* not empty yet: the rest next round */
 		if (ret < 0 && ret != -ECANCELED)
 			conn_fail(c, ret);
 		else if (ret == 0 && (events & (LM_IO_HUP | LM_IO_ERR)) && !c->closed && !c->freed)
@@ -352,7 +364,11 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	err = ops->fds(tp, &c->fds);
 	if (err < 0)
 		goto fail;
-	err = lm_reactor_add_io(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c);
+	if (ops->edge)
+		err = lm__reactor_add_io_edge(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c,
+					      &c->edge);
+	else
+		err = lm_reactor_add_io(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c);
 	if (err < 0)
 		goto fail;
 	if (c->fds.hupfd >= 0) {

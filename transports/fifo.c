@@ -366,7 +366,9 @@ static int fifo_receive(lm_conn *c, void *cstate)
 	int ret;
 
 	if (fc->abuf) {
-		n = read_some(fc->rfd, fc->abuf + fc->afill, fc->atotal - fc->afill);
+		size_t want = fc->atotal - fc->afill;
+
+		n = read_some(fc->rfd, fc->abuf + fc->afill, want);
 		if (n <= 0)
 			return (int)n;
 		fc->afill += (size_t)n;
@@ -379,7 +381,7 @@ static int fifo_receive(lm_conn *c, void *cstate)
 			if (ret < 0)
 				return ret;
 		}
-		return 1;
+		return (size_t)n < want ? 2 : 1; /* a short read empties a pipe */
 	}
 	/* One read into the reactor's buffer, after what the last one cut. */
 	buf = lm__reactor_scratch_take(r, RBUF);
@@ -395,6 +397,8 @@ static int fifo_receive(lm_conn *c, void *cstate)
 		fc->left = NULL;
 		fc->rlen = 0;
 		ret = deliver_frames(c, fc, buf, len);
+		if (ret == 1 && len < RBUF)
+			ret = 2; /* a short read empties a pipe */
 	} else {
 		ret = (int)n;
 	}
@@ -472,4 +476,5 @@ const struct lm_transport_ops lm__transport_fifo = {
     .close = fifo_close,
     .free = fifo_free,
     .send_batch = fifo_send_batch,
+    .edge = true,
 };

@@ -50,6 +50,7 @@ struct lm_conn {
 	bool notified;          /* the closed callback ran (or will not) */
 	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
+	bool edge;   /* rsrc is edge-triggered: read until empty (ops->edge) */
 	bool corked; /* lm_conn_cork(): gather outside dispatch too */
 	unsigned char ibuf[LM_INLINE_OUT];
 };

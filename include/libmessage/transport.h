@@ -213,9 +213,11 @@ struct lm_transport_ops {
 	 * Read what is ready (ideally one syscall) and hand each whole message
 	 * to lm_transport_deliver(c, ...), stopping at once if it returns < 0.
 	 * Never allocate more than lm_conn_max_message(c) for a message.
-	 * Return 1 if something was read, 0 if nothing was ready, -ECONNRESET
-	 * at end of file, -EPROTO for a malformed frame, -EMSGSIZE for a
-	 * message announced over the limit. Required.
+	 * Return 1 if something was read, 2 if something was read and the fd
+	 * is known to be empty now (a short read of a byte stream), 0 if
+	 * nothing was ready, -ECONNRESET at end of file, -EPROTO for a
+	 * malformed frame, -EMSGSIZE for a message announced over the limit.
+	 * Required.
 	 */
 	int (*receive)(lm_conn *c, void *cstate);
 	/* Who the peer is; -ENOTCONN when not known yet. Required. */
@@ -234,6 +236,17 @@ struct lm_transport_ops {
 	 * by one may be finished by the other. NULL: send() per message.
 	 */
 	int (*send_batch)(void *cstate, const unsigned char *buf, size_t len, size_t *progress);
+	/*
+	 * Optional: true to have rfd watched edge-triggered where the reactor's
+	 * backend can (io_uring: one multishot poll per connection, not a poll
+	 * armed again after every wake-up). Each time rfd is reported, the
+	 * generic layer then calls receive() until it returns 0 or 2 (or 16
+	 * times, and again next round), so it suits a transport whose empty
+	 * read is cheap or rare: one that can return 2, or where the re-arm
+	 * saved costs more than the read that finds nothing. false: level-
+	 * triggered, one receive() per report.
+	 */
+	bool edge;
 };
 
 /* Add a transport. -EINVAL if a required member is missing or the scheme is
