@@ -72,6 +72,10 @@
  * kernels get IORING_SETUP_COOP_TASKRUN, or nothing. LM_URING_DEFER=0 in the
  * environment (read by init) skips DEFER_TASKRUN, for tests and A/B runs.
  *
+ * LM_URING_MULTISHOT=0 (environment, read by init) makes edge recs use
+ * one-shot polls, as a kernel without multishot polls (before 5.13) does:
+ * for tests.
+ *
  * LM_URING_ENTRIES (environment, read by init): the submission queue size
  * (default 256, the completion queue is twice that). Only for tests that
  * force SQ exhaustion and CQ overflow with a tiny ring.
@@ -368,6 +372,8 @@ static int uring_init(void **ret)
 	}
 	env = getenv("LM_URING_DEFER");
 	b->no_defer = env && !strcmp(env, "0");
+	env = getenv("LM_URING_MULTISHOT");
+	b->no_multishot = env && !strcmp(env, "0");
 	b->event_fd = -1;
 	LIST_INIT(&b->all);
 	TAILQ_INIT(&b->ready);

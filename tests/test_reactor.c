@@ -338,6 +338,9 @@ LM_BACKEND_TEST(io, edge_source_reports_wakeups_and_again)
 	cr_assert_eq(lm__reactor_add_io_edge(r, &s, p[0], LM_IO_IN, edge_cb, &st, &edge), 0);
 	cr_assert_eq(edge, backend == LM_BACKEND_URING,
 		     "edge triggering only where io_uring gives it");
+	/* Without multishot polls (kernels before 5.13, LM_URING_MULTISHOT=0)
+	 * io_uring watches it level-triggered after all. */
+	edge = edge && lm_test_uring_multishot();
 	/* A callback that stops early and says so is reported again, with no
 	 * new data. */
 	cr_assert_eq(write(p[1], "ab", 2), 2);

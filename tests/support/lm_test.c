@@ -88,3 +88,10 @@ pid_t lm_test_fork(void)
 		_exit(99);
 	return pid;
 }
+
+bool lm_test_uring_multishot(void)
+{
+	const char *v = getenv("LM_URING_MULTISHOT");
+
+	return !(v && !strcmp(v, "0"));
+}

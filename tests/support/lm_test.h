@@ -2,6 +2,8 @@
 #ifndef LM_TEST_H
 #define LM_TEST_H
 
+#include <stdbool.h>
+
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <libmessage/reactor.h>
@@ -25,6 +27,10 @@ pid_t lm_test_fork(void);
 
 /* Number of open fds of this process. */
 int lm_test_fd_count(void);
+
+/* False when LM_URING_MULTISHOT=0 (the *_older_kernel runs): io_uring
+ * watches edge-triggered sources with one-shot polls, level-triggered. */
+bool lm_test_uring_multishot(void);
 
 /*
  * A test body that runs once per backend:
