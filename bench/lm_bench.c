@@ -56,7 +56,8 @@ void bench_connect_failed(const struct bench_ctx *x, const char *ep, int err)
 	if (err == -EMFILE && x->c->tp == TP_MQ && getrlimit(RLIMIT_MSGQUEUE, &rl) == 0)
 		bench_fail(x->shm, 1,
 			   "client %d: RLIMIT_MSGQUEUE (ulimit -q: %lu KiB for all of this "
-			   "user's queues) is used up; each connection is two queues",
+			   "user's queues) is used up; each connection is two queues "
+			   "(smaller ones: LM_MQ_MAXMSG, LM_MQ_MSGSIZE)",
 			   x->index, (unsigned long)(rl.rlim_cur >> 10));
 	else
 		bench_fail(x->shm, 2, "client %d: connect %s: %s", x->index, ep, strerror(-err));

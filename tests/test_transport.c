@@ -1,4 +1,5 @@
 /* The transport conformance suite: one set of tests, run for every transport and backend. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mqueue.h>
@@ -1213,5 +1214,96 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the dead server",
 		     c2s);
 	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
+/* The name (in /dev/mqueue, without the slash) of this process's connection
+ * queue ending in suffix, or "" if there is none or /dev/mqueue is not
+ * mounted. */
+static void own_queue(char *buf, size_t size, const char *suffix)
+{
+	DIR *d = opendir("/dev/mqueue");
+	char pid[32];
+	struct dirent *e;
+
+	buf[0] = 0;
+	if (!d)
+		return;
+	snprintf(pid, sizeof(pid), ".%d.", (int)getpid());
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name), k = strlen(suffix);
+
+		if (strstr(e->d_name, pid) && n > k && !strcmp(e->d_name + n - k, suffix)) {
+			snprintf(buf, size, "%s", e->d_name);
+			break;
+		}
+	}
+	closedir(d);
+}
+
+/* A client's connection queues take the shape LM_MQ_MAXMSG and
+ * LM_MQ_MSGSIZE give (the server takes whatever the client made); bad
+ * values are refused before any queue is made. */
+LM_TRANSPORT_TEST(transport, mq_queue_shape_from_environment, .timeout = 60)
+{
+	static const size_t sizes[] = {0, 1, 123, 124, 125, 1000, 100000};
+	struct lm_tt_server s = {.echo = true};
+	struct lm_tt_peer cl = {0};
+	char q[512], path[520];
+	unsigned char *buf;
+	lm_reactor *r;
+	lm_conn *c;
+
+	if (strcmp(scheme, "mq"))
+		cr_skip_test("mq only");
+	r = setup(scheme, backend);
+	cr_assert_eq(lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s), 0);
+	setenv("LM_MQ_MSGSIZE", "32", 1);
+	cr_assert_eq(lm_conn_connect(&c, r, endpoint, NULL, &lm_tt_callbacks, &cl), -EINVAL,
+		     "a unit under 64 bytes");
+	setenv("LM_MQ_MSGSIZE", "128", 1);
+	setenv("LM_MQ_MAXMSG", "3x", 1);
+	cr_assert_eq(lm_conn_connect(&c, r, endpoint, NULL, &lm_tt_callbacks, &cl), -EINVAL,
+		     "not a number");
+	setenv("LM_MQ_MAXMSG", "0", 1);
+	cr_assert_eq(lm_conn_connect(&c, r, endpoint, NULL, &lm_tt_callbacks, &cl), -EINVAL,
+		     "no room at all");
+	own_queue(q, sizeof(q), ".c2s");
+	cr_assert_str_empty(q, "a refused connect left %s behind", q);
+
+	setenv("LM_MQ_MAXMSG", "3", 1);
+	cr_assert_eq(lm_conn_connect(&cl.c, r, endpoint, NULL, &lm_tt_callbacks, &cl), 0);
+	/* Its queues, seen before the server takes (and unlinks) them. */
+	own_queue(q, sizeof(q), ".c2s");
+	if (q[0]) {
+		struct mq_attr a;
+		mqd_t m;
+
+		snprintf(path, sizeof(path), "/%s", q);
+		m = mq_open(path, O_RDONLY | O_NONBLOCK);
+		cr_assert_neq(m, (mqd_t)-1, "%s: %s", path, strerror(errno));
+		cr_assert_eq(mq_getattr(m, &a), 0);
+		mq_close(m);
+		cr_assert_eq(a.mq_maxmsg, 3);
+		cr_assert_eq(a.mq_msgsize, 128);
+	}
+	/* Messages of every kind of fit, in 128-byte units three deep. */
+	buf = malloc(100000);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t want = cl.received + 1;
+
+		lm_tt_pattern(buf, sizes[i], (unsigned)i);
+		cr_assert_eq(lm_conn_send(cl.c, buf, sizes[i]), 0, "send %zu", sizes[i]);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == want, 20), "no echo of %zu bytes",
+			  sizes[i]);
+		cr_assert_eq(cl.last_len, sizes[i]);
+		cr_assert(sizes[i] == 0 || !memcmp(cl.last, buf, sizes[i]), "%zu bytes corrupted",
+			  sizes[i]);
+	}
+	free(buf);
+	unsetenv("LM_MQ_MAXMSG");
+	unsetenv("LM_MQ_MSGSIZE");
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }

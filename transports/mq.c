@@ -85,7 +85,9 @@ static int mq_error(int err, const char *qname, const struct mq_attr *a)
 			     proc_long("/proc/sys/fs/mqueue/queues_max", 256));
 		break;
 	case EMFILE:
-		lm_log_error("mq %s: RLIMIT_MSGQUEUE (ulimit -q) exhausted, or no fd left", qname);
+		lm_log_error("mq %s: RLIMIT_MSGQUEUE (ulimit -q) exhausted, or no fd left (smaller "
+			     "queues fit more connections: LM_MQ_MAXMSG, LM_MQ_MSGSIZE)",
+			     qname);
 		break;
 	default:
 		lm_log_error("mq %s: %s", qname, strerror(err));
@@ -105,6 +107,51 @@ static int base_name(char *buf, size_t size, int dirfd, const char *name)
 		 (unsigned long long)stx.stx_ino, (unsigned long long)stx.stx_btime.tv_sec,
 		 stx.stx_btime.tv_nsec, name);
 	return 0;
+}
+
+/* A positive number from the environment into *v (left alone if var is
+ * unset or empty); -EINVAL, logged, if it is not one within [lo, hi]. */
+static int env_long(const char *var, long lo, long hi, long *v)
+{
+	const char *s = getenv(var);
+	char *end;
+	long x;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	x = strtol(s, &end, 10);
+	if (errno || *end || x < lo || x > hi) {
+		lm_log_error("%s=%s: not a number from %ld to %ld", var, s, lo, hi);
+		return -EINVAL;
+	}
+	*v = x;
+	return 0;
+}
+
+/*
+ * The shape of the two queues a client makes for a connection: 10 messages
+ * of 2 KiB (or the kernel's fs.mqueue.msg_max and msgsize_max if lower),
+ * about 21 KiB of RLIMIT_MSGQUEUE each (the kernel also counts ~96 bytes per
+ * message slot): some 19 connections fit the default 800 KiB, which all of
+ * a user's queues share. LM_MQ_MAXMSG and LM_MQ_MSGSIZE in the environment
+ * (read at each connect) make them smaller, to fit more connections, or
+ * bigger, for fewer syscalls per big message; the server takes whatever
+ * shape the client made. Values the kernel refuses fail the connect with
+ * the limit named (mq_error).
+ */
+static int queue_shape(long *maxmsg, long *msgsize)
+{
+	int err;
+
+	*maxmsg = proc_long("/proc/sys/fs/mqueue/msg_max", 10);
+	*msgsize = proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
+	*maxmsg = *maxmsg < 10 ? *maxmsg : 10;
+	*msgsize = *msgsize < 2048 ? *msgsize : 2048;
+	err = env_long("LM_MQ_MAXMSG", 1, 65536, maxmsg);
+	if (!err)
+		err = env_long("LM_MQ_MSGSIZE", UNIT_MIN, UNIT_MAX, msgsize);
+	return err;
 }
 
 static mqd_t mq_create(const char *qname, int flags, long maxmsg, long msgsize)
@@ -361,7 +408,7 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 	char base[256];
 	struct mq_conn *mc;
 	struct stat st;
-	long maxmsg, msgsize;
+	struct mq_attr attr = {0};
 	mqd_t lq;
 	int err;
 
@@ -389,24 +436,21 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 		err = -ECONNREFUSED;
 		goto fail;
 	}
+	err = queue_shape(&attr.mq_maxmsg, &attr.mq_msgsize);
+	if (err < 0)
+		goto fail;
 	snprintf(req.id, sizeof(req.id), "%d.%u", (int)getpid(), counter++);
 	snprintf(mc->c2s, sizeof(mc->c2s), "%s.%s.c2s", base, req.id);
 	snprintf(mc->s2c, sizeof(mc->s2c), "%s.%s.s2c", base, req.id);
-	maxmsg = proc_long("/proc/sys/fs/mqueue/msg_max", 10);
-	msgsize = proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
-	/* Small, so that many connections fit in RLIMIT_MSGQUEUE (800 KiB by
-	 * default, for all of a user's queues): about 20 KiB a queue. */
-	maxmsg = maxmsg < 10 ? maxmsg : 10;
-	msgsize = msgsize < 2048 ? msgsize : 2048;
-	mc->wq = mq_create(mc->c2s, O_WRONLY, maxmsg, msgsize);
+	mc->wq = mq_create(mc->c2s, O_WRONLY, attr.mq_maxmsg, attr.mq_msgsize);
 	if (mc->wq == (mqd_t)-1) {
-		err = mq_error(errno, mc->c2s, NULL);
+		err = mq_error(errno, mc->c2s, &attr);
 		mc->c2s[0] = 0;
 		goto fail;
 	}
-	mc->rq = mq_create(mc->s2c, O_RDONLY, maxmsg, msgsize);
+	mc->rq = mq_create(mc->s2c, O_RDONLY, attr.mq_maxmsg, attr.mq_msgsize);
 	if (mc->rq == (mqd_t)-1) {
-		err = mq_error(errno, mc->s2c, NULL);
+		err = mq_error(errno, mc->s2c, &attr);
 		mc->s2c[0] = 0;
 		goto fail;
 	}
