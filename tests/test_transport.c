@@ -119,6 +119,24 @@ static void wait_child_ready(int fd)
 	close(fd);
 }
 
+/* Send each size (a pattern) to an echo server and check what comes back;
+ * buf holds the largest. */
+static void echo_sizes(lm_reactor *r, struct lm_tt_peer *cl, const size_t *sizes, size_t n,
+		       unsigned char *buf)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t want = cl->received + 1;
+
+		lm_tt_pattern(buf, sizes[i], (unsigned)i);
+		cr_assert_eq(lm_conn_send(cl->c, buf, sizes[i]), 0, "send %zu", sizes[i]);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl->received == want, 20), "no echo of %zu bytes",
+			  sizes[i]);
+		cr_assert_eq(cl->last_len, sizes[i]);
+		cr_assert(sizes[i] == 0 || !memcmp(cl->last, buf, sizes[i]), "%zu bytes corrupted",
+			  sizes[i]);
+	}
+}
+
 LM_TRANSPORT_TEST(transport, round_trip_sizes, .timeout = 30)
 {
 	static const size_t sizes[] = {0, 1, 4095, 4096, 4097, 65535, 65536, 65537, 1 << 20};
@@ -128,17 +146,7 @@ LM_TRANSPORT_TEST(transport, round_trip_sizes, .timeout = 30)
 	unsigned char *buf = malloc(1 << 20);
 
 	pair(r, &s, &cl);
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		size_t want = cl.received + 1;
-
-		lm_tt_pattern(buf, sizes[i], (unsigned)i);
-		cr_assert_eq(lm_conn_send(cl.c, buf, sizes[i]), 0, "send %zu", sizes[i]);
-		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == want, 10), "no echo of %zu bytes",
-			  sizes[i]);
-		cr_assert_eq(cl.last_len, sizes[i]);
-		cr_assert(sizes[i] == 0 || !memcmp(cl.last, buf, sizes[i]), "%zu bytes corrupted",
-			  sizes[i]);
-	}
+	echo_sizes(r, &cl, sizes, sizeof(sizes) / sizeof(sizes[0]), buf);
 	/* iovecs are concatenated. */
 	{
 		struct iovec v[3] = {{buf, 10}, {buf + 10, 0}, {buf + 10, 70000}};
@@ -1289,17 +1297,7 @@ LM_TRANSPORT_TEST(transport, mq_queue_shape_from_environment, .timeout = 60)
 	}
 	/* Messages of every kind of fit, in 128-byte units three deep. */
 	buf = malloc(100000);
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		size_t want = cl.received + 1;
-
-		lm_tt_pattern(buf, sizes[i], (unsigned)i);
-		cr_assert_eq(lm_conn_send(cl.c, buf, sizes[i]), 0, "send %zu", sizes[i]);
-		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == want, 20), "no echo of %zu bytes",
-			  sizes[i]);
-		cr_assert_eq(cl.last_len, sizes[i]);
-		cr_assert(sizes[i] == 0 || !memcmp(cl.last, buf, sizes[i]), "%zu bytes corrupted",
-			  sizes[i]);
-	}
+	echo_sizes(r, &cl, sizes, sizeof(sizes) / sizeof(sizes[0]), buf);
 	free(buf);
 	unsetenv("LM_MQ_MAXMSG");
 	unsetenv("LM_MQ_MSGSIZE");
