@@ -392,6 +392,15 @@ static void run_flushes(lm_reactor *r)
 	}
 }
 
+/* lm__timers_arm() unless the earliest deadline is the one programmed
+ * already, as it is in most iterations (no call for nothing). */
+static inline int timers_arm(lm_reactor *r)
+{
+	uint64_t when = r->heap_len ? r->heap[0]->timer.deadline : UINT64_MAX;
+
+	return when == r->timer_armed ? 0 : lm__timers_arm(r);
+}
+
 int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 {
 	int n, count = 0, err;
@@ -412,7 +421,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	}
 	if (!TAILQ_EMPTY(&r->defers) || r->exit_requested)
 		timeout_ns = 0;
-	err = lm__timers_arm(r);
+	err = timers_arm(r);
 	if (err < 0)
 		return err;
 	n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
@@ -435,7 +444,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	collect_garbage(r);
 	/* Program the timerfd now, not only before the next wait: a foreign
 	 * loop polling lm_reactor_fd() must be woken for the next deadline. */
-	err = lm__timers_arm(r);
+	err = timers_arm(r);
 	if (err < 0)
 		lm_log_warn("timerfd: %s", strerror(-err));
 	/* A foreign loop only polls our fd: make it readable for what waits. */

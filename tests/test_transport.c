@@ -1011,6 +1011,66 @@ static void burst_accept(lm_listener *l, lm_conn *c, void *userdata)
 	lm_conn_set_callbacks(c, &cb, &served);
 }
 
+/* The server side of reply_to_last_read_leaves_at_once: "ping" is answered
+ * with two messages, anything else with one; lm_conn_queued() after each. */
+static struct {
+	lm_conn *c;
+	size_t queued[8];
+	int n;
+} lastread;
+
+static void lastread_serve(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+	bool ping = len == 4 && !memcmp(data, "ping", 4);
+
+	cr_assert_eq(lm_conn_send(c, ping ? "a" : "r", 1), 0);
+	lastread.queued[lastread.n++ & 7] = lm_conn_queued(c);
+	if (ping) {
+		cr_assert_eq(lm_conn_send(c, "bb", 2), 0);
+		lastread.queued[lastread.n++ & 7] = lm_conn_queued(c);
+	}
+}
+
+static void lastread_accept(lm_listener *l, lm_conn *c, void *userdata)
+{
+	static const struct lm_conn_callbacks cb = {.message = lastread_serve};
+
+	lastread.c = c;
+	lm_conn_set_callbacks(c, &cb, NULL);
+}
+
+/* In a callback, what answers the last message a receive read goes out at
+ * once (nothing read after it could be gathered with it); the rest, and the
+ * answers to messages read before others, wait for the end of the round. */
+LM_TRANSPORT_TEST(transport, reply_to_last_read_leaves_at_once, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_peer cl = {0};
+	lm_listener *l = NULL;
+
+	memset(&lastread, 0, sizeof(lastread));
+	cr_assert_eq(lm_listener_new(&l, r, endpoint, NULL, lastread_accept, NULL), 0);
+	cr_assert_eq(connect_or_skip(&cl.c, r, &cl), 0);
+	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 2, 10), "%zu replies", cl.received);
+	cr_assert_eq(lastread.queued[0], 0, "the first answer waited");
+	cr_assert_eq(lastread.queued[1], 2, "the second answer did not wait");
+	cr_assert_eq(cl.last_len, 2, "out of order");
+	/* Three messages in one write (a corked batch): one unit, one read. */
+	cr_assert_eq(lm_conn_cork(cl.c, true), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(lm_conn_send(cl.c, "xyz", 3), 0);
+	cr_assert_eq(lm_conn_cork(cl.c, false), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 5, 10), "%zu replies", cl.received);
+	cr_assert_eq(lastread.n, 5);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(lastread.queued[2 + i], (size_t)i + 1, "answer %d: %zu queued", i,
+			     lastread.queued[2 + i]);
+	lm_tt_peer_clear(&cl);
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
 LM_TRANSPORT_TEST(transport, gathered_in_callback, .timeout = 40)
 {
 	static const struct lm_conn_callbacks ccb = {.message = burst_check};

@@ -453,6 +453,16 @@ LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len)
 	return c->closed || c->freed ? -ECANCELED : 0;
 }
 
+int lm__transport_deliver_last(lm_conn *c, const void *data, size_t len)
+{
+	int ret;
+
+	c->direct = true;
+	ret = lm_transport_deliver(c, data, len);
+	c->direct = false; /* c's memory outlives our dispatch, even if freed */
+	return ret;
+}
+
 /* Append one message to obuf, encoded as send_batch() takes it. */
 static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len)
 {
@@ -534,7 +544,7 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 	if (c->queued + len > c->max_queue)
 		return -ENOBUFS;
 	waiting = c->ohead < c->olen;
-	gather = c->corked || lm__reactor_dispatching(c->r);
+	gather = c->corked || (lm__reactor_dispatching(c->r) && !c->direct);
 	if (waiting || (gather && len < LM_DIRECT_MIN)) {
 		ret = obuf_append(c, iov, iovcnt, len);
 		if (ret < 0)
@@ -547,6 +557,7 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 			lm__reactor_flush_queue(c->r, &c->flush);
 		return 0;
 	}
+	c->direct = false; /* one message straight out per delivery */
 	ret = c->ops->send(c->tp, iov, iovcnt, len, &progress);
 	if (ret > 0)
 		return 0;

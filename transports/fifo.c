@@ -315,8 +315,10 @@ static ssize_t read_some(int fd, void *buf, size_t size)
 	return n == 0 ? -ECONNRESET : n;
 }
 
-/* Hand out the whole frames of buf[0, len); keep the cut one. */
-static int deliver_frames(lm_conn *c, struct fifo_conn *fc, const unsigned char *buf, size_t len)
+/* Hand out the whole frames of buf[0, len); keep the cut one. empty: the
+ * read found the pipe empty, so the last frame is the last one there. */
+static int deliver_frames(lm_conn *c, struct fifo_conn *fc, const unsigned char *buf, size_t len,
+			  bool empty)
 {
 	size_t off = 0, max = lm_conn_max_message(c);
 	int ret;
@@ -329,7 +331,10 @@ static int deliver_frames(lm_conn *c, struct fifo_conn *fc, const unsigned char 
 		if (n > max)
 			return -EMSGSIZE;
 		if (avail >= n) {
-			ret = lm_transport_deliver(c, buf + off + sizeof(n), n);
+			const unsigned char *m = buf + off + sizeof(n);
+
+			ret = empty && avail == n ? lm__transport_deliver_last(c, m, n)
+						  : lm_transport_deliver(c, m, n);
 			if (ret < 0)
 				return ret;
 			off += sizeof(n) + n;
@@ -396,7 +401,7 @@ static int fifo_receive(lm_conn *c, void *cstate)
 		free(fc->left);
 		fc->left = NULL;
 		fc->rlen = 0;
-		ret = deliver_frames(c, fc, buf, len);
+		ret = deliver_frames(c, fc, buf, len, len < RBUF);
 		if (ret == 1 && len < RBUF)
 			ret = 2; /* a short read empties a pipe */
 	} else {

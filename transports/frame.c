@@ -81,7 +81,7 @@ size_t lm__frame_next(const unsigned char *buf, size_t len, size_t *f, size_t of
 }
 
 int lm__unpack_unit(lm_conn *c, struct lm__unpack *u, const unsigned char *buf, size_t n,
-		    size_t unit)
+		    size_t unit, bool last)
 {
 	size_t off = 0, max = lm_conn_max_message(c);
 	uint32_t total;
@@ -95,7 +95,10 @@ int lm__unpack_unit(lm_conn *c, struct lm__unpack *u, const unsigned char *buf, 
 		if (total > max)
 			return -EMSGSIZE;
 		if (total <= n - off - sizeof(total)) {
-			int ret = lm_transport_deliver(c, buf + off + sizeof(total), total);
+			const unsigned char *m = buf + off + sizeof(total);
+			int ret = last && total == n - off - sizeof(total)
+				      ? lm__transport_deliver_last(c, m, total)
+				      : lm_transport_deliver(c, m, total);
 
 			if (ret < 0)
 				return ret;

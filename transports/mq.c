@@ -568,7 +568,7 @@ static int mq_conn_receive(lm_conn *c, void *cstate)
 	else if (mc->un.buf)
 		ret = lm__unpack_fragment(c, &mc->un, buf, (size_t)n, mc->runit);
 	else
-		ret = lm__unpack_unit(c, &mc->un, buf, (size_t)n, mc->runit);
+		ret = lm__unpack_unit(c, &mc->un, buf, (size_t)n, mc->runit, true);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
 }

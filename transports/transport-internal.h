@@ -51,6 +51,7 @@ struct lm_conn {
 	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
 	bool edge;   /* rsrc is edge-triggered: read until empty (ops->edge) */
+	bool direct; /* in lm__transport_deliver_last(): the next send goes out now */
 	bool corked; /* lm_conn_cork(): gather outside dispatch too */
 	unsigned char ibuf[LM_INLINE_OUT];
 };
@@ -106,9 +107,19 @@ struct lm__unpack {
 	size_t total, fill;
 };
 /* Deliver the messages of one unit (keeping a big message's start):
- * 1, or -errno (-ECANCELED: c was closed or freed by its user). */
+ * 1, or -errno (-ECANCELED: c was closed or freed by its user). last: the
+ * last unit this receive read (see lm__transport_deliver_last). */
 int lm__unpack_unit(lm_conn *c, struct lm__unpack *u, const unsigned char *buf, size_t n,
-		    size_t unit);
+		    size_t unit, bool last);
+/*
+ * lm_transport_deliver() for the last message a receive read: the first
+ * message its callback sends on c goes straight out (one syscall, no copy
+ * into the output buffer, no flush at the end of the round) when nothing
+ * waits before it, as a send outside the reactor's callbacks does. Nothing
+ * read after it in this round could have its reply gathered with that one.
+ * What the callback sends after it is gathered as usual.
+ */
+int lm__transport_deliver_last(lm_conn *c, const void *data, size_t len);
 /* The size the next fragment of u's message must have. */
 size_t lm__unpack_want(const struct lm__unpack *u, size_t unit);
 /* Add the next fragment (copied unless it was received in place, at

@@ -285,10 +285,10 @@ static int recv_datagrams(int fd, struct mmsghdr *mv, unsigned vlen)
 	return n;
 }
 
-/* One datagram of len bytes (cut: it was longer than the buffer): an
- * error, the end, or its messages. */
+/* One datagram of len bytes (cut: it was longer than the buffer; last: the
+ * last this receive read): an error, the end, or its messages. */
 static int take_datagram(lm_conn *c, struct unix_conn *uc, const unsigned char *buf, size_t len,
-			 bool cut)
+			 bool cut, bool last)
 {
 	if (len == 0)
 		return -ECONNRESET;
@@ -296,7 +296,7 @@ static int take_datagram(lm_conn *c, struct unix_conn *uc, const unsigned char *
 		return -EPROTO; /* a datagram bigger than the framing allows */
 	if (uc->un.buf)
 		return lm__unpack_fragment(c, &uc->un, buf, len, UNIT);
-	return lm__unpack_unit(c, &uc->un, buf, len, UNIT);
+	return lm__unpack_unit(c, &uc->un, buf, len, UNIT, last);
 }
 
 static int unix_receive(lm_conn *c, void *cstate)
@@ -318,7 +318,7 @@ static int unix_receive(lm_conn *c, void *cstate)
 		k = recv_one(uc->fd, buf, want);
 		if (k < 0)
 			return errno == EAGAIN ? 0 : -errno;
-		return take_datagram(c, uc, buf, (size_t)k, (size_t)k > want);
+		return take_datagram(c, uc, buf, (size_t)k, (size_t)k > want, true);
 	}
 	/*
 	 * A peer that sends many datagrams (not gathered: one call per
@@ -338,7 +338,7 @@ static int unix_receive(lm_conn *c, void *cstate)
 		if (k < 0)
 			ret = errno == EAGAIN ? 0 : -errno;
 		else
-			ret = take_datagram(c, uc, buf, (size_t)k, k > UNIT);
+			ret = take_datagram(c, uc, buf, (size_t)k, k > UNIT, true);
 		lm__reactor_scratch_give(r, buf);
 		return ret;
 	}
@@ -353,7 +353,7 @@ static int unix_receive(lm_conn *c, void *cstate)
 		uc->batch = n > 1; /* c is still alive here */
 	for (int i = 0; i < n && ret > 0; i++)
 		ret = take_datagram(c, uc, iv[i].iov_base, mv[i].msg_len,
-				    mv[i].msg_hdr.msg_flags & MSG_TRUNC);
+				    mv[i].msg_hdr.msg_flags & MSG_TRUNC, i == n - 1);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
 }
