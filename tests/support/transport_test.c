@@ -1,4 +1,5 @@
 /* Helpers of the transport conformance suite. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mqueue.h>
@@ -184,8 +185,29 @@ void lm_tt_forget_queue_at_end(const char *name)
 
 void lm_tt_fini(void)
 {
-	if (queue_to_remove[0])
-		mq_unlink(queue_to_remove);
+	char prefix[340];
+	struct dirent *e;
+	DIR *d;
+
+	if (!queue_to_remove[0])
+		return;
+	mq_unlink(queue_to_remove);
+	/* And this process's own connection queues at that name, which a test
+	 * that failed before the server took them leaves behind (where
+	 * /dev/mqueue lists them). */
+	snprintf(prefix, sizeof(prefix), "%s.%d.", queue_to_remove + 1, (int)getpid());
+	d = opendir("/dev/mqueue");
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char path[600];
+
+		if (strncmp(e->d_name, prefix, strlen(prefix)))
+			continue;
+		snprintf(path, sizeof(path), "/%s", e->d_name);
+		mq_unlink(path);
+	}
+	closedir(d);
 }
 
 void lm_tt_foreign_remove(const char *scheme, const char *name)
