@@ -461,7 +461,7 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		r->status = 1;
 		return;
 	}
-	if ((c->impl == IMPL_SERVICE || c->impl == IMPL_EMIT) &&
+	if ((c->impl == IMPL_SERVICE || c->impl == IMPL_EMIT || c->impl == IMPL_SYNC) &&
 	    bench_service_available(r->why, sizeof(r->why)) < 0) {
 		r->status = 1;
 		return;
@@ -621,7 +621,7 @@ int main(int argc, char **argv)
 				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
 						? o.clients
 						: o.subscribers;
-				struct bench_case cs[9];
+				struct bench_case cs[11];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
@@ -636,6 +636,10 @@ int main(int argc, char **argv)
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (o.backends & (1u << b))
 						cs[nc++] = (struct bench_case){m, tp,  IMPL_SERVICE,
+									       b, cpu, peers};
+				for (int b = 1; b <= 2 && !o.floor_only; b++)
+					if (m == MODE_CALL && (o.backends & (1u << b)))
+						cs[nc++] = (struct bench_case){m, tp,  IMPL_SYNC,
 									       b, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if (m == MODE_THROUGHPUT && (o.backends & (1u << b)))

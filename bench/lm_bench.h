@@ -20,6 +20,7 @@ enum bench_impl {
 	IMPL_EMIT,    /* service.h, throughput only: pipelined lm_server_emit */
 	IMPL_LOOP,    /* call and signal only: the floor's messages, each receive
 		       * after a readiness wait (epoll or io_uring poll) */
+	IMPL_SYNC,    /* call only: service.h, lm_client_call_sync() */
 };
 
 #define BENCH_MAX_PEERS 1000

@@ -7,7 +7,8 @@
 
 static const char *impl_name(enum bench_impl i)
 {
-	static const char *const names[] = {"floor", "lm_conn", "lm_service", "lm_emit", "loop"};
+	static const char *const names[] = {"floor",   "lm_conn", "lm_service",
+					    "lm_emit", "loop",    "lm_sync"};
 	return names[i];
 }
 

@@ -237,7 +237,8 @@ static int check_json(const char *out, const char *mode, int *ok_floor)
 		}
 		if (strstr(l, "\"status\":\"n/a\""))
 			cr_assert(strstr(l, "\"why\":\""), "n/a without a reason: %s", l);
-		if ((strstr(l, "\"impl\":\"lm_conn\"") || strstr(l, "\"impl\":\"loop\"")) &&
+		if ((strstr(l, "\"impl\":\"lm_conn\"") || strstr(l, "\"impl\":\"loop\"") ||
+		     strstr(l, "\"impl\":\"lm_sync\"")) &&
 		    strstr(l, "\"status\":\"ok\""))
 			cr_assert(strstr(l, "\"ratio_p50\":"), "no ratio to the floor: %s", l);
 	}
@@ -254,8 +255,14 @@ Test(bench_run, call_every_transport_json_and_reaped, .timeout = 120)
 				   "epoll", "--count", "200", "--warmup", "10", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* Per transport: floor, loop, lm_conn, lm_service (epoll each). */
-	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 12, "%s", r.out);
+	/* Per transport: floor, loop, lm_conn, lm_service, lm_sync (epoll each). */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 15, "%s", r.out);
+	/* The sync calls ran on unix and fifo (mq may be n/a for a kernel limit). */
+	const char *s1 = strstr(r.out, "\"impl\":\"lm_sync\",\"transport\":\"unix\"");
+	const char *s2 = strstr(r.out, "\"impl\":\"lm_sync\",\"transport\":\"fifo\"");
+	cr_assert(s1 && s2, "%s", r.out);
+	cr_assert(strstr(s1, "\"status\":\"ok\"") < strchr(s1, '\n'), "%s", r.out);
+	cr_assert(strstr(s2, "\"status\":\"ok\"") < strchr(s2, '\n'), "%s", r.out);
 	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
@@ -288,8 +295,8 @@ Test(bench_run, loop_case_per_backend, .timeout = 120)
 				   NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* floor, loop x2, lm_conn x2, lm_service x2 */
-	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 7, "%s", r.out);
+	/* floor, loop x2, lm_conn x2, lm_service x2, lm_sync x2 */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 9, "%s", r.out);
 	const char *epoll =
 	    strstr(r.out, "\"impl\":\"loop\",\"transport\":\"unix\",\"backend\":\"epoll\"");
 	const char *uring =
@@ -354,8 +361,9 @@ Test(bench_run, idle_clients_are_connected_and_reaped, .timeout = 120)
 				   "--warmup", "10", "--idle-clients", "50", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* floor, loop, lm_conn, lm_service: only the last two get the crowd */
-	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 4, "%s", r.out);
+	/* floor, loop, lm_conn, lm_service, lm_sync: only the last three get
+	 * the crowd */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"call\"", &floors), 5, "%s", r.out);
 	const char *l = strstr(r.out, "\"impl\":\"lm_conn\"");
 	cr_assert(l, "%s", r.out);
 	if (strstr(l, "\"status\":\"ok\""))

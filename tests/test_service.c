@@ -1072,3 +1072,72 @@ SVC_TEST(client_not_reading_replies_is_disconnected)
 	lm_reactor_free(r);
 	stop_server(pid);
 }
+
+/* Sync calls, whatever the waiting: on mq the first part of it is the
+ * transport's blocking receive (lm__conn_wait), and the reactor takes over
+ * after SYNC_BLOCK_NS (10 ms); unix and fifo always wait with the reactor.
+ * Replies come whole and in order, a slow reply (50 ms) and a call timeout
+ * shorter than that first part are handled, and a server that dies during
+ * a call or between two is told, then replaced. */
+SVC_TEST(sync_calls_blocking_wait)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL), killer;
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, &(struct lm_client_options){.reconnect_min_ns = 10 * MS});
+	struct lm_reply *reply;
+	int err;
+
+	wait_connected(r, c);
+	for (uint32_t i = 0; i < 200; i++) {
+		cr_assert_eq(lm_client_call_sync(c, "echo", &i, sizeof(i), -1, &reply), 0);
+		cr_assert(reply->len == sizeof(i) && !memcmp(reply->payload, &i, sizeof(i)),
+			  "reply %u", i);
+		lm_reply_free(reply);
+	}
+	cr_assert_eq(lm_client_call_sync(c, "defer", NULL, 0, -1, &reply), 0);
+	cr_assert(reply->len == 5 && !memcmp(reply->payload, "later", 5));
+	lm_reply_free(reply);
+	cr_assert_eq(lm_client_call_sync(c, "blob", NULL, 0, -1, &reply), 0);
+	cr_assert_eq(reply->len, 60 << 10);
+	lm_reply_free(reply);
+	cr_assert_eq(lm_client_call_sync(c, "hang", NULL, 0, 3 * MS, &reply), -ETIMEDOUT);
+	cr_assert_eq(lm_client_call_sync(c, "echo", "ok", 2, -1, &reply), 0);
+	lm_reply_free(reply);
+
+	/* The server dies while a call waits: -ECONNRESET, long before the
+	 * call's own 20 s. */
+	killer = lm_test_fork();
+	cr_assert_geq(killer, 0);
+	if (killer == 0) {
+		usleep(50000);
+		kill(pid, SIGKILL);
+		_exit(0);
+	}
+	cr_assert_eq(lm_client_call_sync(c, "hang", NULL, 0, 20 * SEC, &reply), -ECONNRESET);
+	cr_assert_eq(waitpid(killer, NULL, 0), killer);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	/* Gone between two calls: the next one is told, at once or after its
+	 * blocking wait, and none waits for its timeout. */
+	err = lm_client_call_sync(c, "echo", "x", 1, 20 * SEC, &reply);
+	cr_assert(err == -ENOTCONN || err == -ECONNRESET, "call after the death: %d", err);
+	cr_assert_eq(lm_client_call_sync(c, "echo", "x", 1, 20 * SEC, &reply), -ENOTCONN);
+	/* A new server: sync calls reach it. */
+	pid = start_server(k, NULL);
+	err = -ENOTCONN;
+	for (int i = 0; i < 200 && err == -ENOTCONN; i++) {
+		err = lm_client_call_sync(c, "echo", "y", 1, 5 * SEC, &reply);
+		if (err == -ENOTCONN)
+			usleep(10000);
+	}
+	cr_assert_eq(err, 0, "after the restart: %d", err);
+	cr_assert(reply->len == 1 && !memcmp(reply->payload, "y", 1));
+	lm_reply_free(reply);
+	/* And one killed just after a reply: the next call does not hang. */
+	kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	err = lm_client_call_sync(c, "echo", "z", 1, 20 * SEC, &reply);
+	cr_assert(err == -ENOTCONN || err == -ECONNRESET, "call after the death: %d", err);
+	lm_client_free(c);
+	lm_reactor_free(r);
+}

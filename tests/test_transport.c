@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "transport-internal.h"
 #include "transport_test.h"
 
 #define NAME "t"
@@ -1361,6 +1362,66 @@ LM_TRANSPORT_TEST(transport, mq_queue_shape_from_environment, .timeout = 60)
 	free(buf);
 	unsetenv("LM_MQ_MAXMSG");
 	unsetenv("LM_MQ_MSGSIZE");
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
+/* A connection read alone, in the transport's own blocking receive
+ * (lm__conn_wait, what lm_client_call_sync() waits in): mq has one, the
+ * others say so and leave the waiting to the reactor. */
+LM_TRANSPORT_TEST(transport, wait_alone_in_the_blocking_receive, .timeout = 20)
+{
+	static unsigned char big[10000];
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	struct lm_tt_peer *sp;
+	int ret, rounds = 0;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "not accepted");
+	sp = &s.peers[0];
+	if (strcmp(scheme, "mq") != 0) {
+		cr_assert_eq(lm__conn_wait(cl.c, 1000000), -EOPNOTSUPP);
+		cr_assert_eq(lm_conn_send(sp->c, "one", 3), 0);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5), "the reactor still reads");
+		goto out;
+	}
+	/* Nothing comes: 0 once the time is up, nothing delivered. */
+	cr_assert_eq(lm__conn_wait(cl.c, 2000000), 0);
+	cr_assert_eq(cl.received, 0);
+	/* A message waiting is taken and delivered without the reactor. */
+	cr_assert_eq(lm_conn_send(sp->c, "one", 3), 0);
+	cr_assert_eq(lm__conn_wait(cl.c, 5000000000), 1);
+	cr_assert_eq(cl.received, 1);
+	cr_assert(cl.last_len == 3 && !memcmp(cl.last, "one", 3));
+	cr_assert(lm__conn_waits_alone(cl.c));
+	/* From then on the reactor leaves it to the waits... */
+	cr_assert_eq(lm_conn_send(sp->c, "two", 3), 0);
+	for (int i = 0; i < 3; i++)
+		lm_reactor_run_once(r, 10000000);
+	cr_assert_eq(cl.received, 1, "the reactor read a connection waited on alone");
+	cr_assert_eq(lm__conn_wait(cl.c, 5000000000), 1);
+	cr_assert(cl.received == 2 && cl.last_len == 3 && !memcmp(cl.last, "two", 3));
+	/* ... and a message cut into units comes whole over several waits (the
+	 * sender, on this reactor, puts in what the queue has room for). */
+	lm_tt_pattern(big, sizeof(big), 7);
+	cr_assert_eq(lm_conn_send(sp->c, big, sizeof(big)), 0);
+	while (cl.received == 2 && rounds++ < 100000) {
+		lm_reactor_run_once(r, 0);
+		ret = lm__conn_wait(cl.c, 100000000);
+		cr_assert(ret == 0 || ret == 1, "wait: %d", ret);
+	}
+	cr_assert_gt(rounds, 1, "not cut into units");
+	cr_assert(cl.received == 3 && cl.last_len == sizeof(big) &&
+		  !memcmp(cl.last, big, sizeof(big)));
+	/* Watched again, the reactor reads it as before. */
+	lm__conn_watch(cl.c);
+	cr_assert_not(lm__conn_waits_alone(cl.c));
+	cr_assert_eq(lm_conn_send(sp->c, "three", 5), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 4, 5), "not read after lm__conn_watch()");
+out:
 	lm_tt_peer_clear(&cl);
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);

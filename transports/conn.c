@@ -463,6 +463,36 @@ int lm__transport_deliver_last(lm_conn *c, const void *data, size_t len)
 	return ret;
 }
 
+int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
+{
+	int ret;
+
+	if (!c->ops->receive_wait || c->closed || c->freed || c->ohead < c->olen)
+		return -EOPNOTSUPP;
+	/* The reactor stops watching rfd until lm__conn_watch(): each message
+	 * would otherwise also wake its poll machinery for nothing. */
+	if (c->rsrc && lm_source_get_enabled(c->rsrc))
+		lm_source_set_enabled(c->rsrc, false);
+	c->busy++;
+	ret = c->ops->receive_wait(c, c->tp, timeout_ns);
+	if (ret < 0 && ret != -ECANCELED && ret != -EOPNOTSUPP)
+		conn_fail(c, ret);
+	conn_unbusy(c);
+	return ret;
+}
+
+bool lm__conn_waits_alone(const lm_conn *c)
+{
+	return !c->closed && !c->freed && c->rsrc && !lm_source_get_enabled(c->rsrc) &&
+	       c->ohead == c->olen;
+}
+
+void lm__conn_watch(lm_conn *c)
+{
+	if (c->rsrc && !c->closed && !c->freed)
+		lm_source_set_enabled(c->rsrc, true);
+}
+
 /* Append one message to obuf, encoded as send_batch() takes it. */
 static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len)
 {

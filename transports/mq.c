@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log-internal.h"
@@ -46,6 +47,7 @@ struct mq_listener {
 struct mq_conn {
 	mqd_t rq;
 	mqd_t wq;
+	mqd_t bq; /* client side: rq again, blocking, for receive_wait; or -1 */
 	int pidfd;
 	size_t runit;  /* msgsize of rq */
 	size_t wunit;  /* msgsize of wq */
@@ -327,7 +329,7 @@ static struct mq_conn *conn_alloc(void)
 	struct mq_conn *mc = calloc(1, sizeof(*mc));
 
 	if (mc) {
-		mc->rq = mc->wq = (mqd_t)-1;
+		mc->rq = mc->wq = mc->bq = (mqd_t)-1;
 		mc->pidfd = -1;
 	}
 	return mc;
@@ -459,6 +461,10 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 		err = unit_size(mc->wq, &mc->wunit);
 	if (err < 0)
 		goto fail;
+	/* A second, blocking description of the reply queue, opened while it
+	 * still has a name: receive_wait() waits in mq_timedreceive() on it.
+	 * Without it (out of fds), the reactor does all the waiting. */
+	mc->bq = mq_open(mc->s2c, O_RDONLY | O_CLOEXEC);
 	if (mq_send(lq, (const char *)&req, sizeof(req), 0) < 0) {
 		err = errno == EAGAIN ? -EAGAIN : -errno;
 		goto fail;
@@ -550,9 +556,9 @@ static int mq_send_batch(void *cstate, const unsigned char *buf, size_t len, siz
 	return 1;
 }
 
-static int mq_conn_receive(lm_conn *c, void *cstate)
+/* One unit from q: at once (rq), or by the realtime deadline (bq). */
+static int take_unit(lm_conn *c, struct mq_conn *mc, mqd_t q, const struct timespec *deadline)
 {
-	struct mq_conn *mc = cstate;
 	lm_reactor *r = c->r; /* c may be gone after a delivery */
 	unsigned char *buf = lm__reactor_scratch_take(r, mc->runit);
 	ssize_t n;
@@ -560,17 +566,44 @@ static int mq_conn_receive(lm_conn *c, void *cstate)
 
 	if (!buf)
 		return -ENOMEM;
-	do
-		n = mq_receive(mc->rq, (char *)buf, mc->runit, NULL);
-	while (n < 0 && errno == EINTR);
+	if (deadline)
+		n = mq_timedreceive(q, (char *)buf, mc->runit, NULL, deadline);
+	else
+		do
+			n = mq_receive(q, (char *)buf, mc->runit, NULL);
+		while (n < 0 && errno == EINTR);
 	if (n < 0)
-		ret = errno == EAGAIN ? 0 : -errno;
+		ret = errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR ? 0 : -errno;
 	else if (mc->un.buf)
 		ret = lm__unpack_fragment(c, &mc->un, buf, (size_t)n, mc->runit);
 	else
 		ret = lm__unpack_unit(c, &mc->un, buf, (size_t)n, mc->runit, true);
 	lm__reactor_scratch_give(r, buf);
 	return ret;
+}
+
+static int mq_conn_receive(lm_conn *c, void *cstate)
+{
+	return take_unit(c, cstate, ((struct mq_conn *)cstate)->rq, NULL);
+}
+
+static int mq_conn_receive_wait(lm_conn *c, void *cstate, int64_t timeout_ns)
+{
+	struct mq_conn *mc = cstate;
+	struct timespec ts;
+
+	if (mc->bq == (mqd_t)-1)
+		return -EOPNOTSUPP;
+	/* mq_timedreceive() takes a CLOCK_REALTIME deadline: a clock step
+	 * within this short wait only lengthens or shortens it. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(timeout_ns / 1000000000);
+	ts.tv_nsec += (long)(timeout_ns % 1000000000);
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return take_unit(c, mc, mc->bq, &ts);
 }
 
 static int mq_peer_cred(void *cstate, struct lm_peer_cred *ret)
@@ -587,6 +620,8 @@ static void mq_conn_close(void *cstate)
 		mq_close(mc->rq);
 	if (mc->wq != (mqd_t)-1)
 		mq_close(mc->wq);
+	if (mc->bq != (mqd_t)-1)
+		mq_close(mc->bq);
 	if (mc->pidfd >= 0)
 		close(mc->pidfd);
 	/* Taken by the server, they are gone already; else they are ours. */
@@ -595,7 +630,7 @@ static void mq_conn_close(void *cstate)
 	if (mc->s2c[0])
 		mq_unlink(mc->s2c);
 	mc->c2s[0] = mc->s2c[0] = 0;
-	mc->rq = mc->wq = (mqd_t)-1;
+	mc->rq = mc->wq = mc->bq = (mqd_t)-1;
 	mc->pidfd = -1;
 }
 
@@ -619,6 +654,7 @@ const struct lm_transport_ops lm__transport_mq = {
     .send = mq_conn_send,
     .send_batch = mq_send_batch,
     .receive = mq_conn_receive,
+    .receive_wait = mq_conn_receive_wait,
     .peer_cred = mq_peer_cred,
     .close = mq_conn_close,
     .free = mq_conn_free,

@@ -56,6 +56,20 @@ struct lm_conn {
 	unsigned char ibuf[LM_INLINE_OUT];
 };
 
+/*
+ * Wait up to timeout_ns (> 0) for input on c alone, outside the reactor,
+ * in the transport's blocking receive (ops->receive_wait), delivering what
+ * comes. 1 or 2: something was delivered; 0: nothing came in time (or a
+ * signal); -EOPNOTSUPP: the transport cannot, or output waits for room
+ * (let the reactor wait); -ECANCELED: the callback closed or freed c; else
+ * c broke (its closed callback ran). From then on the reactor does not
+ * read c (it still sees the peer die) until lm__conn_watch(c).
+ */
+int lm__conn_wait(lm_conn *c, int64_t timeout_ns);
+void lm__conn_watch(lm_conn *c);
+/* c is up, read by lm__conn_wait() alone, and has no output waiting. */
+bool lm__conn_waits_alone(const lm_conn *c);
+
 struct lm_listener {
 	const struct lm_transport_ops *ops;
 	void *tp;

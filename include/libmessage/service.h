@@ -219,7 +219,10 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
  * caller's reactor runs meanwhile, no callback is dispatched re-entrantly,
  * and messages for the main connection wait in the kernel. Consequence: a
  * sync call is not ordered with the async calls of the same client. It may
- * be called from any callback of the caller's reactor.
+ * be called from any callback of the caller's reactor. On mq it first waits
+ * in the kernel's blocking receive on that connection alone, one syscall
+ * (docs/transports.md); a server that dies less than 10 ms before the call
+ * is then told as one that dies during it: -ECONNRESET.
  */
 LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload, size_t len,
 				  int64_t timeout_ns, struct lm_reply **ret);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -247,6 +248,18 @@ struct lm_transport_ops {
 	 * triggered, one receive() per report.
 	 */
 	bool edge;
+	/*
+	 * Optional: wait for input in the kernel's own timed blocking receive,
+	 * at most timeout_ns (> 0), then take it as receive() does, for a
+	 * caller that waits on this connection alone (lm_client_call_sync()'s
+	 * private connection): one syscall where the reactor needs a wait and
+	 * a read. Returns as receive(), and 0 also when the time ran out or a
+	 * signal came; -EOPNOTSUPP when this connection cannot (the generic
+	 * layer then waits with the reactor). It need not see the peer's
+	 * death (hupfd): the caller bounds the wait and then asks the reactor.
+	 * NULL: the reactor always waits.
+	 */
+	int (*receive_wait)(lm_conn *c, void *cstate, int64_t timeout_ns);
 };
 
 /* Add a transport. -EINVAL if a required member is missing or the scheme is
