@@ -129,7 +129,8 @@ static void echo_sizes(lm_reactor *r, struct lm_tt_peer *cl, const size_t *sizes
 		size_t want = cl->received + 1;
 
 		lm_tt_pattern(buf, sizes[i], (unsigned)i);
-		cr_assert_eq(lm_conn_send(cl->c, buf, sizes[i]), 0, "send %zu", sizes[i]);
+		cr_assert_eq(lm_conn_send(cl->c, buf, sizes[i]), 0,
+			     "send %zu (closed %d reason %d)", sizes[i], cl->closed, cl->reason);
 		cr_assert(LM_TT_RUN_UNTIL(r, cl->received == want, 20), "no echo of %zu bytes",
 			  sizes[i]);
 		cr_assert_eq(cl->last_len, sizes[i]);
@@ -1099,10 +1100,7 @@ LM_TRANSPORT_TEST(transport, gathered_in_callback, .timeout = 40)
 
 		lm_conn_set_callbacks(cl.c, &lm_tt_callbacks, &p);
 		cr_assert_eq(lm_conn_send(cl.c, "bye", 3), 0);
-		/* mq has no end of file: its peers only see each other die. */
-		bool eof = strcmp(scheme, "mq") != 0;
-
-		cr_assert(LM_TT_RUN_UNTIL(r, p.received == 1 && (p.closed || !eof), 10),
+		cr_assert(LM_TT_RUN_UNTIL(r, p.received == 1 && p.closed, 10),
 			  "received %zu, closed %d", p.received, p.closed);
 		cr_assert(served.freed);
 		cr_assert_eq(p.last_len, 4);
@@ -1422,6 +1420,46 @@ LM_TRANSPORT_TEST(transport, wait_alone_in_the_blocking_receive, .timeout = 20)
 	cr_assert_eq(lm_conn_send(sp->c, "three", 5), 0);
 	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 4, 5), "not read after lm__conn_watch()");
 out:
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
+/* A live peer that closes its end is told to the other side, after what it
+ * sent before: each way, on every transport (mq's queues have no end of
+ * file: its close channel, a FIFO, carries it). */
+LM_TRANSPORT_TEST(transport, peer_closes_alive, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	struct lm_tt_peer *sp;
+
+	pair(r, &s, &cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "not accepted");
+	sp = &s.peers[0];
+	/* The client says two things and leaves. */
+	cr_assert_eq(lm_conn_send(cl.c, "last", 4), 0);
+	cr_assert_eq(lm_conn_send(cl.c, "words", 5), 0);
+	lm_conn_free(cl.c);
+	cl.c = NULL;
+	cr_assert(LM_TT_RUN_UNTIL(r, sp->closed, 5), "the server did not see the client close");
+	cr_assert_eq(sp->received, 2, "what was sent before the close was lost");
+	cr_assert(sp->last_len == 5 && !memcmp(sp->last, "words", 5));
+	cr_assert_eq(sp->reason, -ECONNRESET);
+	cr_assert_eq(sp->closed, 1);
+	/* A second client; the server closes it. */
+	memset(&cl, 0, sizeof(cl));
+	cr_assert_eq(connect_or_skip(&cl.c, r, &cl), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 2, 5), "not accepted");
+	sp = &s.peers[1];
+	cr_assert_eq(lm_conn_send(sp->c, "bye", 3), 0);
+	lm_conn_free(sp->c);
+	sp->c = NULL;
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.closed, 5), "the client did not see the server close");
+	cr_assert(cl.received == 1 && cl.last_len == 3 && !memcmp(cl.last, "bye", 3));
+	cr_assert_eq(cl.reason, -ECONNRESET);
+	cr_assert_eq(lm_conn_send(cl.c, "x", 1), -ECONNRESET);
 	lm_tt_peer_clear(&cl);
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);

@@ -118,7 +118,8 @@ static void conn_release(lm_conn *c)
 	lm_source_free(c->rsrc);
 	lm_source_free(c->wsrc);
 	lm_source_free(c->hsrc);
-	c->rsrc = c->wsrc = c->hsrc = NULL;
+	lm_source_free(c->csrc);
+	c->rsrc = c->wsrc = c->hsrc = c->csrc = NULL;
 	if (!c->tp_closed && c->tp) {
 		c->ops->close(c->tp);
 		c->tp_closed = true;
@@ -361,6 +362,7 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	c->max_message = opts->max_message;
 	c->max_queue = opts->max_queue;
 	c->flush.fn = conn_flush_cb;
+	c->fds.closefd = -1;
 	err = ops->fds(tp, &c->fds);
 	if (err < 0)
 		goto fail;
@@ -373,6 +375,11 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 		goto fail;
 	if (c->fds.hupfd >= 0) {
 		err = lm_reactor_add_io(r, &c->hsrc, c->fds.hupfd, LM_IO_IN, conn_hup_cb, c);
+		if (err < 0)
+			goto fail;
+	}
+	if (c->fds.closefd >= 0) {
+		err = lm_reactor_add_io(r, &c->csrc, c->fds.closefd, LM_IO_IN, conn_hup_cb, c);
 		if (err < 0)
 			goto fail;
 	}

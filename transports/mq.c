@@ -24,9 +24,15 @@
  * a bigger one cut into units of exactly msgsize bytes and a shorter last.
  * A gathered batch goes one unit per mq_send, many messages in each.
  *
- * Queues have no end of file: each side watches the other's life through a
- * pidfd (the server's pid from the name's lock file, the client's from its
- * request). mq_notify is not used: see docs/transports.md.
+ * Queues have no end of file. A FIFO per connection in the runtime
+ * directory, "<name>.mq.<pid>.<n>.hup", carries it: the client makes it and
+ * holds the read end, the server opens the write end at accept and unlinks
+ * it. Nothing is ever written; when either side closes the connection or
+ * dies, the other sees it hung up (the client: POLLHUP, no writer left; the
+ * server: POLLERR, no reader left): it is the connection's closefd. The
+ * client also watches the server's life through a pidfd (its pid from the
+ * name's lock file), its hupfd, for a server that dies before it took the
+ * request. mq_notify is not used: see docs/transports.md.
  */
 #define REQ_MAGIC  0x6c6d6d31u /* "lmm1" */
 #define UNIT_MAX   (1u << 20)  /* the largest msgsize we accept from a peer's queue */
@@ -41,7 +47,9 @@ struct mq_req {
 
 struct mq_listener {
 	mqd_t q;
+	int dirfd; /* the runtime directory, for the connections' FIFOs */
 	char qname[256];
+	char name[LM_NAME_MAX + 1];
 };
 
 struct mq_conn {
@@ -49,6 +57,9 @@ struct mq_conn {
 	mqd_t wq;
 	mqd_t bq; /* client side: rq again, blocking, for receive_wait; or -1 */
 	int pidfd;
+	int fifo;  /* hung up when the peer closed or died: see above */
+	int dirfd; /* client side: the runtime directory, to remove hup if untaken */
+	char hup[LM_NAME_MAX + 48];
 	size_t runit;  /* msgsize of rq */
 	size_t wunit;  /* msgsize of wq */
 	char c2s[300]; /* client side: its queues, if the server never took them */
@@ -184,7 +195,7 @@ static bool request_ok(struct mq_req *req, ssize_t n)
  * client that dies waiting and hold the user's RLIMIT_MSGQUEUE. A live
  * client keeps its open queues, sees the server go by its pidfd and closes.
  */
-static void drop_requests(mqd_t q, const char *qname)
+static void drop_requests(mqd_t q, const char *qname, int dirfd, const char *name)
 {
 	struct mq_req req;
 	char path[300];
@@ -197,6 +208,8 @@ static void drop_requests(mqd_t q, const char *qname)
 		mq_unlink(path);
 		snprintf(path, sizeof(path), "%s.%s.s2c", qname, req.id);
 		mq_unlink(path);
+		snprintf(path, sizeof(path), "%s.mq.%s.hup", name, req.id);
+		unlinkat(dirfd, path, 0);
 	}
 }
 
@@ -262,6 +275,12 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 
 	if (!ml)
 		return -ENOMEM;
+	snprintf(ml->name, sizeof(ml->name), "%s", name);
+	ml->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (ml->dirfd < 0) {
+		err = -errno;
+		goto fail;
+	}
 	err = base_name(ml->qname, sizeof(ml->qname), dirfd, name);
 	if (err < 0)
 		goto fail;
@@ -284,7 +303,7 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 			if (ours) {
 				/* A dead server's requests are never read as new. */
 				lm_log_debug("mq:%s: replacing the queue of a dead server", name);
-				drop_requests(old, ml->qname);
+				drop_requests(old, ml->qname, dirfd, name);
 				drop_orphans(ml->qname);
 				mq_unlink(ml->qname);
 			}
@@ -305,6 +324,8 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 	*lstate = ml;
 	return 0;
 fail:
+	if (ml->dirfd >= 0)
+		close(ml->dirfd);
 	free(ml);
 	return err;
 }
@@ -319,8 +340,9 @@ static void mq_listen_close(void *lstate)
 	struct mq_listener *ml = lstate;
 
 	mq_unlink(ml->qname);
-	drop_requests(ml->q, ml->qname);
+	drop_requests(ml->q, ml->qname, ml->dirfd, ml->name);
 	mq_close(ml->q);
+	close(ml->dirfd);
 	free(ml);
 }
 
@@ -330,7 +352,7 @@ static struct mq_conn *conn_alloc(void)
 
 	if (mc) {
 		mc->rq = mc->wq = mc->bq = (mqd_t)-1;
-		mc->pidfd = -1;
+		mc->pidfd = mc->dirfd = mc->fifo = -1;
 	}
 	return mc;
 }
@@ -386,10 +408,19 @@ static int mq_accept(void *lstate, void **cstate)
 	if (!err)
 		err = unit_size(mc->wq, &mc->wunit);
 	if (!err) {
-		/* The client may be gone already: then there is nobody to serve. */
-		mc->pidfd = lm__pidfd_open(req.pid);
-		if (mc->pidfd < 0)
-			err = -ECONNRESET;
+		/* The client may be gone already: then there is nobody to serve
+		 * (its FIFO has no reader: ENXIO). */
+		char hup[sizeof(mc->hup)];
+		struct stat hst;
+
+		snprintf(hup, sizeof(hup), "%s.mq.%s.hup", ml->name, req.id);
+		mc->fifo = openat(ml->dirfd, hup, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+		if (mc->fifo < 0)
+			err = errno == ENXIO || errno == ENOENT ? -ECONNRESET : -errno;
+		else if (fstat(mc->fifo, &hst) < 0 || !S_ISFIFO(hst.st_mode) ||
+			 hst.st_uid != rst.st_uid)
+			err = -EPROTO;
+		unlinkat(ml->dirfd, hup, 0);
 	}
 	if (err < 0) {
 		mq_conn_close(mc);
@@ -401,6 +432,27 @@ static int mq_accept(void *lstate, void **cstate)
 	mc->cred.pid = req.pid; /* as the client says, checked to be alive */
 	*cstate = mc;
 	return 1;
+}
+
+/* The client's end of the close channel: the FIFO's read end. */
+static int hup_make(struct mq_conn *mc, int dirfd, const char *name, const char *id)
+{
+
+	mc->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	if (mc->dirfd < 0)
+		return -errno;
+	snprintf(mc->hup, sizeof(mc->hup), "%s.mq.%s.hup", name, id);
+	/* One left by a dead process that had our pid: ours to replace. */
+	if (mkfifoat(dirfd, mc->hup, 0600) < 0 &&
+	    (errno != EEXIST || unlinkat(dirfd, mc->hup, 0) < 0 ||
+	     mkfifoat(dirfd, mc->hup, 0600) < 0)) {
+		int err = -errno;
+
+		mc->hup[0] = 0;
+		return err;
+	}
+	mc->fifo = openat(dirfd, mc->hup, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	return mc->fifo < 0 ? -errno : 0;
 }
 
 static int mq_connect(int dirfd, const char *name, void **cstate)
@@ -465,6 +517,9 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 	 * still has a name: receive_wait() waits in mq_timedreceive() on it.
 	 * Without it (out of fds), the reactor does all the waiting. */
 	mc->bq = mq_open(mc->s2c, O_RDONLY | O_CLOEXEC);
+	err = hup_make(mc, dirfd, name, req.id);
+	if (err < 0)
+		goto fail;
 	if (mq_send(lq, (const char *)&req, sizeof(req), 0) < 0) {
 		err = errno == EAGAIN ? -EAGAIN : -errno;
 		goto fail;
@@ -487,6 +542,7 @@ static int mq_fds(void *cstate, struct lm_transport_fds *ret)
 	ret->rfd = (int)mc->rq;
 	ret->wfd = (int)mc->wq;
 	ret->hupfd = mc->pidfd;
+	ret->closefd = mc->fifo;
 	return 0;
 }
 
@@ -624,14 +680,20 @@ static void mq_conn_close(void *cstate)
 		mq_close(mc->bq);
 	if (mc->pidfd >= 0)
 		close(mc->pidfd);
+	if (mc->fifo >= 0)
+		close(mc->fifo);
 	/* Taken by the server, they are gone already; else they are ours. */
 	if (mc->c2s[0])
 		mq_unlink(mc->c2s);
 	if (mc->s2c[0])
 		mq_unlink(mc->s2c);
-	mc->c2s[0] = mc->s2c[0] = 0;
+	if (mc->hup[0] && mc->dirfd >= 0)
+		unlinkat(mc->dirfd, mc->hup, 0);
+	if (mc->dirfd >= 0)
+		close(mc->dirfd);
+	mc->c2s[0] = mc->s2c[0] = mc->hup[0] = 0;
 	mc->rq = mc->wq = mc->bq = (mqd_t)-1;
-	mc->pidfd = -1;
+	mc->pidfd = mc->dirfd = mc->fifo = -1;
 }
 
 static void mq_conn_free(void *cstate)

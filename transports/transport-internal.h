@@ -34,6 +34,7 @@ struct lm_conn {
 	lm_source *rsrc;  /* rfd (and wfd when equal) */
 	lm_source *wsrc;  /* wfd when it differs from rfd; created on demand */
 	lm_source *hsrc;  /* hupfd */
+	lm_source *csrc;  /* closefd */
 	lm_source *defer; /* delivers a close found while sending */
 	/* Output not in the kernel yet: whole messages, each a 4-byte little-
 	 * endian length and the payload, back to back. [ohead, olen) is unsent;

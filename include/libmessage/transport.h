@@ -165,6 +165,10 @@ struct lm_transport_fds {
 	int rfd;   /* readable: receive() has work (or the peer is gone) */
 	int wfd;   /* writable: send() may make progress; may equal rfd */
 	int hupfd; /* -1, or readable when the peer died (e.g. a pidfd) */
+	/* -1 (what the generic layer sets before fds()), or one that polls hung
+	 * up or in error once the peer closed the connection or died, for a
+	 * transport whose rfd has no end of file (mq: a FIFO nobody writes) */
+	int closefd;
 };
 
 struct lm_transport_ops {
@@ -256,7 +260,8 @@ struct lm_transport_ops {
 	 * a read. Returns as receive(), and 0 also when the time ran out or a
 	 * signal came; -EOPNOTSUPP when this connection cannot (the generic
 	 * layer then waits with the reactor). It need not see the peer's
-	 * death (hupfd): the caller bounds the wait and then asks the reactor.
+	 * death (hupfd, closefd): the caller bounds the wait and then asks the
+	 * reactor.
 	 * NULL: the reactor always waits.
 	 */
 	int (*receive_wait)(lm_conn *c, void *cstate, int64_t timeout_ns);

@@ -338,6 +338,16 @@ static mqd_t mq_request(const char *name, bool request)
 		mq_unlink(s2c);
 		_exit(err == EMFILE ? 77 : 3);
 	}
+	if (request) {
+		/* The FIFO that tells each side the other closed, read end ours. */
+		char dir[4096], hup[4500];
+
+		if (lm_runtime_dir(dir, sizeof(dir)) < 0)
+			_exit(3);
+		snprintf(hup, sizeof(hup), "%s/%s.mq.%s.hup", dir, name, req.id);
+		if (mkfifo(hup, 0600) < 0 || open(hup, O_RDONLY | O_NONBLOCK) < 0)
+			_exit(3);
+	}
 	if (request && (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0))
 		_exit(3);
 	return w;
