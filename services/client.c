@@ -663,10 +663,12 @@ static void sync_done(lm_client *c, const struct lm_reply *reply, void *userdata
  * reactor needs two. The reactor, which also sees the server die (its
  * pidfd) or say BYE, then runs only
  *  - when the blocking wait found no reply within SYNC_BLOCK_NS (or the
- *    call's own timeout): it waits for the rest;
+ *    call's own timeout): it waits for the rest (on unix and fifo, which
+ *    have no such wait, it always waits);
  *  - before a call, when it last ran SYNC_LOOK_NS ago or more: a server
  *    that died or left since is then seen before the call is sent, and
- *    the call goes to a fresh connection.
+ *    the call goes to a fresh connection. (On unix and fifo a send to a
+ *    closed peer fails at once, and the call goes to a fresh one anyway.)
  * So a server that dies less than SYNC_LOOK_NS before a call is seen as one
  * that dies while the call waits: -ECONNRESET, at most SYNC_BLOCK_NS late.
  * That race exists anyway; the window is what a syscall per call buys.
@@ -742,7 +744,7 @@ LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *
 	/* The private reactor only runs here: first take in what happened to
 	 * its connection meanwhile (a server that went away; see SYNC_LOOK_NS). */
 	now = mono_ns();
-	if (!c->sync->conn || !lm__conn_waits_alone(c->sync->conn) ||
+	if (!c->sync->conn || !lm__conn_idle(c->sync->conn) ||
 	    now - c->sync->looked >= SYNC_LOOK_NS) {
 		if (c->sync->conn)
 			lm__conn_watch(c->sync->conn);

@@ -494,6 +494,11 @@ bool lm__conn_waits_alone(const lm_conn *c)
 	       c->ohead == c->olen;
 }
 
+bool lm__conn_idle(const lm_conn *c)
+{
+	return !c->closed && !c->freed && c->ohead == c->olen;
+}
+
 void lm__conn_watch(lm_conn *c)
 {
 	if (c->rsrc && !c->closed && !c->freed)

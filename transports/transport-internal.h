@@ -70,6 +70,8 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns);
 void lm__conn_watch(lm_conn *c);
 /* c is up, read by lm__conn_wait() alone, and has no output waiting. */
 bool lm__conn_waits_alone(const lm_conn *c);
+/* c is up and has no output waiting. */
+bool lm__conn_idle(const lm_conn *c);
 
 struct lm_listener {
 	const struct lm_transport_ops *ops;
