@@ -1219,6 +1219,24 @@ static void mq_client_dies_under_server(const char *ep, int (*die)(const char *,
 	cr_assert_eq(st, 128 + SIGKILL);
 }
 
+/* Close FIFOs of mq connections in the runtime directory. */
+static int close_fifos(void)
+{
+	char dir[4096];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	cr_assert_geq(lm_runtime_dir(dir, sizeof(dir)), 0);
+	d = opendir(dir);
+	cr_assert(d);
+	while ((e = readdir(d)))
+		if (strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".hup"))
+			n++;
+	closedir(d);
+	return n;
+}
+
 /* A client that died between making its queues and sending its request, or
  * whose request a dead server had taken: no request names its queues. The
  * next listener at the name removes them (where /dev/mqueue shows them). */
@@ -1271,15 +1289,48 @@ LM_TRANSPORT_TEST(transport, mq_unaccepted_requests_removed, .timeout = 30)
 	q = mq_open(c2s, O_RDONLY | O_NONBLOCK);
 	cr_assert_neq(q, (mqd_t)-1, "the client's queue %s is not there: %s", c2s, strerror(errno));
 	mq_close(q);
+	cr_assert_eq(close_fifos(), 1, "the client's close FIFO is not there");
 	lm_listener_free(l);
 	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the listener",
 		     c2s);
 	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(close_fifos(), 0, "a close FIFO outlived the listener");
 	/* A server killed with a request waiting: the next listener cleans up. */
 	mq_client_dies_under_server(ep, lm_tt_mq_request_and_die, c2s, sizeof(c2s));
 	cr_assert_eq(lm_listener_new(&l, r, ep, NULL, lm_tt_accept, NULL), 0);
 	cr_assert_eq(mq_open(c2s, O_RDONLY | O_NONBLOCK), (mqd_t)-1, "%s outlived the dead server",
 		     c2s);
+	cr_assert_eq(close_fifos(), 0, "a close FIFO outlived the dead server");
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
+/* A client killed between making its close FIFO and sending its request:
+ * the next listener at the name removes the FIFO; a live process's stays. */
+LM_TRANSPORT_TEST(transport, mq_orphan_close_fifo_removed, .timeout = 30)
+{
+	char dir[4096], dead[4300], live[4300];
+	lm_reactor *r;
+	lm_listener *l;
+	pid_t pid;
+
+	if (strcmp(scheme, "mq"))
+		cr_skip_test("mq only: the others have no close FIFO");
+	r = setup(scheme, backend);
+	pid = lm_test_fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	cr_assert_geq(lm_runtime_dir(dir, sizeof(dir)), 0);
+	snprintf(dead, sizeof(dead), "%s/%s.mq.%d.3.hup", dir, NAME, (int)pid);
+	snprintf(live, sizeof(live), "%s/%s.mq.%d.3.hup", dir, NAME, (int)getpid());
+	cr_assert_eq(mkfifo(dead, 0600), 0);
+	cr_assert_eq(mkfifo(live, 0600), 0);
+	cr_assert_eq(lm_listener_new(&l, r, endpoint, NULL, lm_tt_accept, NULL), 0);
+	cr_assert_eq(access(dead, F_OK), -1, "%s outlived its client", dead);
+	cr_assert_eq(access(live, F_OK), 0, "a live client's FIFO was removed");
+	unlink(live);
 	lm_listener_free(l);
 	lm_reactor_free(r);
 }

@@ -267,6 +267,42 @@ static void drop_orphans(const char *qname)
 	closedir(d);
 }
 
+/*
+ * Close FIFOs at the name whose client process is gone and which no request
+ * names (a client killed between making its FIFO and sending its request):
+ * "<name>.mq.<pid>.<n>.hup" in the runtime directory, ours, a FIFO.
+ */
+static void drop_orphan_fifos(int dirfd, const char *name)
+{
+	size_t nlen = strlen(name);
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		const char *rest = de->d_name + nlen;
+		unsigned n;
+		int pid, end = 0;
+		struct stat st;
+
+		if (strncmp(de->d_name, name, nlen) != 0 ||
+		    sscanf(rest, ".mq.%d.%u.hup%n", &pid, &n, &end) < 2 || end == 0 ||
+		    rest[end] != 0 || pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISFIFO(st.st_mode) || st.st_uid != geteuid())
+			continue;
+		lm_log_debug("mq: removing %s, left by dead process %d", de->d_name, pid);
+		unlinkat(dirfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
 static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 {
 	struct mq_listener *ml = calloc(1, sizeof(*ml));
@@ -321,6 +357,7 @@ static int mq_listen(int dirfd, const char *name, bool leftover, void **lstate)
 		}
 		goto fail;
 	}
+	drop_orphan_fifos(dirfd, name);
 	*lstate = ml;
 	return 0;
 fail:
