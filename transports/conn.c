@@ -474,7 +474,7 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
 {
 	int ret;
 
-	if (!c->ops->receive_wait || c->closed || c->freed || c->ohead < c->olen)
+	if (!c->ops->receive_wait || c->no_wait || c->closed || c->freed || c->ohead < c->olen)
 		return -EOPNOTSUPP;
 	/* The reactor stops watching rfd until lm__conn_watch(): each message
 	 * would otherwise also wake its poll machinery for nothing. */
@@ -482,7 +482,9 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
 		lm_source_set_enabled(c->rsrc, false);
 	c->busy++;
 	ret = c->ops->receive_wait(c, c->tp, timeout_ns);
-	if (ret < 0 && ret != -ECANCELED && ret != -EOPNOTSUPP)
+	if (ret == -EOPNOTSUPP)
+		c->no_wait = true; /* not asked again: the reactor always waits */
+	else if (ret < 0 && ret != -ECANCELED)
 		conn_fail(c, ret);
 	conn_unbusy(c);
 	return ret;

@@ -51,9 +51,10 @@ struct lm_conn {
 	bool notified;          /* the closed callback ran (or will not) */
 	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
-	bool edge;   /* rsrc is edge-triggered: read until empty (ops->edge) */
-	bool direct; /* in lm__transport_deliver_last(): the next send goes out now */
-	bool corked; /* lm_conn_cork(): gather outside dispatch too */
+	bool edge;    /* rsrc is edge-triggered: read until empty (ops->edge) */
+	bool direct;  /* in lm__transport_deliver_last(): the next send goes out now */
+	bool corked;  /* lm_conn_cork(): gather outside dispatch too */
+	bool no_wait; /* ops->receive_wait() said it cannot, for this one */
 	unsigned char ibuf[LM_INLINE_OUT];
 };
 
