@@ -459,6 +459,15 @@ static int mq_accept(void *lstate, void **cstate)
 			err = -EPROTO;
 		unlinkat(ml->dirfd, hup, 0);
 	}
+	if (!err) {
+		/* The pid it gives, for lm_conn_peer_cred(): alive, or it lies. */
+		int pidfd = lm__pidfd_open(req.pid);
+
+		if (pidfd < 0)
+			err = -ECONNRESET;
+		else
+			close(pidfd);
+	}
 	if (err < 0) {
 		mq_conn_close(mc);
 		mq_conn_free(mc);
