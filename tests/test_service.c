@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1092,6 +1093,13 @@ SVC_TEST(client_not_reading_replies_is_disconnected)
 	stop_server(pid);
 }
 
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int signo)
+{
+	alarms++;
+}
+
 /* Sync calls, whatever the waiting: on mq the first part of it is the
  * transport's blocking receive (lm__conn_wait), and the reactor takes over
  * after SYNC_BLOCK_NS (10 ms); unix and fifo always wait with the reactor.
@@ -1123,6 +1131,23 @@ SVC_TEST(sync_calls_blocking_wait)
 	cr_assert_eq(lm_client_call_sync(c, "hang", NULL, 0, 3 * MS, &reply), -ETIMEDOUT);
 	cr_assert_eq(lm_client_call_sync(c, "echo", "ok", 2, -1, &reply), 0);
 	lm_reply_free(reply);
+	/* Signals every 2 ms (no SA_RESTART) interrupt the waits: the call
+	 * goes on to its reply. */
+	{
+		struct sigaction sa = {.sa_handler = on_alarm}, old;
+		struct itimerval it = {.it_interval = {0, 2000}, .it_value = {0, 2000}};
+
+		alarms = 0;
+		cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+		cr_assert_eq(setitimer(ITIMER_REAL, &it, NULL), 0);
+		err = lm_client_call_sync(c, "defer", NULL, 0, -1, &reply);
+		setitimer(ITIMER_REAL, &(struct itimerval){0}, NULL);
+		sigaction(SIGALRM, &old, NULL);
+		cr_assert_eq(err, 0, "interrupted: %d", err);
+		cr_assert(reply->len == 5 && !memcmp(reply->payload, "later", 5));
+		lm_reply_free(reply);
+		cr_assert_gt(alarms, 5, "only %d signals came during the call", alarms);
+	}
 
 	/* The server dies while a call waits: -ECONNRESET, long before the
 	 * call's own 20 s. */
