@@ -690,9 +690,10 @@ static uint64_t mono_ns(void)
 /* The first part of a sync call's wait: in the kernel's blocking receive,
  * on the private connection alone, until the reply, SYNC_BLOCK_NS or the
  * call's own timeout (what the reactor handles from then on). */
-static void sync_wait_blocking(lm_client *s, const struct sync_wait *w, int64_t timeout_ns)
+static void sync_wait_blocking(lm_client *s, const struct sync_wait *w, int64_t timeout_ns,
+			       uint64_t now)
 {
-	uint64_t now = mono_ns(), end;
+	uint64_t end;
 
 	if (timeout_ns < 0)
 		timeout_ns = s->call_timeout;
@@ -703,9 +704,11 @@ static void sync_wait_blocking(lm_client *s, const struct sync_wait *w, int64_t 
 
 		if (err == -EOPNOTSUPP || err == -ECANCELED || (err < 0 && !s->conn))
 			return;
+		if (w->done)
+			return;
 		/* Something other than the reply (a handshake): what it
 		 * started (timers, deferred work) runs before waiting again. */
-		if (err > 0 && !w->done)
+		if (err > 0)
 			lm_reactor_run_once(s->r, 0);
 		now = mono_ns();
 	}
@@ -766,7 +769,7 @@ LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *
 	}
 	if (err < 0)
 		return err;
-	sync_wait_blocking(c->sync, &w, timeout_ns);
+	sync_wait_blocking(c->sync, &w, timeout_ns, now);
 	if (!w.done && c->sync->conn)
 		lm__conn_watch(c->sync->conn);
 	while (!w.done) {
