@@ -1515,3 +1515,48 @@ LM_TRANSPORT_TEST(transport, peer_closes_alive, .timeout = 20)
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
+
+/* A close FIFO that is not one (a regular file, a symlink, nothing): the
+ * request is refused, nothing is accepted, and the listener goes on. */
+LM_TRANSPORT_TEST(transport, mq_bad_close_fifo_refused, .timeout = 30)
+{
+	lm_reactor *r;
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+
+	if (strcmp(scheme, "mq"))
+		cr_skip_test("mq only: the others have no close FIFO");
+	r = setup(scheme, backend);
+	cr_assert_eq(lm_listener_new(&s.l, r, endpoint, NULL, lm_tt_accept, &s), 0);
+	for (int kind = 1; kind <= 3; kind++) {
+		pid_t pid = lm_tt_fork_mq_bad_close(NAME, kind);
+		bool never = false;
+
+		char dir[4096], hup[4300];
+
+		cr_assert_gt(pid, 0);
+		cr_assert_geq(lm_runtime_dir(dir, sizeof(dir)), 0);
+		snprintf(hup, sizeof(hup), "%s/%s.mq.%d.77.hup", dir, NAME, (int)pid);
+		/* Until the request was taken: the server removes the name. */
+		LM_TT_RUN_UNTIL(r, never, 0.3);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		cr_assert_eq(s.n, 0, "kind %d: a connection was accepted", kind);
+		cr_assert(access(hup, F_OK) < 0 && errno == ENOENT,
+			  "kind %d: the request was not taken", kind);
+		if (kind == 2) {
+			strcat(hup, ".real");
+			cr_assert_eq(access(hup, F_OK), 0, "the symlink was followed");
+			unlink(hup);
+		}
+	}
+	/* A real client still gets in. */
+	memset(&cl, 0, sizeof(cl));
+	cr_assert_eq(connect_or_skip(&cl.c, r, &cl), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "the listener stopped accepting");
+	cr_assert_eq(lm_conn_send(cl.c, "hi", 2), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 1, 5));
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}

@@ -312,6 +312,8 @@ static void raw_fifo(const char *dir, const char *name, const void *bytes, size_
  * the client's writing queue. */
 /* A client's two queues, and its request on the listener's queue unless
  * !request (a client that dies between the two). */
+static int hup_kind; /* lm_tt_fork_mq_bad_close(): what stands at the FIFO's name */
+
 static mqd_t mq_request(const char *name, bool request)
 {
 	struct {
@@ -345,8 +347,20 @@ static mqd_t mq_request(const char *name, bool request)
 		if (lm_runtime_dir(dir, sizeof(dir)) < 0)
 			_exit(3);
 		snprintf(hup, sizeof(hup), "%s/%s.mq.%s.hup", dir, name, req.id);
-		if (mkfifo(hup, 0600) < 0 || open(hup, O_RDONLY | O_NONBLOCK) < 0)
+		if (hup_kind == 1) { /* a regular file */
+			if (open(hup, O_CREAT | O_EXCL | O_RDWR, 0600) < 0)
+				_exit(3);
+		} else if (hup_kind == 2) { /* a symlink to a FIFO */
+			char real[4600];
+
+			snprintf(real, sizeof(real), "%s.real", hup);
+			if (mkfifo(real, 0600) < 0 || open(real, O_RDONLY | O_NONBLOCK) < 0 ||
+			    symlink(real, hup) < 0)
+				_exit(3);
+		} else if (hup_kind == 0 &&
+			   (mkfifo(hup, 0600) < 0 || open(hup, O_RDONLY | O_NONBLOCK) < 0)) {
 			_exit(3);
+		} /* 3: nothing at all */
 	}
 	if (request && (l == (mqd_t)-1 || mq_send(l, (const char *)&req, sizeof(req), 0) < 0))
 		_exit(3);
@@ -362,6 +376,18 @@ static void raw_mq(const char *name, const void *bytes, size_t n)
 		_exit(4);
 	if (n == 0)
 		raise(SIGKILL); /* dies holding nothing but the names */
+	sleep(5);
+	_exit(0);
+}
+
+pid_t lm_tt_fork_mq_bad_close(const char *name, int kind)
+{
+	pid_t pid = lm_test_fork();
+
+	if (pid != 0)
+		return pid;
+	hup_kind = kind;
+	mq_request(name, true);
 	sleep(5);
 	_exit(0);
 }

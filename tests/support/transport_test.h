@@ -97,6 +97,10 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid);
  * as one unit) and then idles. */
 pid_t lm_tt_fork_garbage(const char *scheme, const char *name, const void *bytes, size_t n);
 
+/* mq: a client that asks for a connection with something else than a FIFO
+ * of its own at its close FIFO's name (kind 1: a regular file, 2: a symlink
+ * to a FIFO, 3: nothing), then idles until killed. Its pid, or -1. */
+pid_t lm_tt_fork_mq_bad_close(const char *name, int kind);
 /* mq: a client that makes its two queues, asks the listener at name for a
  * connection and dies at once (SIGKILL), before anyone took the request.
  * c2s gets the name of one of its queues. The child's exit status (77:
