@@ -110,6 +110,15 @@ static void pair(lm_reactor *r, struct lm_tt_server *s, struct lm_tt_peer *cl)
 	cr_assert_eq(err, 0, "connect %s: %s", endpoint, strerror(-err));
 }
 
+/* pair(), and the server has accepted: its side of the connection. */
+static struct lm_tt_peer *pair_accepted(lm_reactor *r, struct lm_tt_server *s,
+					struct lm_tt_peer *cl)
+{
+	pair(r, s, cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, s->n == 1, 5), "not accepted");
+	return &s->peers[0];
+}
+
 static void wait_child_ready(int fd)
 {
 	struct pollfd p = {fd, POLLIN, 0};
@@ -226,8 +235,7 @@ LM_BACKEND_TEST(transport, edge_reads_until_empty_over_rounds, .timeout = 20)
 	lm_test_runtime_dir();
 	r = lm_test_reactor(backend);
 	snprintf(endpoint, sizeof(endpoint), "unixedge:" NAME);
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	cr_assert_eq(lm_conn_send(cl.c, "y", 1), 0);
 	edge_extra = 40;
 	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received > 0, 5));
@@ -252,8 +260,7 @@ LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 	struct lm_tt_peer cl;
 	uint64_t seq = 0;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	s.peers[0].check_seq = true;
 	while (seq < 100000) {
 		int err = lm_conn_send(cl.c, &seq, sizeof(seq));
@@ -287,8 +294,7 @@ LM_TRANSPORT_TEST(transport, small_and_big_interleaved, .timeout = 60)
 	static unsigned char big[100 * 1024], want[100 * 1024];
 	size_t expect = 0, bytes = 0;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	for (unsigned round = 0; round < 20; round++) {
 		for (uint64_t i = 0; i < 7; i++) {
 			uint64_t v = round * 8 + i;
@@ -590,8 +596,7 @@ LM_TRANSPORT_TEST(transport, peer_cred, .timeout = 20)
 	int status;
 	pid_t pid;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	cr_assert_eq(lm_conn_peer_cred(s.peers[0].c, &pc), 0);
 	cr_assert_eq(pc.uid, geteuid());
 	cr_assert(pc.pid == getpid(), "pid %d", (int)pc.pid);
@@ -698,8 +703,7 @@ static void garbage_case(lm_reactor *r, const char *scheme, const void *bytes, s
 	int status;
 	pid_t pid;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	pid = lm_tt_fork_garbage(scheme, NAME, bytes, n);
 	cr_assert_gt(pid, 0);
 	for (double end = lm_tt_now() + 10;
@@ -1119,8 +1123,7 @@ LM_TRANSPORT_TEST(transport, cork_and_flush, .timeout = 40)
 	struct lm_tt_peer cl;
 	uint64_t seq = 0;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	s.peers[0].check_seq = true;
 
 	/* Corked: outside dispatch, sends wait for lm_conn_flush(). */
@@ -1173,8 +1176,7 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 	if (!strcmp(scheme, "fifo"))
 		cr_skip_test("fifo is a byte stream: no units to pack");
 	r = setup(scheme, backend);
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5));
+	pair_accepted(r, &s, &cl);
 	pid = lm_tt_fork_garbage(scheme, NAME, three, sizeof(three));
 	cr_assert_gt(pid, 0);
 	if (!LM_TT_RUN_UNTIL(r, s.n == 2 && s.peers[1].received == 3, 10) &&
@@ -1428,9 +1430,7 @@ LM_TRANSPORT_TEST(transport, wait_alone_in_the_blocking_receive, .timeout = 20)
 	struct lm_tt_peer *sp;
 	int ret, rounds = 0;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "not accepted");
-	sp = &s.peers[0];
+	sp = pair_accepted(r, &s, &cl);
 	if (strcmp(scheme, "mq") != 0) {
 		cr_assert_eq(lm__conn_wait(cl.c, 1000000), -EOPNOTSUPP);
 		cr_assert_eq(lm_conn_send(sp->c, "one", 3), 0);
@@ -1486,9 +1486,7 @@ LM_TRANSPORT_TEST(transport, peer_closes_alive, .timeout = 20)
 	struct lm_tt_peer cl;
 	struct lm_tt_peer *sp;
 
-	pair(r, &s, &cl);
-	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "not accepted");
-	sp = &s.peers[0];
+	sp = pair_accepted(r, &s, &cl);
 	/* The client says two things and leaves. */
 	cr_assert_eq(lm_conn_send(cl.c, "last", 4), 0);
 	cr_assert_eq(lm_conn_send(cl.c, "words", 5), 0);

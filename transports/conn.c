@@ -490,15 +490,14 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
 	return ret;
 }
 
-bool lm__conn_waits_alone(const lm_conn *c)
-{
-	return !c->closed && !c->freed && c->rsrc && !lm_source_get_enabled(c->rsrc) &&
-	       c->ohead == c->olen;
-}
-
 bool lm__conn_idle(const lm_conn *c)
 {
 	return !c->closed && !c->freed && c->ohead == c->olen;
+}
+
+bool lm__conn_waits_alone(const lm_conn *c)
+{
+	return lm__conn_idle(c) && c->rsrc && !lm_source_get_enabled(c->rsrc);
 }
 
 void lm__conn_watch(lm_conn *c)

@@ -181,6 +181,12 @@ static bool queue_is_ours(mqd_t q)
 	return fstat(q, &st) == 0 && st.st_uid == geteuid();
 }
 
+/* The close FIFO of connection id at name, in the runtime directory. */
+static void hup_name(char *buf, size_t size, const char *name, const char *id)
+{
+	snprintf(buf, size, "%s.mq.%s.hup", name, id);
+}
+
 /* A valid request, its id made a string; false for anything else. */
 static bool request_ok(struct mq_req *req, ssize_t n)
 {
@@ -208,7 +214,7 @@ static void drop_requests(mqd_t q, const char *qname, int dirfd, const char *nam
 		mq_unlink(path);
 		snprintf(path, sizeof(path), "%s.%s.s2c", qname, req.id);
 		mq_unlink(path);
-		snprintf(path, sizeof(path), "%s.mq.%s.hup", name, req.id);
+		hup_name(path, sizeof(path), name, req.id);
 		unlinkat(dirfd, path, 0);
 	}
 }
@@ -450,7 +456,7 @@ static int mq_accept(void *lstate, void **cstate)
 		char hup[sizeof(mc->hup)];
 		struct stat hst;
 
-		snprintf(hup, sizeof(hup), "%s.mq.%s.hup", ml->name, req.id);
+		hup_name(hup, sizeof(hup), ml->name, req.id);
 		mc->fifo = openat(ml->dirfd, hup, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 		if (mc->fifo < 0)
 			err = errno == ENXIO || errno == ENOENT ? -ECONNRESET : -errno;
@@ -483,11 +489,10 @@ static int mq_accept(void *lstate, void **cstate)
 /* The client's end of the close channel: the FIFO's read end. */
 static int hup_make(struct mq_conn *mc, int dirfd, const char *name, const char *id)
 {
-
 	mc->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	if (mc->dirfd < 0)
 		return -errno;
-	snprintf(mc->hup, sizeof(mc->hup), "%s.mq.%s.hup", name, id);
+	hup_name(mc->hup, sizeof(mc->hup), name, id);
 	/* One left by a dead process that had our pid: ours to replace. */
 	if (mkfifoat(dirfd, mc->hup, 0600) < 0 &&
 	    (errno != EEXIST || unlinkat(dirfd, mc->hup, 0) < 0 ||
