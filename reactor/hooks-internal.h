@@ -5,6 +5,7 @@
 #include <bsd/sys/queue.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "libmessage/reactor.h"
 
@@ -51,5 +52,47 @@ void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf);
 int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
 			    void *userdata, bool *edge);
 void lm__source_again(lm_source *s);
+
+/*
+ * A lone waiter: the owner of some io sources (an mq client connection)
+ * that can wait for its input in a blocking receive of its own, which is
+ * cheaper than the backend's wait: the sender hands the message to a
+ * receiver already blocked, with no poll machinery and one syscall where
+ * the backend needs two (a wait, then a read).
+ *
+ * lm_reactor_run_once() waits there instead of in its backend when it
+ * would block and nothing else can wake it: the waiter is the reactor's
+ * only one, its sources are all the reactor watches (no other fd, no
+ * signal source, no deferred work, no foreign loop polling
+ * lm_reactor_fd()). The wait lasts until input, the next timer, the
+ * caller's timeout or LM__LONE_NS, whichever is first; if nothing came,
+ * the waiter's fd is watched again and the backend waits for the rest (so
+ * a process with nothing to do makes no wake-ups). The sources it keeps
+ * watched (a peer's pidfd) are seen once the lone wait ends: at most
+ * LM__LONE_NS late.
+ *
+ *  wait:    wait up to timeout_ns, delivering what comes (callbacks run as
+ *           in dispatch); > 0: something was delivered; 0: nothing (a
+ *           timeout, or kick); < 0: cannot now. Leaves the fd unwatched.
+ *  watch:   watch the fd again.
+ *  sources: how many of the owner's io sources the reactor watches.
+ *  kick:    make a wait in progress return; any thread, called under the
+ *           reactor's post lock (lm_reactor_post() from another thread).
+ */
+#define LM__LONE_NS 10000000 /* past a 4 ms tick: see docs/reactor.md */
+
+struct lm__lone {
+	int (*wait)(struct lm__lone *l, int64_t timeout_ns);
+	void (*watch)(struct lm__lone *l);
+	unsigned (*sources)(const struct lm__lone *l);
+	void (*kick)(struct lm__lone *l);
+	LIST_ENTRY(lm__lone) link;
+};
+LIST_HEAD(lm__lone_list, lm__lone);
+
+void lm__reactor_lone_add(lm_reactor *r, struct lm__lone *l);
+void lm__reactor_lone_remove(lm_reactor *r, struct lm__lone *l);
+/* s is an io source registered with the backend. */
+bool lm__source_watched(const lm_source *s);
 
 #endif

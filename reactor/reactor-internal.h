@@ -91,6 +91,14 @@ struct lm_reactor {
 	struct lm__source_list garbage;
 	struct lm__flush_list flushes; /* run before the reactor next sleeps */
 
+	/* lone waiters (hooks-internal.h): used when there is one */
+	struct lm__lone_list lones;
+	unsigned nlones;
+	struct lm__lone *lone;        /* the one, when nlones == 1 */
+	struct lm__lone *lone_fd_off; /* waited last: its fd is unwatched */
+	int64_t lone_ns;     /* LM__LONE_NS, or LM_LONE_NS from the environment; 0: never */
+	unsigned io_watched; /* io sources registered with the backend */
+
 	/* the receive buffer its connections share (hooks-internal.h) */
 	unsigned char *scratch;
 	size_t scratch_size;
@@ -115,8 +123,9 @@ struct lm_reactor {
 	int post_fd;
 	pthread_mutex_t post_lock;
 	struct lm__post_list posts;
-	bool post_kicked; /* post_fd holds an unread wake-up */
-	bool shutdown;    /* lm_reactor_free() has begun: posts fail */
+	bool post_kicked;  /* post_fd holds an unread wake-up */
+	bool lone_waiting; /* under post_lock: a post kicks lone */
+	bool shutdown;     /* lm_reactor_free() has begun: posts fail */
 	int refs;
 
 	struct lm_backend_event events[LM_MAX_EVENTS];

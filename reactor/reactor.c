@@ -81,6 +81,25 @@ static void internal_source(lm_reactor *r, struct lm_source *s, enum lm__source_
 	s->enabled = true;
 }
 
+/* LM_LONE_NS: how long a lone wait lasts at most (0: no lone waits), for
+ * tests and A/B runs; LM__LONE_NS otherwise. */
+static int64_t lone_ns_from_env(void)
+{
+	const char *v = getenv("LM_LONE_NS");
+	char *end;
+	long long ns;
+
+	if (!v || !*v)
+		return LM__LONE_NS;
+	errno = 0;
+	ns = strtoll(v, &end, 10);
+	if (errno || *end || ns < 0) {
+		lm_log_warn("LM_LONE_NS=%s: not a count of nanoseconds, ignored", v);
+		return LM__LONE_NS;
+	}
+	return ns;
+}
+
 int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 {
 	lm_reactor *r;
@@ -102,6 +121,8 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	TAILQ_INIT(&r->garbage);
 	TAILQ_INIT(&r->flushes);
 	STAILQ_INIT(&r->posts);
+	LIST_INIT(&r->lones);
+	r->lone_ns = lone_ns_from_env();
 	sigemptyset(&r->signal_mask);
 	pthread_mutex_init(&r->post_lock, NULL);
 	internal_source(r, &r->timerfd_src, LM__SRC_TIMERFD);
@@ -209,6 +230,12 @@ int lm_reactor_fd(const lm_reactor *r)
 	if (!r)
 		return -EINVAL;
 	((lm_reactor *)r)->embedded = true;
+	/* A foreign loop polls it from now on: no lone waits, and the fd
+	 * the last one took out is watched again. */
+	if (r->lone_fd_off) {
+		r->lone_fd_off->watch(r->lone_fd_off);
+		((lm_reactor *)r)->lone_fd_off = NULL;
+	}
 	return r->ops->fd(r->backend);
 }
 
@@ -401,6 +428,87 @@ static inline int timers_arm(lm_reactor *r)
 	return when == r->timer_armed ? 0 : lm__timers_arm(r);
 }
 
+/* ---- lone waits (hooks-internal.h) ---- */
+
+/* Under the post lock: a post from another thread kicks r->lone. */
+void lm__reactor_lone_add(lm_reactor *r, struct lm__lone *l)
+{
+	pthread_mutex_lock(&r->post_lock);
+	LIST_INSERT_HEAD(&r->lones, l, link);
+	r->nlones++;
+	r->lone = r->nlones == 1 ? l : NULL;
+	pthread_mutex_unlock(&r->post_lock);
+}
+
+void lm__reactor_lone_remove(lm_reactor *r, struct lm__lone *l)
+{
+	pthread_mutex_lock(&r->post_lock);
+	LIST_REMOVE(l, link);
+	r->nlones--;
+	r->lone = r->nlones == 1 ? LIST_FIRST(&r->lones) : NULL;
+	pthread_mutex_unlock(&r->post_lock);
+	if (r->lone_fd_off == l)
+		r->lone_fd_off = NULL;
+}
+
+bool lm__source_watched(const lm_source *s)
+{
+	return s && s->type == LM__SRC_IO && s->io.watched;
+}
+
+/* Nothing but the lone waiter's own sources can wake r. */
+static bool lone_alone(const lm_reactor *r)
+{
+	return r->lone && r->lone_ns > 0 && !r->embedded && TAILQ_EMPTY(&r->defers) &&
+	       !r->exit_requested && r->signal_fd < 0 && r->io_watched == r->lone->sources(r->lone);
+}
+
+/*
+ * Wait in the lone waiter, dispatching what it delivers: > 0 if something
+ * was; else 0, *timeout_ns then being what is left for the backend's wait.
+ * A post (or a timer) due already, or one that comes meanwhile (the kick),
+ * ends it.
+ */
+static int lone_wait(lm_reactor *r, int64_t *timeout_ns)
+{
+	struct lm__lone *l = r->lone;
+	int64_t slice = r->lone_ns;
+	uint64_t start = 0;
+	int n;
+
+	if (*timeout_ns > 0 && *timeout_ns < slice)
+		slice = *timeout_ns;
+	if (r->heap_len || *timeout_ns > 0) {
+		uint64_t deadline = r->heap_len ? r->heap[0]->timer.deadline : UINT64_MAX;
+
+		start = lm__now_ns();
+		if (deadline <= start)
+			return 0;
+		if (deadline - start < (uint64_t)slice)
+			slice = (int64_t)(deadline - start);
+	}
+	pthread_mutex_lock(&r->post_lock);
+	r->lone_waiting = !r->post_kicked;
+	pthread_mutex_unlock(&r->post_lock);
+	if (!r->lone_waiting)
+		return 0;
+	r->lone_fd_off = l;
+	r->dispatching = true;
+	n = l->wait(l, slice);
+	pthread_mutex_lock(&r->post_lock);
+	r->lone_waiting = false;
+	pthread_mutex_unlock(&r->post_lock);
+	if (n > 0)
+		return n;
+	r->dispatching = false;
+	if (*timeout_ns > 0) {
+		uint64_t spent = lm__now_ns() - start;
+
+		*timeout_ns = spent < (uint64_t)*timeout_ns ? *timeout_ns - (int64_t)spent : 0;
+	}
+	return 0;
+}
+
 int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 {
 	int n, count = 0, err;
@@ -424,15 +532,25 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	err = timers_arm(r);
 	if (err < 0)
 		return err;
-	n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
-	if (n < 0)
-		return n;
-	/* Read the clock only if someone asks this iteration (a timer fired,
-	 * a call set its deadline): most iterations of a busy loop do not. */
-	r->now_stale = true;
-	r->dispatching = true;
-	for (int i = 0; i < n; i++)
-		count += dispatch_event(r, &r->events[i]);
+	if (timeout_ns != 0 && lone_alone(r) && (count = lone_wait(r, &timeout_ns)) > 0) {
+		/* Delivered, dispatching: the rest of the round as below. */
+		r->now_stale = true;
+	} else {
+		if (r->lone_fd_off) {
+			r->lone_fd_off->watch(r->lone_fd_off);
+			r->lone_fd_off = NULL;
+		}
+		n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
+		if (n < 0)
+			return n;
+		/* Read the clock only if someone asks this iteration (a timer
+		 * fired, a call set its deadline): most iterations of a busy
+		 * loop do not. */
+		r->now_stale = true;
+		r->dispatching = true;
+		for (int i = 0; i < n; i++)
+			count += dispatch_event(r, &r->events[i]);
+	}
 	count += dispatch_defers(r);
 	if (r->exit_requested) {
 		r->exit_requested = false;
@@ -549,6 +667,7 @@ static void io_unwatch(struct lm_source *s)
 		return;
 	s->r->ops->del(s->r->backend, s->io.fd, s);
 	s->io.watched = false;
+	s->r->io_watched--;
 }
 
 static int io_watch(struct lm_source *s)
@@ -562,8 +681,10 @@ static int io_watch(struct lm_source *s)
 	if (s->io.watched)
 		return s->r->ops->mod(s->r->backend, s->io.fd, s->io.events, s);
 	err = s->r->ops->add(s->r->backend, s->io.fd, s->io.events, s);
-	if (err == 0)
+	if (err == 0) {
 		s->io.watched = true;
+		s->r->io_watched++;
+	}
 	return err;
 }
 
@@ -822,6 +943,9 @@ int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata)
 			else
 				lm_log_warn("eventfd write: %m");
 		}
+		/* The reactor may be waiting where the eventfd cannot wake it. */
+		if (r->lone_waiting && r->lone)
+			r->lone->kick(r->lone);
 	}
 	pthread_mutex_unlock(&r->post_lock);
 	if (err)

@@ -707,9 +707,10 @@ static void sync_wait_blocking(lm_client *s, const struct sync_wait *w, int64_t 
 		if (w->done)
 			return;
 		/* Something other than the reply (a handshake): what it
-		 * started (timers, deferred work) runs before waiting again. */
-		if (err > 0)
-			lm_reactor_run_once(s->r, 0);
+		 * started (timers, deferred work) runs before waiting again.
+		 * Nothing, before the time is up: a wake-up (the server closed:
+		 * see ops->receive_wake) or a signal; the reactor looks. */
+		lm_reactor_run_once(s->r, 0);
 		now = mono_ns();
 	}
 }

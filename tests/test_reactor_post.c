@@ -1,6 +1,7 @@
 /* lm_reactor_post from many threads: nothing lost, per-thread order, safe teardown. */
 #include "lm_test.h"
 #include "handover.h"
+#include "lone_post.h"
 #include "post_stress.h"
 
 static void check(int ret, const char *msg)
@@ -38,4 +39,13 @@ LM_BACKEND_TEST(post, embedded_reactor_handed_to_another_thread, .timeout = 30)
 	char msg[256] = "";
 
 	check(lm_thread_handover_embedded(backend, msg, sizeof(msg)), msg);
+}
+
+/* A reactor waiting alone in an mq connection's receive is woken by a post
+ * from another thread and by the server's close. */
+LM_BACKEND_TEST(post, lone_wait_woken_by_post_and_close, .timeout = 30)
+{
+	char msg[256] = "";
+
+	check(lm_lone_wait_woken(backend, msg, sizeof(msg)), msg);
 }

@@ -1558,3 +1558,155 @@ LM_TRANSPORT_TEST(transport, mq_bad_close_fifo_refused, .timeout = 30)
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
+
+static void on_fired(lm_source *s, uint64_t expirations, void *userdata)
+{
+	*(bool *)userdata = true;
+}
+
+static void on_byte(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	char b;
+
+	if (read(fd, &b, 1) == 1)
+		(*(int *)userdata)++;
+}
+
+/* Echo one more message, waiting with lm_reactor_run_once(r, -1). */
+static void echo_once(lm_reactor *r, struct lm_tt_peer *cl)
+{
+	size_t want = cl->received + 1;
+
+	cr_assert_eq(lm_conn_send(cl->c, "ping", 4), 0);
+	while (cl->received < want && !cl->closed)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	cr_assert_eq(cl->received, want, "closed: %d", cl->reason);
+}
+
+/*
+ * A reactor whose only sources are one mq client connection's waits in
+ * the connection's own blocking receive (a lone wait, docs/reactor.md) and
+ * still wakes for everything else: a timer, another fd, a foreign loop
+ * polling lm_reactor_fd(). Lone waits of an hour (LM_LONE_NS): one that
+ * something fails to end hangs the test until its timeout. unix and fifo
+ * never wait alone; the same sequence runs through their reactor.
+ */
+LM_TRANSPORT_TEST(transport, lone_wait_ends_for_everything_else, .timeout = 30)
+{
+	struct lm_tt_peer cl = {0};
+	bool mq = !strcmp(scheme, "mq"), fired = false;
+	struct pollfd pfd = {.events = POLLIN};
+	int status, err, p[2], got = 0;
+	lm_source *t, *ps;
+	lm_reactor *r;
+	pid_t pid;
+
+	setenv("LM_LONE_NS", "3600000000000", 1);
+	r = setup(scheme, backend);
+	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
+	err = connect_or_skip(&cl.c, r, &cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	for (int i = 0; i < 3; i++)
+		echo_once(r, &cl);
+	cr_assert_eq(lm__conn_waits_alone(cl.c), mq, "mq: replies not taken by lone waits");
+
+	/* A timer ends the wait at its deadline. */
+	cr_assert_eq(lm_reactor_add_timer(r, &t, 20000000, 0, on_fired, &fired), 0);
+	while (!fired)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	lm_source_free(t);
+	echo_once(r, &cl);
+
+	/* Another fd: the reactor watches both, and both are heard. */
+	cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &ps, p[0], LM_IO_IN, on_byte, &got), 0);
+	cr_assert_eq(write(p[1], "x", 1), 1);
+	while (!got)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	cr_assert_not(lm__conn_waits_alone(cl.c), "not watched again beside another fd");
+	echo_once(r, &cl);
+	cr_assert_eq(write(p[1], "y", 1), 1);
+	while (got < 2)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	lm_source_free(ps);
+	close(p[0]);
+	close(p[1]);
+	echo_once(r, &cl);
+	cr_assert_eq(lm__conn_waits_alone(cl.c), mq, "mq: no lone waits once alone again");
+
+	/* A foreign loop polling the reactor's fd is woken for a reply. */
+	pfd.fd = lm_reactor_fd(r);
+	cr_assert_geq(pfd.fd, 0);
+	cr_assert_not(lm__conn_waits_alone(cl.c), "not watched again for a foreign loop");
+	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
+	for (int i = 0; i < 10 && cl.received < 7; i++) {
+		cr_assert_eq(poll(&pfd, 1, 5000), 1, "the reactor's fd did not wake");
+		lm_reactor_run_once(r, 0);
+	}
+	cr_assert_eq(cl.received, 7);
+	cr_assert_not(lm__conn_waits_alone(cl.c));
+
+	lm_tt_peer_clear(&cl);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	lm_reactor_free(r);
+	unsetenv("LM_LONE_NS");
+}
+
+/* A server killed while its client's reactor waits alone (run_once(-1)):
+ * seen when the lone wait ends (LM__LONE_NS, 10 ms), not never. */
+LM_TRANSPORT_TEST(transport, lone_wait_sees_the_peer_die, .timeout = 30)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_peer cl = {0};
+	int status, err;
+	pid_t pid;
+
+	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
+	err = connect_or_skip(&cl.c, r, &cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	echo_once(r, &cl);
+	echo_once(r, &cl);
+	cr_assert_eq(lm__conn_waits_alone(cl.c), !strcmp(scheme, "mq"));
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	while (!cl.closed)
+		cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+	cr_assert_eq(cl.reason, -ECONNRESET);
+	cr_assert_eq(lm_conn_send(cl.c, "x", 1), -ECONNRESET);
+	lm_tt_peer_clear(&cl);
+	lm_reactor_free(r);
+}
+
+/* A wake-up (receive_wake: an empty unit in the queue) is skipped: by a
+ * blocking wait, which returns 0 for it, and by the reactor's reads. */
+LM_TRANSPORT_TEST(transport, receive_wake_is_no_message, .timeout = 20)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl;
+	struct lm_tt_peer *sp;
+
+	sp = pair_accepted(r, &s, &cl);
+	if (!cl.c->ops->receive_wake)
+		goto out;
+	/* Waited for: 0 at once, nothing delivered. */
+	cl.c->ops->receive_wake(cl.c->tp);
+	cr_assert_eq(lm__conn_wait(cl.c, 5000000000), 0);
+	cr_assert_eq(cl.received, 0);
+	/* Several, before and between messages, read by the reactor. */
+	lm__conn_watch(cl.c);
+	cl.c->ops->receive_wake(cl.c->tp);
+	cr_assert_eq(lm_conn_send(sp->c, "one", 3), 0);
+	cl.c->ops->receive_wake(cl.c->tp);
+	cr_assert_eq(lm_conn_send(sp->c, "two", 3), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 2, 5), "messages lost behind wake-ups");
+	cr_assert(cl.last_len == 3 && !memcmp(cl.last, "two", 3));
+	LM_TT_RUN_UNTIL(r, false, 0.05);
+	cr_assert_eq(cl.received, 2);
+	cr_assert_not(cl.closed, "a wake-up broke the connection: %d", cl.reason);
+out:
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}

@@ -1,6 +1,7 @@
 /* The generic connection layer: registry, endpoints, listeners, output queue, callbacks. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +114,18 @@ static void obuf_drop(lm_conn *c)
 	c->queued = 0;
 }
 
+static void conn_lone_off(lm_conn *c)
+{
+	if (c->lone_on) {
+		c->lone_on = false;
+		lm__reactor_lone_remove(c->r, &c->lone);
+	}
+}
+
 static void conn_release(lm_conn *c)
 {
+	/* Before ops->close(): a post from another thread may be kicking it. */
+	conn_lone_off(c);
 	lm_source_free(c->rsrc);
 	lm_source_free(c->wsrc);
 	lm_source_free(c->hsrc);
@@ -345,6 +356,45 @@ static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	conn_unbusy(c);
 }
 
+/* The connection as the reactor's lone waiter (hooks-internal.h). */
+#define lone_conn(l) ((lm_conn *)((char *)(l)-offsetof(lm_conn, lone)))
+
+static int conn_lone_wait(struct lm__lone *l, int64_t timeout_ns)
+{
+	lm_conn *c = lone_conn(l);
+	int ret = lm__conn_wait(c, timeout_ns);
+
+	if (ret == -EOPNOTSUPP) {
+		if (c->no_wait)
+			conn_lone_off(c); /* never: the reactor always waits */
+		return -1;
+	}
+	/* Else delivered, or closed (its callback ran): dispatched. */
+	return ret == 0 ? 0 : 1;
+}
+
+static void conn_lone_watch(struct lm__lone *l)
+{
+	lm__conn_watch(lone_conn(l));
+}
+
+static unsigned conn_lone_sources(const struct lm__lone *l)
+{
+	const lm_conn *c = lone_conn(l);
+
+	if (c->no_wait || !lm__conn_idle(c))
+		return UINT_MAX; /* cannot wait alone now: never all there is */
+	return (unsigned)lm__source_watched(c->rsrc) + lm__source_watched(c->wsrc) +
+	       lm__source_watched(c->hsrc) + lm__source_watched(c->csrc);
+}
+
+static void conn_lone_kick(struct lm__lone *l)
+{
+	lm_conn *c = lone_conn(l);
+
+	c->ops->receive_wake(c->tp);
+}
+
 static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops *ops, void *tp,
 		    const struct lm_transport_options *opts)
 {
@@ -382,6 +432,14 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 		err = lm_reactor_add_io(r, &c->csrc, c->fds.closefd, LM_IO_IN, conn_hup_cb, c);
 		if (err < 0)
 			goto fail;
+	}
+	if (ops->receive_wait && ops->receive_wake) {
+		c->lone.wait = conn_lone_wait;
+		c->lone.watch = conn_lone_watch;
+		c->lone.sources = conn_lone_sources;
+		c->lone.kick = conn_lone_kick;
+		lm__reactor_lone_add(r, &c->lone);
+		c->lone_on = true;
 	}
 	*ret = c;
 	return 0;

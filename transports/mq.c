@@ -55,7 +55,8 @@ struct mq_listener {
 struct mq_conn {
 	mqd_t rq;
 	mqd_t wq;
-	mqd_t bq; /* client side: rq again, blocking, for receive_wait; or -1 */
+	mqd_t bq;    /* client side: rq again, blocking, for receive_wait; or -1 */
+	bool server; /* accepted, not connected */
 	int pidfd;
 	int fifo;  /* hung up when the peer closed or died: see above */
 	int dirfd; /* client side: the runtime directory, to remove hup if untaken */
@@ -437,6 +438,7 @@ static int mq_accept(void *lstate, void **cstate)
 	mc = conn_alloc();
 	if (!mc)
 		return -ENOMEM;
+	mc->server = true;
 	mc->rq = mq_open(c2s, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	mc->wq = mq_open(s2c, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
 	if (mc->rq == (mqd_t)-1 || mc->wq == (mqd_t)-1)
@@ -567,7 +569,7 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 	/* A second, blocking description of the reply queue, opened while it
 	 * still has a name: receive_wait() waits in mq_timedreceive() on it.
 	 * Without it (out of fds), the reactor does all the waiting. */
-	mc->bq = mq_open(mc->s2c, O_RDONLY | O_CLOEXEC);
+	mc->bq = mq_open(mc->s2c, O_RDWR | O_CLOEXEC);
 	err = hup_make(mc, dirfd, name, req.id);
 	if (err < 0)
 		goto fail;
@@ -681,6 +683,8 @@ static int take_unit(lm_conn *c, struct mq_conn *mc, mqd_t q, const struct times
 		while (n < 0 && errno == EINTR);
 	if (n < 0)
 		ret = errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR ? 0 : -errno;
+	else if (n == 0)
+		ret = deadline ? 0 : 1; /* a wake-up (see wake_unit): nothing for the user */
 	else if (mc->un.buf)
 		ret = lm__unpack_fragment(c, &mc->un, buf, (size_t)n, mc->runit);
 	else
@@ -713,6 +717,21 @@ static int mq_conn_receive_wait(lm_conn *c, void *cstate, int64_t timeout_ns)
 	return take_unit(c, mc, mc->bq, &ts);
 }
 
+/* An empty unit, which no message makes: it ends a receive_wait() on the
+ * queue and is otherwise skipped. Never blocks (a full queue needs none). */
+static void wake_unit(mqd_t q)
+{
+	static const struct timespec past = {0, 0};
+
+	if (q != (mqd_t)-1)
+		mq_timedsend(q, "", 0, 0, &past);
+}
+
+static void mq_conn_receive_wake(void *cstate)
+{
+	wake_unit(((struct mq_conn *)cstate)->bq);
+}
+
 static int mq_peer_cred(void *cstate, struct lm_peer_cred *ret)
 {
 	*ret = ((struct mq_conn *)cstate)->cred;
@@ -723,6 +742,10 @@ static void mq_conn_close(void *cstate)
 {
 	struct mq_conn *mc = cstate;
 
+	/* Server side: a client waiting in receive_wait() sees the close now,
+	 * not only when its wait ends. */
+	if (mc->server)
+		wake_unit(mc->wq);
 	if (mc->rq != (mqd_t)-1)
 		mq_close(mc->rq);
 	if (mc->wq != (mqd_t)-1)
@@ -768,6 +791,7 @@ const struct lm_transport_ops lm__transport_mq = {
     .send_batch = mq_send_batch,
     .receive = mq_conn_receive,
     .receive_wait = mq_conn_receive_wait,
+    .receive_wake = mq_conn_receive_wake,
     .peer_cred = mq_peer_cred,
     .close = mq_conn_close,
     .free = mq_conn_free,

@@ -55,6 +55,8 @@ struct lm_conn {
 	bool direct;  /* in lm__transport_deliver_last(): the next send goes out now */
 	bool corked;  /* lm_conn_cork(): gather outside dispatch too */
 	bool no_wait; /* ops->receive_wait() said it cannot, for this one */
+	bool lone_on; /* lone is registered with r */
+	struct lm__lone lone;
 	unsigned char ibuf[LM_INLINE_OUT];
 };
 

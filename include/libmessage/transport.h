@@ -265,6 +265,16 @@ struct lm_transport_ops {
 	 * NULL: the reactor always waits.
 	 */
 	int (*receive_wait)(lm_conn *c, void *cstate, int64_t timeout_ns);
+	/*
+	 * Optional, with receive_wait: make a receive_wait() in progress (or
+	 * the next one) return soon, 0 if nothing else came; called from any
+	 * thread while the connection is up, and must not block. With it, a
+	 * reactor whose only watched sources are this connection's waits for
+	 * its input in receive_wait() (docs/reactor.md, "Lone waits"), and a
+	 * post from another thread calls it to wake that wait. NULL: only sync
+	 * calls use receive_wait().
+	 */
+	void (*receive_wake)(void *cstate);
 };
 
 /* Add a transport. -EINVAL if a required member is missing or the scheme is

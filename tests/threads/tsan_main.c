@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "handover.h"
+#include "lone_post.h"
 #include "post_stress.h"
 
 int main(void)
@@ -14,7 +15,7 @@ int main(void)
 
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		const char *name = backends[i] == LM_BACKEND_URING ? "io_uring" : "epoll";
-		int r[4];
+		int r[5];
 
 		msg[0] = 0;
 		r[0] = lm_post_stress_order(backends[i], 8, 100000, msg, sizeof(msg));
@@ -29,7 +30,10 @@ int main(void)
 		r[3] = lm_thread_handover_embedded(backends[i], msg, sizeof(msg));
 		if (r[3])
 			printf("%s embedded handover: %s\n", name, msg);
-		for (int k = 0; k < 4; k++)
+		r[4] = lm_lone_wait_woken(backends[i], msg, sizeof(msg));
+		if (r[4])
+			printf("%s lone wait woken: %s\n", name, msg);
+		for (int k = 0; k < 5; k++)
 			r[k] == 0 ? passed++ : r[k] == 77 ? skipped++ : failed++;
 	}
 	printf("tsan: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
