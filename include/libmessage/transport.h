@@ -256,12 +256,13 @@ struct lm_transport_ops {
 	 * Optional: wait for input in the kernel's own timed blocking receive,
 	 * at most timeout_ns (> 0), then take it as receive() does, for a
 	 * caller that waits on this connection alone (lm_client_call_sync()'s
-	 * private connection): one syscall where the reactor needs a wait and
-	 * a read. Returns as receive(), and 0 also when the time ran out or a
-	 * signal came; -EOPNOTSUPP when this connection cannot (the generic
-	 * layer then waits with the reactor). It need not see the peer's
-	 * death (hupfd, closefd): the caller bounds the wait and then asks the
-	 * reactor.
+	 * private connection; a reactor with nothing else to watch, see
+	 * receive_wake): one syscall where the reactor needs a wait and a
+	 * read. Returns as receive(), and 0 also when the time ran out, a
+	 * signal came or receive_wake() ended it; -EOPNOTSUPP when this
+	 * connection cannot (the generic layer then waits with the reactor).
+	 * It need not see the peer's death (hupfd, closefd): the caller
+	 * bounds the wait and then asks the reactor.
 	 * NULL: the reactor always waits.
 	 */
 	int (*receive_wait)(lm_conn *c, void *cstate, int64_t timeout_ns);
