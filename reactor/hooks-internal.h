@@ -73,7 +73,8 @@ void lm__source_again(lm_source *s);
  *
  *  wait:    wait up to timeout_ns, delivering what comes (callbacks run as
  *           in dispatch); > 0: something was delivered; 0: nothing (a
- *           timeout, or kick); < 0: cannot now. Leaves the fd unwatched.
+ *           timeout, or kick); -EINTR: a signal handler ran; other < 0:
+ *           cannot now. Leaves the fd unwatched.
  *  watch:   watch the fd again.
  *  sources: how many of the owner's io sources the reactor watches.
  *  kick:    make a wait in progress return; any thread, called under the

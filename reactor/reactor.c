@@ -501,7 +501,10 @@ static int lone_wait(lm_reactor *r, int64_t *timeout_ns)
 	if (n > 0)
 		return n;
 	r->dispatching = false;
-	if (*timeout_ns > 0) {
+	if (n == -EINTR) {
+		/* A signal handler ran: return, as a backend's wait does. */
+		*timeout_ns = 0;
+	} else if (*timeout_ns > 0) {
 		uint64_t spent = lm__now_ns() - start;
 
 		*timeout_ns = spent < (uint64_t)*timeout_ns ? *timeout_ns - (int64_t)spent : 0;

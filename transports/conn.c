@@ -369,6 +369,8 @@ static int conn_lone_wait(struct lm__lone *l, int64_t timeout_ns)
 			conn_lone_off(c); /* never: the reactor always waits */
 		return -1;
 	}
+	if (ret == -EINTR)
+		return ret;
 	/* Else delivered, or closed (its callback ran): dispatched. */
 	return ret == 0 ? 0 : 1;
 }
@@ -542,7 +544,7 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
 	ret = c->ops->receive_wait(c, c->tp, timeout_ns);
 	if (ret == -EOPNOTSUPP)
 		c->no_wait = true; /* not asked again: the reactor always waits */
-	else if (ret < 0 && ret != -ECANCELED)
+	else if (ret < 0 && ret != -ECANCELED && ret != -EINTR)
 		conn_fail(c, ret);
 	conn_unbusy(c);
 	return ret;

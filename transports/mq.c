@@ -681,7 +681,9 @@ static int take_unit(lm_conn *c, struct mq_conn *mc, mqd_t q, const struct times
 		do
 			n = mq_receive(q, (char *)buf, mc->runit, NULL);
 		while (n < 0 && errno == EINTR);
-	if (n < 0)
+	if (n < 0 && errno == EINTR && deadline)
+		ret = -EINTR; /* the caller's loop looks (see receive_wait) */
+	else if (n < 0)
 		ret = errno == EAGAIN || errno == ETIMEDOUT || errno == EINTR ? 0 : -errno;
 	else if (n == 0)
 		ret = deadline ? 0 : 1; /* a wake-up (see wake_unit): nothing for the user */

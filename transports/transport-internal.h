@@ -64,7 +64,8 @@ struct lm_conn {
  * Wait up to timeout_ns (> 0) for input on c alone, outside the reactor,
  * in the transport's blocking receive (ops->receive_wait), delivering what
  * comes. 1 or 2: something was delivered; 0: nothing came in time (or a
- * signal); -EOPNOTSUPP: the transport cannot, or output waits for room
+ * wake-up); -EINTR: a signal handler ran; -EOPNOTSUPP: the transport
+ * cannot, or output waits for room
  * (let the reactor wait); -ECANCELED: the callback closed or freed c; else
  * c broke (its closed callback ran). From then on the reactor does not
  * read c (it still sees the peer die) until lm__conn_watch(c).

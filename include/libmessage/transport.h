@@ -258,8 +258,10 @@ struct lm_transport_ops {
 	 * caller that waits on this connection alone (lm_client_call_sync()'s
 	 * private connection; a reactor with nothing else to watch, see
 	 * receive_wake): one syscall where the reactor needs a wait and a
-	 * read. Returns as receive(), and 0 also when the time ran out, a
-	 * signal came or receive_wake() ended it; -EOPNOTSUPP when this
+	 * read. Returns as receive(), and 0 also when the time ran out or
+	 * receive_wake() ended it; -EINTR when a signal handler ran (the
+	 * connection is fine: lm_reactor_run_once() returns, as it does when a
+	 * signal interrupts its backend's wait); -EOPNOTSUPP when this
 	 * connection cannot (the generic layer then waits with the reactor).
 	 * It need not see the peer's death (hupfd, closefd): the caller
 	 * bounds the wait and then asks the reactor.
