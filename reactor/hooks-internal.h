@@ -82,11 +82,15 @@ void lm__source_again(lm_source *s);
  */
 #define LM__LONE_NS 10000000 /* past a 4 ms tick: see docs/reactor.md */
 
-struct lm__lone {
+struct lm__lone;
+struct lm__lone_ops {
 	int (*wait)(struct lm__lone *l, int64_t timeout_ns);
 	void (*watch)(struct lm__lone *l);
 	unsigned (*sources)(const struct lm__lone *l);
 	void (*kick)(struct lm__lone *l);
+};
+struct lm__lone {
+	const struct lm__lone_ops *ops;
 	LIST_ENTRY(lm__lone) link;
 };
 LIST_HEAD(lm__lone_list, lm__lone);

@@ -233,7 +233,7 @@ int lm_reactor_fd(const lm_reactor *r)
 	/* A foreign loop polls it from now on: no lone waits, and the fd
 	 * the last one took out is watched again. */
 	if (r->lone_fd_off) {
-		r->lone_fd_off->watch(r->lone_fd_off);
+		r->lone_fd_off->ops->watch(r->lone_fd_off);
 		((lm_reactor *)r)->lone_fd_off = NULL;
 	}
 	return r->ops->fd(r->backend);
@@ -460,7 +460,8 @@ bool lm__source_watched(const lm_source *s)
 static bool lone_alone(const lm_reactor *r)
 {
 	return r->lone && r->lone_ns > 0 && !r->embedded && TAILQ_EMPTY(&r->defers) &&
-	       !r->exit_requested && r->signal_fd < 0 && r->io_watched == r->lone->sources(r->lone);
+	       !r->exit_requested && r->signal_fd < 0 &&
+	       r->io_watched == r->lone->ops->sources(r->lone);
 }
 
 /*
@@ -494,7 +495,7 @@ static int lone_wait(lm_reactor *r, int64_t *timeout_ns)
 		return 0;
 	r->lone_fd_off = l;
 	r->dispatching = true;
-	n = l->wait(l, slice);
+	n = l->ops->wait(l, slice);
 	pthread_mutex_lock(&r->post_lock);
 	r->lone_waiting = false;
 	pthread_mutex_unlock(&r->post_lock);
@@ -540,7 +541,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		r->now_stale = true;
 	} else {
 		if (r->lone_fd_off) {
-			r->lone_fd_off->watch(r->lone_fd_off);
+			r->lone_fd_off->ops->watch(r->lone_fd_off);
 			r->lone_fd_off = NULL;
 		}
 		n = r->ops->wait(r->backend, r->events, LM_MAX_EVENTS, timeout_ns);
@@ -948,7 +949,7 @@ int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata)
 		}
 		/* The reactor may be waiting where the eventfd cannot wake it. */
 		if (r->lone_waiting && r->lone)
-			r->lone->kick(r->lone);
+			r->lone->ops->kick(r->lone);
 	}
 	pthread_mutex_unlock(&r->post_lock);
 	if (err)

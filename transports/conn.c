@@ -116,9 +116,10 @@ static void obuf_drop(lm_conn *c)
 
 static void conn_lone_off(lm_conn *c)
 {
-	if (c->lone_on) {
-		c->lone_on = false;
-		lm__reactor_lone_remove(c->r, &c->lone);
+	if (c->lone) {
+		lm__reactor_lone_remove(c->r, c->lone);
+		free(c->lone);
+		c->lone = NULL;
 	}
 }
 
@@ -356,8 +357,13 @@ static void conn_hup_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	conn_unbusy(c);
 }
 
-/* The connection as the reactor's lone waiter (hooks-internal.h). */
-#define lone_conn(l) ((lm_conn *)((char *)(l)-offsetof(lm_conn, lone)))
+/* The connection as the reactor's lone waiter (hooks-internal.h), made
+ * only for a transport that can (its memory is not in every connection). */
+struct conn_lone {
+	struct lm__lone l; /* first */
+	lm_conn *c;
+};
+#define lone_conn(l) (((const struct conn_lone *)(l))->c)
 
 static int conn_lone_wait(struct lm__lone *l, int64_t timeout_ns)
 {
@@ -396,6 +402,13 @@ static void conn_lone_kick(struct lm__lone *l)
 
 	c->ops->receive_wake(c->tp);
 }
+
+static const struct lm__lone_ops conn_lone_ops = {
+    .wait = conn_lone_wait,
+    .watch = conn_lone_watch,
+    .sources = conn_lone_sources,
+    .kick = conn_lone_kick,
+};
 
 static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops *ops, void *tp,
 		    const struct lm_transport_options *opts)
@@ -436,12 +449,15 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 			goto fail;
 	}
 	if (ops->receive_wait && ops->receive_wake) {
-		c->lone.wait = conn_lone_wait;
-		c->lone.watch = conn_lone_watch;
-		c->lone.sources = conn_lone_sources;
-		c->lone.kick = conn_lone_kick;
-		lm__reactor_lone_add(r, &c->lone);
-		c->lone_on = true;
+		struct conn_lone *cl = malloc(sizeof(*cl));
+
+		err = -ENOMEM;
+		if (!cl)
+			goto fail;
+		cl->l.ops = &conn_lone_ops;
+		cl->c = c;
+		c->lone = &cl->l;
+		lm__reactor_lone_add(r, c->lone);
 	}
 	*ret = c;
 	return 0;

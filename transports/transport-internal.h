@@ -51,12 +51,11 @@ struct lm_conn {
 	bool notified;          /* the closed callback ran (or will not) */
 	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
-	bool edge;    /* rsrc is edge-triggered: read until empty (ops->edge) */
-	bool direct;  /* in lm__transport_deliver_last(): the next send goes out now */
-	bool corked;  /* lm_conn_cork(): gather outside dispatch too */
-	bool no_wait; /* ops->receive_wait() said it cannot, for this one */
-	bool lone_on; /* lone is registered with r */
-	struct lm__lone lone;
+	bool edge;             /* rsrc is edge-triggered: read until empty (ops->edge) */
+	bool direct;           /* in lm__transport_deliver_last(): the next send goes out now */
+	bool corked;           /* lm_conn_cork(): gather outside dispatch too */
+	bool no_wait;          /* ops->receive_wait() said it cannot, for this one */
+	struct lm__lone *lone; /* registered with r as its lone waiter, or NULL */
 	unsigned char ibuf[LM_INLINE_OUT];
 };
 
