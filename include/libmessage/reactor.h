@@ -116,6 +116,13 @@ LM_EXPORT int lm_reactor_run(lm_reactor *r);
  * output its callbacks gathered. Returns the number of callbacks run (0 on
  * timeout), or -errno (-EBUSY from a callback). If lm_reactor_stop() was
  * called during this iteration, the exit sources run at its end.
+ *
+ * A reactor whose only sources are one mq client connection waits for it
+ * in the queue's own blocking receive, at most 10 ms at a time, rather than
+ * in its backend (docs/reactor.md, "Lone waits"): faster, and the same to
+ * its callbacks, except that a server killed outright is seen up to 10 ms
+ * later. Posts, timers, signal handlers and the server's close end such a
+ * wait at once; LM_LONE_NS=0 in the environment turns it off.
  */
 LM_EXPORT int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns);
 
