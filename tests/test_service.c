@@ -1,5 +1,7 @@
 /* Services across processes: calls, signals, peer death, limits; per transport and backend. */
+#include <dirent.h>
 #include <errno.h>
+#include <mqueue.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,18 +65,21 @@ static void svc_setup(const struct combo *k)
 }
 
 /* A test body run once per transport and backend, with `k` the combination. */
-#define SVC_TEST(name, ...)                                                          \
-	static void svc_##name##_body(const struct combo *k);                        \
-	ParameterizedTestParameters(svc, name)                                       \
-	{                                                                            \
-		return cr_make_param_array(struct combo, combos,                     \
-					   sizeof(combos) / sizeof(combos[0]));      \
-	}                                                                            \
-	ParameterizedTest(struct combo *kp, svc, name, .timeout = 60, ##__VA_ARGS__) \
-	{                                                                            \
-		svc_setup(kp);                                                       \
-		svc_##name##_body(kp);                                               \
-	}                                                                            \
+static void svc_fini(void);
+
+#define SVC_TEST(name, ...)                                                             \
+	static void svc_##name##_body(const struct combo *k);                           \
+	ParameterizedTestParameters(svc, name)                                          \
+	{                                                                               \
+		return cr_make_param_array(struct combo, combos,                        \
+					   sizeof(combos) / sizeof(combos[0]));         \
+	}                                                                               \
+	ParameterizedTest(struct combo *kp, svc, name, .timeout = 60, .fini = svc_fini, \
+			  ##__VA_ARGS__)                                                \
+	{                                                                               \
+		svc_setup(kp);                                                          \
+		svc_##name##_body(kp);                                                  \
+	}                                                                               \
 	static void svc_##name##_body(const struct combo *k)
 
 /* ---- the server process ---- */
@@ -222,6 +227,30 @@ static void endpoint_of(char *buf, size_t size, const struct combo *k)
 	if (!ep_name[0])
 		snprintf(ep_name, sizeof(ep_name), "svctest%d", (int)getpid());
 	snprintf(buf, size, "%s:%s", k->scheme, ep_name);
+}
+
+/* After every test, whatever its outcome: message queues are global, and a
+ * test that failed before stop_server() leaves its server's listener queue
+ * (and maybe connection queues) behind. Their names carry ep_name. */
+static void svc_fini(void)
+{
+	struct dirent *e;
+	DIR *d;
+
+	if (!ep_name[0] || !(d = opendir("/dev/mqueue")))
+		return;
+	while ((e = readdir(d))) {
+		const char *at = strstr(e->d_name, ep_name);
+		char path[300];
+
+		/* svctest12 must not match svctest123: the name ends there or
+		 * goes on with a '.'. */
+		if (!at || (at[strlen(ep_name)] && at[strlen(ep_name)] != '.'))
+			continue;
+		snprintf(path, sizeof(path), "/%s", e->d_name);
+		mq_unlink(path);
+	}
+	closedir(d);
 }
 
 /* Run a test server in a child; returns its pid once it serves. Skips the
