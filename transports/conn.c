@@ -448,17 +448,6 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 		if (err < 0)
 			goto fail;
 	}
-	if (ops->receive_wait && ops->receive_wake) {
-		struct conn_lone *cl = malloc(sizeof(*cl));
-
-		err = -ENOMEM;
-		if (!cl)
-			goto fail;
-		cl->l.ops = &conn_lone_ops;
-		cl->c = c;
-		c->lone = &cl->l;
-		lm__reactor_lone_add(r, c->lone);
-	}
 	*ret = c;
 	return 0;
 fail:
@@ -495,6 +484,20 @@ LM_EXPORT int lm_conn_connect(lm_conn **ret, lm_reactor *r, const char *endpoint
 	err = conn_new(&c, r, ops, tp, &o);
 	if (err < 0)
 		return err;
+	/* A client connection may be all its reactor watches: a lone waiter
+	 * where the transport can (an accepted one never is: its listener). */
+	if (ops->receive_wait && ops->receive_wake) {
+		struct conn_lone *cl = malloc(sizeof(*cl));
+
+		if (!cl) {
+			lm_conn_free(c);
+			return -ENOMEM;
+		}
+		cl->l.ops = &conn_lone_ops;
+		cl->c = c;
+		c->lone = &cl->l;
+		lm__reactor_lone_add(r, c->lone);
+	}
 	if (cb)
 		c->cb = *cb;
 	c->userdata = userdata;
