@@ -1731,3 +1731,52 @@ out:
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);
 }
+
+struct freer {
+	lm_conn *c;
+	int got;
+};
+
+static void free_on_message(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+	struct freer *f = userdata;
+
+	f->got++;
+	lm_conn_free(c);
+	f->c = NULL;
+}
+
+static const struct lm_conn_callbacks freer_cbs = {.message = free_on_message};
+
+/* A connection freed by its own callback while its reactor waits alone
+ * (mq): the reactor goes on with no waiter (ASan sees any use after free),
+ * and a new connection becomes its lone waiter. */
+LM_TRANSPORT_TEST(transport, lone_waiter_freed_in_its_callback, .timeout = 30)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct freer f = {0};
+	int status, err;
+	pid_t pid;
+
+	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
+	for (int round = 0; round < 2; round++) {
+		err = lm_conn_connect(&f.c, r, endpoint, NULL, &freer_cbs, &f);
+		if (err == -EMFILE && !strcmp(scheme, "mq")) {
+			kill(pid, SIGTERM);
+			waitpid(pid, &status, 0);
+			lm_tt_fini();
+			cr_skip_test("mq: RLIMIT_MSGQUEUE exhausted by this user's queues");
+		}
+		cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+		cr_assert_eq(lm_conn_send(f.c, "ping", 4), 0);
+		while (f.got == round)
+			cr_assert_geq(lm_reactor_run_once(r, -1), 0);
+		cr_assert_null(f.c);
+		/* Nothing left to wait on: the reactor's own wait, bounded. */
+		cr_assert_eq(lm_reactor_run_once(r, 20000000), 0);
+	}
+	cr_assert_eq(f.got, 2);
+	kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	lm_reactor_free(r);
+}
