@@ -84,6 +84,9 @@ LM_EXPORT int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *
  * Free the reactor and every source still attached (without calling their
  * callbacks; exit sources run only through lm_reactor_stop()). Posts queued
  * and not yet run are dropped. Must not be called from a callback of r.
+ * Free what was made on r first (connections, listeners, clients, servers:
+ * they hold sources of r and are registered with it); freeing one after r
+ * is undefined.
  * NULL is a no-op. Posts that race with it return -ESHUTDOWN provided the
  * posting thread holds a reference (lm_reactor_ref()).
  */
