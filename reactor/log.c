@@ -1,4 +1,5 @@
 /* Logging: a replaceable handler, a level from $LM_LOG, stderr by default. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,4 +69,22 @@ void lm__log(enum lm_log_level level, const char *fmt, ...)
 		cb(level, msg, log_userdata);
 	else
 		fprintf(stderr, "libmessage: %s: %s\n", tags[level], msg);
+}
+
+int lm__env_long(const char *var, long lo, long hi, long *v)
+{
+	const char *s = getenv(var);
+	char *end;
+	long x;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	x = strtol(s, &end, 10);
+	if (errno || *end || x < lo || x > hi) {
+		lm_log_error("%s=%s: not a number from %ld to %ld", var, s, lo, hi);
+		return -EINVAL;
+	}
+	*v = x;
+	return 0;
 }

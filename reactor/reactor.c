@@ -1,5 +1,6 @@
 /* The reactor: sources, one iteration of wait + dispatch, deferred release. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -82,22 +83,12 @@ static void internal_source(lm_reactor *r, struct lm_source *s, enum lm__source_
 }
 
 /* LM_LONE_NS: how long a lone wait lasts at most (0: no lone waits), for
- * tests and A/B runs; LM__LONE_NS otherwise. */
+ * tests and A/B runs; LM__LONE_NS otherwise (or if it is not a number). */
 static int64_t lone_ns_from_env(void)
 {
-	const char *v = getenv("LM_LONE_NS");
-	char *end;
-	long long ns;
+	long ns = LM__LONE_NS;
 
-	if (!v || !*v)
-		return LM__LONE_NS;
-	errno = 0;
-	ns = strtoll(v, &end, 10);
-	if (errno || *end || ns < 0) {
-		lm_log_warn("LM_LONE_NS=%s: not a count of nanoseconds, ignored", v);
-		return LM__LONE_NS;
-	}
-	return ns;
+	return lm__env_long("LM_LONE_NS", 0, LONG_MAX, &ns) < 0 ? LM__LONE_NS : ns;
 }
 
 int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)

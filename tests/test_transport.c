@@ -126,6 +126,14 @@ static struct lm_tt_peer *pair_accepted(lm_reactor *r, struct lm_tt_server *s,
 	return &s->peers[0];
 }
 
+/* The end of a pair(): both sides, the listener, the reactor. */
+static void pair_free(lm_reactor *r, struct lm_tt_server *s, struct lm_tt_peer *cl)
+{
+	lm_tt_peer_clear(cl);
+	lm_tt_server_free(s);
+	lm_reactor_free(r);
+}
+
 static void wait_child_ready(int fd)
 {
 	struct pollfd p = {fd, POLLIN, 0};
@@ -134,6 +142,16 @@ static void wait_child_ready(int fd)
 	cr_assert_eq(poll(&p, 1, 5000), 1, "the forked server did not start");
 	cr_assert_eq(read(fd, &b, 1), 1, "the forked server failed");
 	close(fd);
+}
+
+/* An echo server forked into *pid, and cl connected to it on r. */
+static void forked_pair(lm_reactor *r, struct lm_tt_peer *cl, pid_t *pid)
+{
+	int err;
+
+	wait_child_ready(lm_tt_fork_server(endpoint, pid));
+	err = connect_or_skip(&cl->c, r, cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
 }
 
 /* Send each size (a pattern) to an echo server and check what comes back;
@@ -255,9 +273,7 @@ LM_BACKEND_TEST(transport, edge_reads_until_empty_over_rounds, .timeout = 20)
 	cr_assert_eq(s.peers[0].last_len, 1);
 	cr_assert_eq(s.peers[0].last[0], 'y', "the real message comes after the made-up ones");
 	cr_assert_eq(lm_reactor_run_once(r, 0), 0, "nothing left to report");
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
@@ -284,9 +300,7 @@ LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 100000, 30), "got %zu",
 		  s.peers[0].received);
 	cr_assert_not(s.peers[0].seq_error, "messages out of order");
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 /* Small messages and big ones (several units each) queued together before
@@ -322,9 +336,7 @@ LM_TRANSPORT_TEST(transport, small_and_big_interleaved, .timeout = 60)
 	}
 	cr_assert_eq(s.peers[0].bytes, bytes);
 	cr_assert_eq(s.peers[0].closed, 0);
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 static void raise_mq_limit(const char *scheme)
@@ -425,9 +437,7 @@ LM_TRANSPORT_TEST(transport, server_killed_and_replaced, .timeout = 30)
 	int status, err;
 	pid_t pid;
 
-	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
-	err = connect_or_skip(&cl.c, r, &cl);
-	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	forked_pair(r, &cl, &pid);
 	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
 	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "no echo");
 	kill(pid, SIGKILL);
@@ -487,9 +497,7 @@ LM_TRANSPORT_TEST(transport, second_listener_refused, .timeout = 20)
 		cr_assert(LM_TT_RUN_UNTIL(r, cl2.received == 1, 5), "no new connections");
 		lm_tt_peer_clear(&cl2);
 	}
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 static void hostile(const char *dir, const char *scheme, enum lm_backend backend, int want)
@@ -628,9 +636,7 @@ LM_TRANSPORT_TEST(transport, peer_cred, .timeout = 20)
 	cr_assert_eq(pc.pid, pid, "pid %d, child %d", (int)pc.pid, (int)pid);
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 LM_TRANSPORT_TEST(transport, other_uid_refused, .timeout = 20)
@@ -1164,9 +1170,7 @@ LM_TRANSPORT_TEST(transport, cork_and_flush, .timeout = 40)
 
 	cr_assert_eq(lm_conn_cork(NULL, true), -EINVAL);
 	cr_assert_eq(lm_conn_flush(NULL), -EINVAL);
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
@@ -1200,9 +1204,7 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 	cr_assert_eq(s.peers[1].closed, 0);
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 /* Queues of clients that died before their request was taken are removed
@@ -1420,9 +1422,7 @@ LM_TRANSPORT_TEST(transport, mq_queue_shape_from_environment, .timeout = 60)
 	free(buf);
 	unsetenv("LM_MQ_MAXMSG");
 	unsetenv("LM_MQ_MSGSIZE");
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 /* A connection read alone, in the transport's own blocking receive
@@ -1478,9 +1478,7 @@ LM_TRANSPORT_TEST(transport, wait_alone_in_the_blocking_receive, .timeout = 20)
 	cr_assert_eq(lm_conn_send(sp->c, "three", 5), 0);
 	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 4, 5), "not read after lm__conn_watch()");
 out:
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 /* A live peer that closes its end is told to the other side, after what it
@@ -1516,9 +1514,7 @@ LM_TRANSPORT_TEST(transport, peer_closes_alive, .timeout = 20)
 	cr_assert(cl.received == 1 && cl.last_len == 3 && !memcmp(cl.last, "bye", 3));
 	cr_assert_eq(cl.reason, -ECONNRESET);
 	cr_assert_eq(lm_conn_send(cl.c, "x", 1), -ECONNRESET);
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 /* A close FIFO that is not one (a regular file, a symlink, nothing): the
@@ -1561,9 +1557,7 @@ LM_TRANSPORT_TEST(transport, mq_bad_close_fifo_refused, .timeout = 30)
 	cr_assert(LM_TT_RUN_UNTIL(r, s.n == 1, 5), "the listener stopped accepting");
 	cr_assert_eq(lm_conn_send(cl.c, "hi", 2), 0);
 	cr_assert(LM_TT_RUN_UNTIL(r, s.peers[0].received == 1, 5));
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 static void on_fired(lm_source *s, uint64_t expirations, void *userdata)
@@ -1612,16 +1606,14 @@ LM_TRANSPORT_TEST(transport, lone_wait_ends_for_everything_else, .timeout = 30)
 	struct pollfd pfd = {.events = POLLIN};
 	struct sigaction sa = {.sa_handler = on_alarm}, old_sa;
 	struct itimerval it = {.it_value = {0, 50000}};
-	int status, err, p[2], got = 0;
+	int status, p[2], got = 0;
 	lm_source *t, *ps;
 	lm_reactor *r;
 	pid_t pid;
 
 	setenv("LM_LONE_NS", "3600000000000", 1);
 	r = setup(scheme, backend);
-	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
-	err = connect_or_skip(&cl.c, r, &cl);
-	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	forked_pair(r, &cl, &pid);
 	for (int i = 0; i < 3; i++)
 		echo_once(r, &cl);
 	cr_assert_eq(lm__conn_waits_alone(cl.c), mq, "mq: replies not taken by lone waits");
@@ -1686,12 +1678,10 @@ LM_TRANSPORT_TEST(transport, lone_wait_sees_the_peer_die, .timeout = 30)
 {
 	lm_reactor *r = setup(scheme, backend);
 	struct lm_tt_peer cl = {0};
-	int status, err;
+	int status;
 	pid_t pid;
 
-	wait_child_ready(lm_tt_fork_server(endpoint, &pid));
-	err = connect_or_skip(&cl.c, r, &cl);
-	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	forked_pair(r, &cl, &pid);
 	echo_once(r, &cl);
 	echo_once(r, &cl);
 	cr_assert_eq(lm__conn_waits_alone(cl.c), !strcmp(scheme, "mq"));
@@ -1733,9 +1723,7 @@ LM_TRANSPORT_TEST(transport, receive_wake_is_no_message, .timeout = 20)
 	cr_assert_eq(cl.received, 2);
 	cr_assert_not(cl.closed, "a wake-up broke the connection: %d", cl.reason);
 out:
-	lm_tt_peer_clear(&cl);
-	lm_tt_server_free(&s);
-	lm_reactor_free(r);
+	pair_free(r, &s, &cl);
 }
 
 struct freer {

@@ -123,26 +123,6 @@ static int base_name(char *buf, size_t size, int dirfd, const char *name)
 	return 0;
 }
 
-/* A positive number from the environment into *v (left alone if var is
- * unset or empty); -EINVAL, logged, if it is not one within [lo, hi]. */
-static int env_long(const char *var, long lo, long hi, long *v)
-{
-	const char *s = getenv(var);
-	char *end;
-	long x;
-
-	if (!s || !*s)
-		return 0;
-	errno = 0;
-	x = strtol(s, &end, 10);
-	if (errno || *end || x < lo || x > hi) {
-		lm_log_error("%s=%s: not a number from %ld to %ld", var, s, lo, hi);
-		return -EINVAL;
-	}
-	*v = x;
-	return 0;
-}
-
 /*
  * The shape of the two queues a client makes for a connection: 10 messages
  * of 2 KiB (or the kernel's fs.mqueue.msg_max and msgsize_max if lower),
@@ -162,9 +142,9 @@ static int queue_shape(long *maxmsg, long *msgsize)
 	*msgsize = proc_long("/proc/sys/fs/mqueue/msgsize_max", 8192);
 	*maxmsg = *maxmsg < 10 ? *maxmsg : 10;
 	*msgsize = *msgsize < 2048 ? *msgsize : 2048;
-	err = env_long("LM_MQ_MAXMSG", 1, 65536, maxmsg);
+	err = lm__env_long("LM_MQ_MAXMSG", 1, 65536, maxmsg);
 	if (!err)
-		err = env_long("LM_MQ_MSGSIZE", UNIT_MIN, UNIT_MAX, msgsize);
+		err = lm__env_long("LM_MQ_MSGSIZE", UNIT_MIN, UNIT_MAX, msgsize);
 	return err;
 }
 
