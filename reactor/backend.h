@@ -5,10 +5,14 @@
 #include <stdint.h>
 
 /* One readiness report. tag is what was given to add()/mod(); events is a
- * mask of LM_IO_* bits. */
+ * mask of LM_IO_* bits. data: NULL, or (LM__IO_RECV, see below) one datagram
+ * of len bytes the backend received for the fd, which the caller hands back
+ * with recycle() once it has taken it. */
 struct lm_backend_event {
 	void *tag;
 	uint32_t events;
+	uint32_t len;
+	const void *data;
 };
 
 /*
@@ -32,6 +36,21 @@ struct lm_backend_event {
  */
 /* Edge triggering asked for (see above); not an LM_IO_* bit of the API. */
 #define LM__IO_EDGE (1u << 31)
+/*
+ * Receiving asked for, with LM_IO_IN, on a socket whose reads each return
+ * one datagram (SOCK_SEQPACKET): a backend with recycle() may then receive
+ * for the caller (io_uring: one multishot receive into provided buffers)
+ * and report each datagram as an LM_IO_IN event carrying it (data, len),
+ * in the order they came, before any report of the fd without data. A
+ * datagram longer than LM__RECV_MAX arrives cut to LM__RECV_MAX + 1 bytes.
+ * Without data, a report means what it always does: the caller reads
+ * itself (the end of the connection, an error, or a backend that does not
+ * receive, which ignores the flag). After del(), data not yet reported is
+ * dropped, as data left in a closed socket is.
+ */
+#define LM__IO_RECV  (1u << 30)
+#define LM__IO_FLAGS (LM__IO_EDGE | LM__IO_RECV)
+#define LM__RECV_MAX (64u * 1024)
 struct lm_backend_ops {
 	/* What lm_reactor_backend_name() says: "epoll" or "io_uring". */
 	const char *name;
@@ -58,6 +77,9 @@ struct lm_backend_ops {
 	/* Optional (edge triggering, see above): report fd again at the next
 	 * wait, which then does not block. */
 	void (*again)(void *b, int fd);
+	/* Optional (LM__IO_RECV, see above): give back an event's data, once
+	 * the caller is done with it; also for an event it did not dispatch. */
+	void (*recycle)(void *b, const void *data);
 };
 
 extern const struct lm_backend_ops lm__backend_epoll;

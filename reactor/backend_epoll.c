@@ -101,6 +101,8 @@ static int epoll_wait_ns(void *p, struct lm_backend_event *out, int max, int64_t
 	for (int i = 0; i < n; i++) {
 		out[i].tag = b->ev[i].data.ptr;
 		out[i].events = from_epoll(b->ev[i].events);
+		out[i].len = 0;
+		out[i].data = NULL;
 	}
 	return n;
 }

@@ -54,6 +54,24 @@ int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t eve
 void lm__source_again(lm_source *s);
 
 /*
+ * An io source (LM_IO_IN, maybe LM_IO_OUT) on a socket whose every read
+ * returns one datagram (SOCK_SEQPACKET), that the backend receives for
+ * where it can (io_uring: one multishot receive into provided buffers; see
+ * LM__IO_RECV in reactor/backend.h). Its callback is then called with
+ * LM_IO_IN once per datagram, in order, and lm__source_data() gives the
+ * datagram, valid until the callback returns; a datagram longer than
+ * LM__RECV_MAX (64 KiB) comes cut, as LM__RECV_MAX + 1 bytes. A report
+ * without data (lm__source_data() is NULL) asks the callback to read
+ * itself, as for any io source: the end of the connection, an error, or a
+ * backend that does not receive. The callback must not read the fd while
+ * lm__source_data() gives data, nor at other times while it may have data
+ * not reported yet: it reads only when a report without data tells it to.
+ */
+int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+			    void *userdata);
+const void *lm__source_data(const lm_source *s, size_t *len);
+
+/*
  * A lone waiter: the owner of some io sources (an mq client connection)
  * that can wait for its input in a blocking receive of its own, which is
  * cheaper than the backend's wait: the sender hands the message to a

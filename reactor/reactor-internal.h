@@ -129,6 +129,8 @@ struct lm_reactor {
 	int refs;
 
 	struct lm_backend_event events[LM_MAX_EVENTS];
+	/* the datagram of the io source being dispatched (lm__source_data) */
+	const struct lm_backend_event *io_event;
 };
 
 /* Timer heap (timer.c). */

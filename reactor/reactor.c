@@ -337,7 +337,9 @@ static int dispatch_event(lm_reactor *r, const struct lm_backend_event *ev)
 		events = ev->events & (s->io.events | LM_IO_ERR | LM_IO_HUP);
 		if (!events)
 			return 0;
+		r->io_event = ev;
 		s->io.cb(s, s->io.fd, events, s->userdata);
+		r->io_event = NULL;
 		return 1;
 	default:
 		return 0;
@@ -543,8 +545,12 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		 * loop do not. */
 		r->now_stale = true;
 		r->dispatching = true;
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < n; i++) {
 			count += dispatch_event(r, &r->events[i]);
+			/* A datagram is the backend's again, dispatched or not. */
+			if (r->events[i].data)
+				r->ops->recycle(r->backend, r->events[i].data);
+		}
 	}
 	count += dispatch_defers(r);
 	if (r->exit_requested) {
@@ -791,6 +797,22 @@ int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t eve
 	return add_io(r, ret, fd, events | (*edge ? LM__IO_EDGE : 0u), cb, userdata);
 }
 
+int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
+			    void *userdata)
+{
+	return add_io(r, ret, fd, events | (r->ops->recycle ? LM__IO_RECV : 0u), cb, userdata);
+}
+
+const void *lm__source_data(const lm_source *s, size_t *len)
+{
+	const struct lm_backend_event *ev = s->r->io_event;
+
+	if (!ev || !ev->data || ev->tag != s)
+		return NULL;
+	*len = ev->len;
+	return ev->data;
+}
+
 void lm__source_again(lm_source *s)
 {
 	if (s->type == LM__SRC_IO && s->io.watched && (s->io.events & LM__IO_EDGE))
@@ -955,7 +977,7 @@ int lm_io_set_events(lm_source *s, uint32_t events)
 
 	return_if_invalid(!s || s->dead || s->type != LM__SRC_IO);
 	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
-	events |= s->io.events & LM__IO_EDGE;
+	events |= s->io.events & LM__IO_FLAGS;
 	if (events == s->io.events)
 		return 0;
 	old = s->io.events;

@@ -10,8 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "log-internal.h"
 #include "transport-internal.h"
+
+_Static_assert(LM__RECV_MAX == LM_TRANSPORT_DATAGRAM_MAX,
+	       "the backends receive the datagrams take() is promised");
 
 /* ---- registry ---- */
 
@@ -324,6 +328,17 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	if (fd == c->fds.rfd && (events & (LM_IO_IN | LM_IO_HUP | LM_IO_ERR)) && !c->closed &&
 	    !c->freed) {
 		int budget = c->edge ? EDGE_READS : 1;
+		size_t len;
+		const void *data = lm__source_data(s, &len);
+
+		if (data) {
+			/* A datagram the backend received for us. */
+			ret = c->ops->take(c, c->tp, data, len);
+			if (ret < 0 && ret != -ECANCELED)
+				conn_fail(c, ret);
+			conn_unbusy(c);
+			return;
+		}
 
 		/* Edge-triggered: this report may be the only one for what is
 		 * there, so read until the fd is empty (2: the transport knows it
@@ -431,7 +446,11 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	err = ops->fds(tp, &c->fds);
 	if (err < 0)
 		goto fail;
-	if (ops->edge)
+	/* A connection with a peer watch of its own reads in conn_hup_cb: its
+	 * datagrams must then all be in the socket, not some in the backend. */
+	if (ops->take && !ops->receive_wait && c->fds.hupfd < 0 && c->fds.closefd < 0)
+		err = lm__reactor_add_io_recv(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c);
+	else if (ops->edge)
 		err = lm__reactor_add_io_edge(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c,
 					      &c->edge);
 	else

@@ -18,7 +18,7 @@
  * Datagrams are never empty, so a read of 0 bytes is the end of the
  * connection.
  */
-#define UNIT        (64u * 1024)
+#define UNIT        LM_TRANSPORT_DATAGRAM_MAX
 #define BATCH       32 /* datagrams per sendmmsg */
 #define RBATCH      8  /* datagrams per recvmmsg */
 #define PROBE_EVERY 8
@@ -358,6 +358,12 @@ static int unix_receive(lm_conn *c, void *cstate)
 	return ret;
 }
 
+/* One datagram the reactor received for us (io_uring). */
+static int unix_take(lm_conn *c, void *cstate, const void *data, size_t len)
+{
+	return take_datagram(c, cstate, data, len, len > UNIT, true);
+}
+
 static int unix_peer_cred(void *cstate, struct lm_peer_cred *ret)
 {
 	struct unix_conn *uc = cstate;
@@ -401,4 +407,5 @@ const struct lm_transport_ops lm__transport_unix = {
     .close = unix_close,
     .free = unix_free,
     .send_batch = unix_send_batch,
+    .take = unix_take,
 };

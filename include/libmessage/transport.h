@@ -278,7 +278,27 @@ struct lm_transport_ops {
 	 * calls use receive_wait().
 	 */
 	void (*receive_wake)(void *cstate);
+	/*
+	 * Optional, for a transport whose rfd is a socket that keeps message
+	 * boundaries (SOCK_SEQPACKET), each datagram at most
+	 * LM_TRANSPORT_DATAGRAM_MAX bytes, and without receive_wait (and
+	 * connections without hupfd and closefd: used only there): take one
+	 * datagram the reactor's backend received for the connection. Where
+	 * the backend can (io_uring with provided-buffer rings, Linux 6.0:
+	 * one multishot receive per connection, so a message costs no poll
+	 * and no recv() of its own), the generic layer calls take() for each
+	 * datagram in the order they came, and receive() only when rfd is
+	 * reported without one (its end, an error, or a backend that does not
+	 * receive: epoll, LM_URING_RECV=0). data is valid during the call
+	 * only; a datagram longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
+	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes. Returns as receive().
+	 * NULL: receive() for everything.
+	 */
+	int (*take)(lm_conn *c, void *cstate, const void *data, size_t len);
 };
+
+/* The longest datagram take() is given whole (64 KiB). */
+#define LM_TRANSPORT_DATAGRAM_MAX (64u * 1024)
 
 /* Add a transport. -EINVAL if a required member is missing or the scheme is
  * malformed, -EEXIST if the scheme is taken, -ENOSPC when the table is full.
