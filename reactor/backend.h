@@ -50,6 +50,8 @@ struct lm_backend_event {
  */
 #define LM__IO_RECV  (1u << 30)
 #define LM__IO_FLAGS (LM__IO_EDGE | LM__IO_RECV)
+/* In an event with data: another datagram of the same fd comes after it. */
+#define LM__IO_MORE  (1u << 29)
 #define LM__RECV_MAX (64u * 1024)
 struct lm_backend_ops {
 	/* What lm_reactor_backend_name() says: "epoll" or "io_uring". */

@@ -108,7 +108,7 @@
 #define URING_MAX_ENTRIES     32768
 #define UDATA_IGNORE          0  /* completions of NOPs and POLL_REMOVEs */
 #define OUT_PART              1  /* in user_data: the LM_IO_OUT poll of a receiving rec */
-#define RECV_BUFS             64 /* provided buffers (one bit each in held) */
+#define RECV_BUFS             16 /* provided buffers (one bit each in held) */
 #define RECV_BGID             0
 #define RECV_BUFLEN           (LM__RECV_MAX + 1) /* one more: a longer datagram shows */
 #define RECV_STRIDE           (LM__RECV_MAX + 4096)
@@ -266,11 +266,15 @@ static void out_complete(struct uring_backend *b, struct uring_rec *rec,
 	}
 	if (cqe->res != -ECANCELED) {
 		ev = cqe->res < 0 ? LM_IO_ERR : from_poll((uint32_t)cqe->res);
-		/* The receive reports the end; this poll would report it at
-		 * every wait. */
+		/* Only ever LM_IO_OUT: an error is the writer's to find by
+		 * writing; reported as LM_IO_ERR, it would make the caller read
+		 * the socket while the receive may still take from it. The end
+		 * and errors reach the caller from the receive, after the data.
+		 * Either would complete this poll at every wait: not re-armed. */
+		if (ev & (LM_IO_OUT | LM_IO_ERR))
+			rec->ready |= LM_IO_OUT;
 		if (ev & (LM_IO_ERR | LM_IO_HUP))
 			rec->out_stop = true;
-		rec->ready |= ev & (LM_IO_OUT | LM_IO_ERR);
 	}
 	list(b, rec);
 }
@@ -860,7 +864,8 @@ static int report(struct uring_backend *b, struct lm_backend_event *out, int max
 			continue;
 		}
 		out[n++] = (struct lm_backend_event){.tag = it.rec->tag,
-						     .events = LM_IO_IN,
+						     .events = LM_IO_IN |
+							       (it.rec->queued ? LM__IO_MORE : 0),
 						     .len = it.len,
 						     .data = buf_addr(b, it.bid)};
 	}

@@ -60,7 +60,8 @@ void lm__source_again(lm_source *s);
  * LM__IO_RECV in reactor/backend.h). Its callback is then called with
  * LM_IO_IN once per datagram, in order, and lm__source_data() gives the
  * datagram, valid until the callback returns; a datagram longer than
- * LM__RECV_MAX (64 KiB) comes cut, as LM__RECV_MAX + 1 bytes. A report
+ * LM__RECV_MAX (64 KiB) comes cut, as LM__RECV_MAX + 1 bytes; *more says
+ * that another datagram of the source has come after it. A report
  * without data (lm__source_data() is NULL) asks the callback to read
  * itself, as for any io source: the end of the connection, an error, or a
  * backend that does not receive. The callback must not read the fd while
@@ -69,7 +70,7 @@ void lm__source_again(lm_source *s);
  */
 int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
 			    void *userdata);
-const void *lm__source_data(const lm_source *s, size_t *len);
+const void *lm__source_data(const lm_source *s, size_t *len, bool *more);
 
 /*
  * A lone waiter: the owner of some io sources (an mq client connection)

@@ -803,13 +803,14 @@ int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t eve
 	return add_io(r, ret, fd, events | (r->ops->recycle ? LM__IO_RECV : 0u), cb, userdata);
 }
 
-const void *lm__source_data(const lm_source *s, size_t *len)
+const void *lm__source_data(const lm_source *s, size_t *len, bool *more)
 {
 	const struct lm_backend_event *ev = s->r->io_event;
 
 	if (!ev || !ev->data || ev->tag != s)
 		return NULL;
 	*len = ev->len;
+	*more = ev->events & LM__IO_MORE;
 	return ev->data;
 }
 

@@ -329,11 +329,12 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	    !c->freed) {
 		int budget = c->edge ? EDGE_READS : 1;
 		size_t len;
-		const void *data = lm__source_data(s, &len);
+		bool more;
+		const void *data = lm__source_data(s, &len, &more);
 
 		if (data) {
 			/* A datagram the backend received for us. */
-			ret = c->ops->take(c, c->tp, data, len);
+			ret = c->ops->take(c, c->tp, data, len, !more);
 			if (ret < 0 && ret != -ECANCELED)
 				conn_fail(c, ret);
 			conn_unbusy(c);

@@ -359,9 +359,9 @@ static int unix_receive(lm_conn *c, void *cstate)
 }
 
 /* One datagram the reactor received for us (io_uring). */
-static int unix_take(lm_conn *c, void *cstate, const void *data, size_t len)
+static int unix_take(lm_conn *c, void *cstate, const void *data, size_t len, bool last)
 {
-	return take_datagram(c, cstate, data, len, len > UNIT, true);
+	return take_datagram(c, cstate, data, len, len > UNIT, last);
 }
 
 static int unix_peer_cred(void *cstate, struct lm_peer_cred *ret)

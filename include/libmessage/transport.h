@@ -291,10 +291,13 @@ struct lm_transport_ops {
 	 * reported without one (its end, an error, or a backend that does not
 	 * receive: epoll, LM_URING_RECV=0). data is valid during the call
 	 * only; a datagram longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
-	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes. Returns as receive().
+	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes. last: no other datagram of the
+	 * connection has come after it yet (what is sent in answer to its
+	 * last message then goes out at once, not gathered till the end of
+	 * the round). Returns as receive().
 	 * NULL: receive() for everything.
 	 */
-	int (*take)(lm_conn *c, void *cstate, const void *data, size_t len);
+	int (*take)(lm_conn *c, void *cstate, const void *data, size_t len, bool last);
 };
 
 /* The longest datagram take() is given whole (64 KiB). */
