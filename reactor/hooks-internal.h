@@ -67,6 +67,9 @@ void lm__source_again(lm_source *s);
  * backend that does not receive. The callback must not read the fd while
  * lm__source_data() gives data, nor at other times while it may have data
  * not reported yet: it reads only when a report without data tells it to.
+ * Disabling or freeing the source drops what the backend received for it
+ * and has not reported yet, as closing a socket drops what is in it: a
+ * caller that only pauses must not disable it (connections never do).
  */
 int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
 			    void *userdata);
