@@ -16,7 +16,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -499,19 +498,6 @@ static int run_until(lm_reactor *r, struct rx *rx, int want, bool eof)
 	return 0;
 }
 
-/* Whether the backend hands datagrams over: io_uring on 6.0 or later
- * (multishot receives), unless LM_URING_RECV=0. */
-static bool receives(enum lm_backend backend)
-{
-	const char *v = getenv("LM_URING_RECV");
-	struct utsname u;
-	int major = 0;
-
-	if (backend != LM_BACKEND_URING || (v && !strcmp(v, "0")))
-		return false;
-	return uname(&u) == 0 && sscanf(u.release, "%d", &major) == 1 && major >= 6;
-}
-
 /* A SEQPACKET pair: sv[0] is watched, sv[1] sends (room for BIG and for
  * 200 small datagrams queued at once). */
 static void seqpacket_pair(int sv[2])
@@ -564,7 +550,7 @@ static void many_in_order(enum lm_backend backend, bool data)
 
 LM_BACKEND_TEST(uring_recv, many_datagrams_in_order, .timeout = 20)
 {
-	many_in_order(backend, receives(backend));
+	many_in_order(backend, lm_test_uring_receives(backend));
 }
 
 /* LM_URING_RECV=0 (read when the reactor is made): io_uring polls, the
@@ -581,7 +567,7 @@ Test(uring_recv, env_off_polls_and_callback_reads, .timeout = 20)
 LM_BACKEND_TEST(uring_recv, long_datagram_cut_next_intact, .timeout = 10)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	static unsigned char big[BIG];
 	struct rx rx = {0};
 	int sv[2];
@@ -612,7 +598,7 @@ LM_BACKEND_TEST(uring_recv, long_datagram_cut_next_intact, .timeout = 10)
 static void end_after(enum lm_backend backend, int count, uint32_t events)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	struct rx rx = {0};
 	int sv[2];
 
@@ -675,7 +661,7 @@ static void out_switch_hook(struct rx *rx, uint32_t events)
 LM_BACKEND_TEST(uring_recv, out_interest_toggled_keeps_datagrams, .timeout = 20)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	struct rx rx = {.hook = out_switch_hook};
 	int sv[2];
 
@@ -720,7 +706,7 @@ static void free_hook(struct rx *rx, uint32_t events)
 LM_BACKEND_TEST(uring_recv, freed_in_callback_with_datagrams_waiting, .timeout = 20)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	struct rx rx = {.hook = free_hook}, rx2 = {0};
 	int sv[2], sv2[2];
 
@@ -880,7 +866,7 @@ static void *free_thread(void *p)
 LM_BACKEND_TEST(uring_recv, handover_then_free_with_datagrams_held, .timeout = 20)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	struct rx rx = {0}, rx2 = {0};
 	struct handover_rx h = {.r = r, .rx = &rx, .rx2 = &rx2};
 	pthread_t t;
@@ -920,7 +906,7 @@ LM_BACKEND_TEST(uring_recv, handover_then_free_with_datagrams_held, .timeout = 2
 LM_BACKEND_TEST(uring_recv, handover_keeps_received_datagrams, .timeout = 20)
 {
 	lm_reactor *r = lm_test_reactor(backend);
-	bool data = receives(backend);
+	bool data = lm_test_uring_receives(backend);
 	struct rx rx = {0};
 	struct handover_rx h = {.r = r, .rx = &rx};
 	pthread_t t;

@@ -277,6 +277,70 @@ LM_BACKEND_TEST(transport, edge_reads_until_empty_over_rounds, .timeout = 20)
 	pair_free(r, &s, &cl);
 }
 
+/* unix whose take() and receive() count their calls. */
+static int take_calls, take_last, receive_calls;
+
+static int counting_take(lm_conn *c, void *cstate, const void *data, size_t len, bool last)
+{
+	take_calls++;
+	take_last += last;
+	return lm__transport_unix.take(c, cstate, data, len, last);
+}
+
+static int counting_receive(lm_conn *c, void *cstate)
+{
+	receive_calls++;
+	return lm__transport_unix.receive(c, cstate);
+}
+
+/* Where the backend receives (io_uring), a connection's datagrams are all
+ * handed to take(), in order, and receive() only reads the end; elsewhere
+ * receive() reads everything and take() is never called. */
+LM_BACKEND_TEST(transport, take_where_the_backend_receives, .timeout = 20)
+{
+	static struct lm_transport_ops ops;
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl, *sp;
+	bool receives = lm_test_uring_receives(backend);
+	lm_reactor *r;
+	int err;
+
+	ops = lm__transport_unix;
+	ops.scheme = "unixtake";
+	ops.receive = counting_receive;
+	ops.take = counting_take;
+	err = lm_transport_register(&ops);
+	cr_assert(err == 0 || err == -EEXIST, "register: %s", strerror(-err));
+	lm_test_runtime_dir();
+	r = lm_test_reactor(backend);
+	snprintf(endpoint, sizeof(endpoint), "unixtake:" NAME);
+	sp = pair_accepted(r, &s, &cl);
+	sp->check_seq = true;
+	take_calls = take_last = receive_calls = 0;
+	/* Sent outside dispatch: one datagram each, all there before the
+	 * server's next wait. */
+	for (uint64_t i = 0; i < 50; i++)
+		cr_assert_eq(lm_conn_send(cl.c, &i, sizeof(i)), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, sp->received == 50, 5), "%zu of 50", sp->received);
+	cr_assert(!sp->seq_error, "out of order");
+	if (receives) {
+		cr_assert_eq(take_calls, 50, "take() %d times for 50 datagrams", take_calls);
+		cr_assert_eq(receive_calls, 0, "receive() %d times", receive_calls);
+		cr_assert(take_last >= 1 && take_last < 50,
+			  "%d of 50 datagrams were the last come (some came together)", take_last);
+	} else {
+		cr_assert_eq(take_calls, 0);
+		cr_assert_geq(receive_calls, 1);
+	}
+	/* The client goes: its end is read by receive(), after the data. */
+	lm_tt_peer_clear(&cl);
+	cr_assert(LM_TT_RUN_UNTIL(r, sp->closed == 1, 5), "the end was not seen");
+	cr_assert_eq(sp->reason, -ECONNRESET);
+	cr_assert_geq(receive_calls, 1);
+	lm_tt_server_free(&s);
+	lm_reactor_free(r);
+}
+
 LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
 {
 	lm_reactor *r = setup(scheme, backend);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "lm_test.h"
@@ -99,4 +100,15 @@ bool lm_test_uring_multishot(void)
 	const char *v = getenv("LM_URING_MULTISHOT");
 
 	return !(v && !strcmp(v, "0"));
+}
+
+bool lm_test_uring_receives(enum lm_backend backend)
+{
+	const char *v = getenv("LM_URING_RECV");
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (backend != LM_BACKEND_URING || (v && !strcmp(v, "0")))
+		return false;
+	return uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 && major >= 6;
 }

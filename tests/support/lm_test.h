@@ -32,6 +32,11 @@ int lm_test_fd_count(void);
  * watches edge-triggered sources with one-shot polls, level-triggered. */
 bool lm_test_uring_multishot(void);
 
+/* Whether the backend receives for unix connections and hands their
+ * datagrams over (LM__IO_RECV): io_uring on Linux 6.0 or later, unless
+ * LM_URING_RECV=0 (the *_older_kernel runs). */
+bool lm_test_uring_receives(enum lm_backend backend);
+
 /*
  * A test body that runs once per backend:
  *   LM_BACKEND_TEST(suite, name, .timeout = 10) { ... uses `backend` ... }
