@@ -74,6 +74,9 @@ STAILQ_HEAD(lm__post_list, lm__post);
 struct lm_reactor {
 	const struct lm_backend_ops *ops;
 	void *backend;
+	/* the event being dispatched to an io source (lm__source_data): here
+	 * with the other fields every iteration reads, not after events[] */
+	const struct lm_backend_event *io_event;
 	uint64_t now;   /* CLOCK_MONOTONIC of this iteration, once read */
 	bool now_stale; /* not read since the last wait: lm__reactor_now() reads it */
 
@@ -129,8 +132,6 @@ struct lm_reactor {
 	int refs;
 
 	struct lm_backend_event events[LM_MAX_EVENTS];
-	/* the datagram of the io source being dispatched (lm__source_data) */
-	const struct lm_backend_event *io_event;
 };
 
 /* Timer heap (timer.c). */
