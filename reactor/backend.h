@@ -43,10 +43,12 @@ struct lm_backend_event {
  * and report each datagram as an LM_IO_IN event carrying it (data, len),
  * in the order they came, before any report of the fd without data. A
  * datagram longer than LM__RECV_MAX arrives cut to LM__RECV_MAX + 1 bytes.
- * Without data, a report means what it always does: the caller reads
- * itself (the end of the connection, an error, or a backend that does not
- * receive, which ignores the flag). After del(), data not yet reported is
- * dropped, as data left in a closed socket is.
+ * A read of 0 bytes (the end of the connection, or an empty datagram: one
+ * receive cannot tell them apart) comes the same way, with len 0, after
+ * the data before it, and again at later waits while it lasts. Without
+ * data, a report means what it always does: the caller reads itself (an
+ * error, or a backend that does not receive, which ignores the flag). After del(), data not yet
+ * reported is dropped, as data left in a closed socket is.
  */
 #define LM__IO_RECV  (1u << 30)
 #define LM__IO_FLAGS (LM__IO_EDGE | LM__IO_RECV)

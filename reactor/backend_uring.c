@@ -90,14 +90,15 @@
  * event with data, and the reactor gives it back with recycle() after its
  * callback; so the queue never holds more than RECV_BUFS. A receive the
  * kernel ends (no buffer left: -ENOBUFS, or the CQ overflowed) is armed
- * again by report(), after that round's buffers came back; its end of
- * file (0) and errors are reported as LM_IO_IN without data (with LM_IO_ERR
- * for errors), after the datagrams before them, for the caller to read
- * itself. LM_IO_OUT of such a rec is a one-shot poll of its own, whose
- * user_data is the rec's address + OUT_PART. A kernel that refuses (no
- * buffer rings before 5.19, no multishot receive before 6.0: -EINVAL)
- * gets polls, as does every rec when LM_URING_RECV=0 is in the
- * environment (read by init; for tests and A/B runs).
+ * again by report(), after that round's buffers came back. A read of 0
+ * bytes (the end, or an empty datagram: the receive cannot tell them apart,
+ * and ends) is handed over like a datagram, of length 0 (data recv_empty,
+ * never recycled), after the datagrams before it, and the receive is armed
+ * again (an end reads 0 again: level-triggered); errors are reported as
+ * LM_IO_IN | LM_IO_ERR without data, for the caller to read itself. LM_IO_OUT of such a rec is a
+ * one-shot poll of its own, whose user_data is the rec's address + OUT_PART. A kernel that refuses
+ * (no buffer rings before 5.19, no multishot receive before 6.0: -EINVAL) gets polls, as does every
+ * rec when LM_URING_RECV=0 is in the environment (read by init; for tests and A/B runs).
  *
  * LM_URING_ENTRIES (environment, read by init): the submission queue size
  * (default 256, the completion queue is twice that). Only for tests that
@@ -126,6 +127,7 @@ struct uring_rec {
 	bool out_flight;          /* recv: the LM_IO_OUT poll is queued or in the kernel */
 	bool out_stop;            /* recv: that poll saw a hang-up or an error: not re-armed */
 	unsigned queued;          /* recv: its datagrams in the backend's queue */
+	bool eof;                 /* recv: a read of 0 bytes to hand over, after them */
 	uint32_t ready;           /* LM_IO_* seen by the last completion, not yet reported */
 	uint32_t last;            /* what was reported last (for again()) */
 	struct io_uring_sqe *sqe; /* the queued poll, valid while sqe_seq is current */
@@ -181,6 +183,9 @@ static void rec_free(struct uring_rec *rec)
 	LIST_REMOVE(rec, all_link);
 	free(rec);
 }
+
+/* The data of an empty read (LM__IO_RECV): a length of 0 needs an address. */
+static const unsigned char recv_empty[1];
 
 /* A dead rec goes once nothing names it: no request, no queued datagram. */
 static void rec_gone(struct uring_rec *rec)
@@ -243,7 +248,7 @@ static void recv_complete(struct uring_backend *b, struct uring_rec *rec,
 		b->no_recv = true;
 		rec->recv = false;
 	} else if (cqe->res == 0) {
-		rec->ready |= LM_IO_IN; /* the end: the caller reads it */
+		rec->eof = true; /* handed over as an empty read, after the data */
 	} else if (cqe->res < 0 && cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
 		rec->ready |= LM_IO_IN | LM_IO_ERR;
 		rec->failed = true;
@@ -871,19 +876,29 @@ static int report(struct uring_backend *b, struct lm_backend_event *out, int max
 	}
 	for (rec = TAILQ_FIRST(&b->ready); n < max && rec; rec = next) {
 		uint32_t events = rec->ready;
+		bool eof = rec->eof;
 
 		next = TAILQ_NEXT(rec, ready_link);
 		if (rec->queued)
 			continue;
 		unlist(b, rec);
 		rec->ready = 0;
+		rec->eof = false;
 		/* Keep it ready rather than lose it silently. */
 		if (!rec->failed && !rec->in_flight && arm(b, rec) < 0)
 			events |= LM_IO_ERR;
 		if (!rec->failed && arm_out(b, rec) < 0)
 			events |= LM_IO_ERR;
+		if (eof)
+			out[n++] = (struct lm_backend_event){
+			    .tag = rec->tag, .events = LM_IO_IN, .len = 0, .data = recv_empty};
 		if (!events)
 			continue; /* only re-armed (a poll the kernel cancelled) */
+		if (n == max) {
+			rec->ready = events; /* the next wait's */
+			list(b, rec);
+			break;
+		}
 		rec->last = events;
 		out[n].tag = rec->tag;
 		out[n].events = events;
@@ -984,6 +999,8 @@ static void uring_recycle(void *p, const void *data)
 {
 	struct uring_backend *b = p;
 
+	if (data == recv_empty)
+		return;
 	buf_give(b, (unsigned)(((const unsigned char *)data - b->bufs) / RECV_STRIDE));
 }
 

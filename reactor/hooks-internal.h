@@ -61,10 +61,11 @@ void lm__source_again(lm_source *s);
  * LM_IO_IN once per datagram, in order, and lm__source_data() gives the
  * datagram, valid until the callback returns; a datagram longer than
  * LM__RECV_MAX (64 KiB) comes cut, as LM__RECV_MAX + 1 bytes; *more says
- * that another datagram of the source has come after it. A report
- * without data (lm__source_data() is NULL) asks the callback to read
- * itself, as for any io source: the end of the connection, an error, or a
- * backend that does not receive. The callback must not read the fd while
+ * that another datagram of the source has come after it. A read of 0 bytes
+ * (the end of the connection, or an empty datagram) comes as a datagram of
+ * length 0, after the data before it. A report without data
+ * (lm__source_data() is NULL) asks the callback to read itself, as for any
+ * io source: an error, or a backend that does not receive. The callback must not read the fd while
  * lm__source_data() gives data, nor at other times while it may have data
  * not reported yet: it reads only when a report without data tells it to.
  * Disabling or freeing the source drops what the backend received for it

@@ -320,7 +320,7 @@ struct rx {
 	bool more[NREC];  /* lm__source_data() said another one follows */
 	int given_count;
 	int calls;
-	int eof;      /* reports without data whose recv() gave 0 */
+	int eof;      /* empty reads handed over, or read here (recv() gave 0) */
 	int n_at_eof; /* datagrams before the first of them */
 	int late;     /* datagrams after the end */
 	int empty;    /* reports without data whose recv() found nothing */
@@ -382,7 +382,13 @@ static void rx_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 	}
 	if (events & LM_IO_OUT)
 		rx->outs++;
-	if (p) {
+	if (p && len == 0) {
+		/* A read of 0 bytes handed over: the end. */
+		if (!(events & LM_IO_IN))
+			rx->errors++;
+		if (!rx->eof++)
+			rx->n_at_eof = rx->n;
+	} else if (p) {
 		if (!(events & LM_IO_IN))
 			rx->errors++;
 		rx_record(rx, p, len, true, more);
@@ -593,8 +599,8 @@ LM_BACKEND_TEST(uring_recv, long_datagram_cut_next_intact, .timeout = 10)
 }
 
 /* The peer sends count datagrams and closes: they all come first (with
- * data where the backend receives), then a report without data whose
- * recv() says the end (0); nothing after it. */
+ * data where the backend receives), then the end: an empty read handed
+ * over, or (polls) a report whose own recv() gives 0; nothing after it. */
 static void end_after(enum lm_backend backend, int count, uint32_t events)
 {
 	lm_reactor *r = lm_test_reactor(backend);

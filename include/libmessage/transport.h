@@ -288,10 +288,13 @@ struct lm_transport_ops {
 	 * one multishot receive per connection, so a message costs no poll
 	 * and no recv() of its own), the generic layer calls take() for each
 	 * datagram in the order they came, and receive() only when rfd is
-	 * reported without one (its end, an error, or a backend that does not
-	 * receive: epoll, LM_URING_RECV=0). data is valid during the call
-	 * only; a datagram longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
-	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes. last: no other datagram of the
+	 * reported without one (an error, or a backend that does not receive:
+	 * epoll, LM_URING_RECV=0). data is valid during the call only; a
+	 * datagram longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
+	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes; len 0 is what a read of 0
+	 * bytes returned: the end of the connection, or an empty datagram
+	 * (one receive cannot tell them apart; a transport whose datagrams are
+	 * never empty takes it for the end, as its receive() would). last: no other datagram of the
 	 * connection has come after it yet (what is sent in answer to its
 	 * last message then goes out at once, not gathered till the end of
 	 * the round). Returns as receive().
