@@ -825,12 +825,14 @@ static int uring_mod(void *p, int fd, uint32_t events, void *tag)
 	}
 	if (rec->recv && (events & LM__IO_RECV) && (events & LM_IO_IN)) {
 		/* Only LM_IO_OUT changes: the receive, and what it queued,
-		 * carry on. */
+		 * carry on. A poll taken back goes to the kernel with the next
+		 * wait (the fd stays; a late LM_IO_OUT is not asked for, and the
+		 * reactor drops it). */
 		rec->tag = tag;
 		rec->events = events;
 		rec->out_stop = false;
-		if (!(events & LM_IO_OUT) && rec->out_flight && cancel(b, rec, true))
-			(void)submit(b, 0, NULL);
+		if (!(events & LM_IO_OUT) && rec->out_flight)
+			(void)cancel(b, rec, true);
 		return arm_out(b, rec);
 	}
 	/* A new mask: a fresh rec with its own poll; the old one is cancelled

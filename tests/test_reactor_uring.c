@@ -417,6 +417,17 @@ static void rx_free(struct rx *rx)
 	rx->n = 0;
 }
 
+/* The end of a test: the source, both ends of its pair, the reactor and
+ * what was recorded. */
+static void rx_done(lm_reactor *r, struct rx *rx, const int sv[2])
+{
+	lm_source_free(rx->s);
+	close(sv[0]);
+	close(sv[1]);
+	lm_reactor_free(r);
+	rx_free(rx);
+}
+
 /* Datagram i: its number, then bytes that depend on it and on the offset;
  * 4 to 100 bytes long. */
 static size_t dgram_len(int i)
@@ -547,11 +558,7 @@ static void many_in_order(enum lm_backend backend, bool data)
 		cr_assert_eq(rx.given_count, 0, "%d came with data", rx.given_count);
 	check_more(&rx);
 	cr_assert_not(rx.more[NMANY - 1], "the last one said another follows");
-	lm_source_free(rx.s);
-	close(sv[0]);
-	close(sv[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
+	rx_done(r, &rx, sv);
 }
 
 LM_BACKEND_TEST(uring_recv, many_datagrams_in_order, .timeout = 20)
@@ -591,11 +598,7 @@ LM_BACKEND_TEST(uring_recv, long_datagram_cut_next_intact, .timeout = 10)
 		  rx.len[1]);
 	cr_assert_eq(rx.given_count, data ? 2 : 0);
 	check_no_trouble(&rx);
-	lm_source_free(rx.s);
-	close(sv[0]);
-	close(sv[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
+	rx_done(r, &rx, sv);
 }
 
 /* The peer sends count datagrams and closes: they all come first (with
@@ -689,11 +692,7 @@ LM_BACKEND_TEST(uring_recv, out_interest_toggled_keeps_datagrams, .timeout = 20)
 	cr_assert_eq(rx.outs_unasked, 0, "LM_IO_OUT reported while not asked");
 	check_more(&rx);
 	check_no_trouble(&rx);
-	lm_source_free(rx.s);
-	close(sv[0]);
-	close(sv[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
+	rx_done(r, &rx, sv);
 }
 
 static void free_hook(struct rx *rx, uint32_t events)
@@ -805,11 +804,7 @@ LM_BACKEND_TEST(uring_recv, disabled_in_callback_then_enabled, .timeout = 20)
 	if (backend == LM_BACKEND_EPOLL)
 		cr_assert_eq(rx.n, NMANY, "epoll drops nothing: %d of %d", rx.n, NMANY);
 	check_no_trouble(&rx);
-	lm_source_free(rx.s);
-	close(sv[0]);
-	close(sv[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
+	rx_done(r, &rx, sv);
 }
 
 /* ---- (g) receiving across a handover to another thread ---- */
@@ -949,9 +944,5 @@ LM_BACKEND_TEST(uring_recv, handover_keeps_received_datagrams, .timeout = 20)
 	cr_assert_eq(rx.given_count, data ? 220 : 0, "%d came with data", rx.given_count);
 	check_more(&rx);
 	check_no_trouble(&rx);
-	lm_source_free(rx.s);
-	close(sv[0]);
-	close(sv[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
+	rx_done(r, &rx, sv);
 }
