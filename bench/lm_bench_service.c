@@ -340,8 +340,9 @@ int bench_service_server(struct bench_ctx *x)
 	} else if (x->c->mode == MODE_SIGNAL) {
 		r = srv_signal(&s);
 	} else if (x->c->mode == MODE_IDLE) {
-		char buf[BENCH_MIN_SIZE + 64] = {0};
-		r = srv_wait_subscribers(&s, buf);
+		/* Messages of --size bytes, as in every mode. */
+		char *buf = calloc(1, x->o->size);
+		r = buf ? srv_wait_subscribers(&s, buf) : -ENOMEM;
 		if (r >= 0)
 			__atomic_fetch_add(&x->shm->progress, 1, __ATOMIC_RELAXED);
 		if (r >= 0)
@@ -350,6 +351,7 @@ int bench_service_server(struct bench_ctx *x)
 			r = lm_reactor_run(s.r);
 		if (r >= 0)
 			r = srv_emit(&s, buf, BENCH_STOP);
+		free(buf);
 	} else {
 		if (x->o->idle_clients && x->c->mode == MODE_CALL)
 			r = lm_reactor_add_timer(s.r, NULL, 5000000, 5000000, srv_count, &s);

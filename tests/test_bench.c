@@ -372,6 +372,31 @@ Test(bench_run, idle_clients_are_connected_and_reaped, .timeout = 120)
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
+/* idle ends with a STOP of --size bytes like every message: it once came
+ * from an 80-byte buffer, read past its end for a larger --size (the
+ * libmessage cases failed or stalled). */
+Test(bench_run, idle_any_size, .timeout = 120)
+{
+	static struct run r;
+	int lines = 0;
+	run_bench(&r,
+		  (const char *[]){"--mode", "idle", "--transport", "unix,fifo", "--backend",
+				   "epoll", "--size", "262144", "--subscribers", "2", "--duration",
+				   "0.3", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	/* floor, lm_conn, lm_service, per transport: each ran */
+	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
+		const char *end = strchr(l, '\n');
+		cr_assert(end, "%s", r.out);
+		cr_assert(strstr(l, "\"status\":\"ok\"") < end && strstr(l, "\"size\":262144"),
+			  "%.*s", (int)(end - l), l);
+		lines++;
+	}
+	cr_assert_eq(lines, 6, "%s", r.out);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
 Test(bench_run, ctrl_c_reaps_every_process, .timeout = 120)
 {
 	static struct run r;
