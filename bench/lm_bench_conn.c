@@ -21,12 +21,13 @@
 #pragma weak lm_conn_set_callbacks
 #pragma weak lm_conn_free
 #pragma weak lm_conn_send
+#pragma weak lm_conn_sendv_many
 #pragma weak lm_conn_queued
 
 int bench_conn_available(char *why, size_t size)
 {
 	if (lm_listener_new && lm_listener_free && lm_conn_connect && lm_conn_set_callbacks &&
-	    lm_conn_free && lm_conn_send && lm_conn_queued)
+	    lm_conn_free && lm_conn_send && lm_conn_sendv_many && lm_conn_queued)
 		return 0;
 	snprintf(why, size, "transport layer (lm_conn_*) not built yet");
 	return -ENOSYS;
@@ -55,6 +56,7 @@ struct srv {
 	struct bench_ctx *x;
 	lm_reactor *r;
 	lm_conn **conns;
+	int *res; /* lm_conn_sendv_many's, one per conn */
 	int nconns;
 	int stops;
 	uint64_t cpu0, t0, msgs;
@@ -151,12 +153,16 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 	__atomic_store_n(&shm->fan_ack, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
-	for (int i = 0; i < s->nconns; i++) {
-		int r = s->conns[i] ? lm_conn_send(s->conns[i], buf, s->x->o->size) : -ECONNRESET;
-		if (r < 0) {
-			bench_fail(shm, 2, "emit: lm_conn_send: %s", strerror(-r));
-			return r;
-		}
+	/* One message to every subscriber: one io_uring submission for all
+	 * (unix, fifo) where the kernel allows, see lm_conn_sendv_many. */
+	struct iovec iov = {buf, s->x->o->size};
+	int n = lm_conn_sendv_many(s->conns, (size_t)s->nconns, &iov, 1, s->res);
+	for (int i = 0; n >= 0 && i < s->nconns; i++)
+		if (s->res[i] < 0)
+			n = s->conns[i] ? s->res[i] : -ECONNRESET;
+	if (n < 0) {
+		bench_fail(shm, 2, "emit: lm_conn_sendv_many: %s", strerror(-n));
+		return n;
 	}
 	int r = srv_flush(s);
 	if (r < 0 || kind == BENCH_STOP)
@@ -214,7 +220,8 @@ int bench_conn_server(struct bench_ctx *x)
 	int r;
 
 	s.conns = calloc((size_t)(x->c->peers + x->o->idle_clients), sizeof(*s.conns));
-	if (!s.conns || new_reactor(x, &s.r) < 0)
+	s.res = calloc((size_t)(x->c->peers + x->o->idle_clients), sizeof(*s.res));
+	if (!s.conns || !s.res || new_reactor(x, &s.r) < 0)
 		return 1;
 	bench_endpoint(x, ep, sizeof(ep));
 	r = lm_listener_new(&l, s.r, ep, NULL, srv_accept, &s);
@@ -231,9 +238,15 @@ int bench_conn_server(struct bench_ctx *x)
 		if (r >= 0)
 			r = lm_reactor_run(s.r);
 		if (r >= 0) {
-			char buf[BENCH_MIN_SIZE + 64];
-			memset(buf, 'x', sizeof(buf));
-			r = srv_emit(&s, buf, BENCH_STOP);
+			/* The STOP is a message of --size bytes, as every other. */
+			char *buf = malloc(x->o->size);
+			if (!buf) {
+				r = -ENOMEM;
+			} else {
+				memset(buf, 'x', x->o->size);
+				r = srv_emit(&s, buf, BENCH_STOP);
+			}
+			free(buf);
 		}
 	} else {
 		r = lm_reactor_run(s.r);
@@ -243,6 +256,8 @@ int bench_conn_server(struct bench_ctx *x)
 	lm_listener_free(l);
 	for (int i = 0; i < s.nconns; i++)
 		lm_conn_free(s.conns[i]);
+	free(s.conns);
+	free(s.res);
 	lm_reactor_free(s.r);
 	if (r < 0 && !x->shm->failed)
 		bench_fail(x->shm, 2, "server reactor: %s", strerror(-r));

@@ -107,6 +107,11 @@ struct lm_reactor {
 	size_t scratch_size;
 	bool scratch_taken;
 
+	/* writes of fan-outs in one submission (fanout.c): made on first use */
+	struct lm__fanout *fanout;
+	bool fanout_off; /* refused by the kernel, or LM_FANOUT_URING=0 */
+	uint64_t fanout_writes;
+
 	/* timers: a min-heap on (deadline, seq) behind one timerfd */
 	struct lm_source timerfd_src;
 	int timer_fd;
@@ -140,6 +145,9 @@ void lm__heap_remove(lm_reactor *r, struct lm_source *s);
 struct lm_source *lm__heap_top(const lm_reactor *r);
 
 uint64_t lm__now_ns(void);
+
+/* Frees the fan-out ring, if one was made (fanout.c). */
+void lm__fanout_free(lm_reactor *r);
 
 /* The iteration's time, read from the clock on first use after a wait. */
 uint64_t lm__reactor_now(lm_reactor *r);

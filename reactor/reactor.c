@@ -193,6 +193,7 @@ void lm_reactor_free(lm_reactor *r)
 		close(r->signal_fd);
 	if (r->timer_fd >= 0)
 		close(r->timer_fd);
+	lm__fanout_free(r);
 	free(r->heap);
 	free(r->scratch);
 	r->scratch = NULL;

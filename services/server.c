@@ -787,12 +787,50 @@ static bool hold_signal(struct peer_signal *ps, const struct iovec *iov, int nio
 	return true;
 }
 
+/* Subscribers a signal goes to in one lm_conn_sendv_many(). */
+#define EMIT_FAN 64
+struct emit_fan {
+	size_t n;
+	struct peer *p[EMIT_FAN];
+	lm_conn *c[EMIT_FAN];
+	int res[EMIT_FAN];
+};
+
+/* Send the signal to the gathered subscribers (one io_uring submission for
+ * them where it can, see lm_conn_sendv_many): a peer whose queue is full
+ * holds it (LM_OVERFLOW_DROP_OLDEST) or goes on the kill list. Returns how
+ * many it reached. */
+static int emit_fan(struct emit_fan *f, const struct signal_entry *sig, size_t idx,
+		    const struct iovec *iov, int niov, size_t total, struct peer **kill)
+{
+	int reached = 0;
+
+	lm_conn_sendv_many(f->c, f->n, iov, niov, f->res);
+	for (size_t i = 0; i < f->n; i++) {
+		struct peer *p = f->p[i];
+		int err = f->res[i];
+
+		if (err == 0) {
+			reached++;
+		} else if (err == -ENOBUFS && sig->policy == LM_OVERFLOW_DROP_OLDEST &&
+			   hold_signal(&p->sig[idx], iov, niov, total)) {
+			p->backlog = true;
+		} else {
+			p->kill_next = *kill;
+			*kill = p;
+		}
+	}
+	f->n = 0;
+	return reached;
+}
+
 LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, const void *payload,
 					  size_t len)
 {
 	uint8_t hdr[LM_PROTO_HEADER_SIZE], flat[EMIT_FLAT_MAX];
 	struct signal_entry *sig;
 	struct peer *kill = NULL, *p;
+	struct emit_fan fan;
 	struct iovec iov[3];
 	size_t idx, nl, total;
 	int err, niov = 3, reached = 0;
@@ -810,6 +848,7 @@ LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, cons
 	iov[1] = (struct iovec){(void *)signal, nl};
 	iov[2] = (struct iovec){(void *)payload, len};
 	total = sizeof(hdr) + nl + len;
+	fan.n = 0;
 	if (total <= sizeof(flat) && sig->nsubs) {
 		memcpy(flat, hdr, sizeof(hdr));
 		memcpy(flat + sizeof(hdr), signal, nl);
@@ -834,17 +873,13 @@ LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, cons
 			}
 			continue;
 		}
-		err = lm_conn_sendv(p->conn, iov, niov);
-		if (err == 0) {
-			reached++;
-		} else if (err == -ENOBUFS && sig->policy == LM_OVERFLOW_DROP_OLDEST &&
-			   hold_signal(&p->sig[idx], iov, niov, total)) {
-			p->backlog = true;
-		} else {
-			p->kill_next = kill;
-			kill = p;
-		}
+		fan.p[fan.n] = p;
+		fan.c[fan.n++] = p->conn;
+		if (fan.n == EMIT_FAN)
+			reached += emit_fan(&fan, sig, idx, iov, niov, total, &kill);
 	}
+	if (fan.n)
+		reached += emit_fan(&fan, sig, idx, iov, niov, total, &kill);
 	/* Killing edits sig->subs, so it waits until the loop is over. */
 	server_enter(s);
 	while ((p = kill)) {

@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -1849,4 +1851,241 @@ LM_TRANSPORT_TEST(transport, lone_waiter_freed_in_its_callback, .timeout = 30)
 	kill(pid, SIGTERM);
 	waitpid(pid, &status, 0);
 	lm_reactor_free(r);
+}
+
+/* ---- one message to many connections: lm_conn_sendv_many ---- */
+
+#define FAN 6
+
+/* A server and FAN clients connected to it, all on r; cs[i] is the
+ * server's side of client cl[i] (accepted in order). */
+struct fan {
+	lm_reactor *r;
+	struct lm_tt_server s;
+	struct lm_tt_peer cl[FAN + 1]; /* the last: pair_free()'s, unused */
+	lm_conn *cs[FAN];
+	int res[FAN + 2];
+};
+
+static void fan_setup(struct fan *f, const char *scheme, enum lm_backend backend)
+{
+	int err;
+
+	memset(f, 0, sizeof(*f));
+	f->r = setup(scheme, backend);
+	err = lm_listener_new(&f->s.l, f->r, endpoint, NULL, lm_tt_accept, &f->s);
+	cr_assert_eq(err, 0, "listen %s: %s", endpoint, strerror(-err));
+	for (int i = 0; i < FAN; i++) {
+		err = connect_or_skip(&f->cl[i].c, f->r, &f->cl[i]);
+		cr_assert_eq(err, 0, "connect %d: %s", i, strerror(-err));
+		cr_assert(LM_TT_RUN_UNTIL(f->r, f->s.n == i + 1, 5), "client %d not accepted", i);
+		f->cs[i] = f->s.peers[i].c;
+	}
+}
+
+static void fan_free(struct fan *f)
+{
+	for (int i = 0; i < FAN; i++)
+		lm_tt_peer_clear(&f->cl[i]);
+	pair_free(f->r, &f->s, &f->cl[FAN]);
+}
+
+/* Whether this process may use io_uring at all (the fan-out ring's own). */
+static bool fan_ring_expected(void)
+{
+	const char *v = getenv("LM_FANOUT_URING");
+	struct io_uring ring;
+
+	if ((v && !strcmp(v, "0")) || io_uring_queue_init(2, &ring, 0) < 0)
+		return false;
+	io_uring_queue_exit(&ring);
+	return true;
+}
+
+/* Every connection gets every message, once and in order; on unix the
+ * writes are the fan-out ring's (one submission for all six), on mq never
+ * (no flat write), on fifo as the kernel allows (a named FIFO takes no
+ * non-blocking write from io_uring up to Linux 6.18 at least: then none, and
+ * after the first refusal none is tried). */
+LM_TRANSPORT_TEST(transport, sendv_many_reaches_each_in_order, .timeout = 30)
+{
+	static struct fan f;
+	uint64_t w0, w1 = 0;
+
+	fan_setup(&f, scheme, backend);
+	for (int i = 0; i < FAN; i++)
+		f.cl[i].check_seq = true;
+	w0 = lm__reactor_fanout_writes(f.r);
+	for (uint64_t k = 0; k < 20; k++) {
+		struct iovec iov = {&k, sizeof(k)};
+
+		memset(f.res, 0x55, sizeof(f.res));
+		cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN, "message %d",
+			     (int)k);
+		for (int i = 0; i < FAN; i++)
+			cr_assert_eq(f.res[i], 0, "message %d to %d: %s", (int)k, i,
+				     strerror(-f.res[i]));
+		if (k == 0)
+			w1 = lm__reactor_fanout_writes(f.r) - w0;
+	}
+	for (int i = 0; i < FAN; i++) {
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 20, 5), "client %d: %zu of 20",
+			  i, f.cl[i].received);
+		cr_assert(!f.cl[i].seq_error, "client %d: out of order", i);
+	}
+	w0 = lm__reactor_fanout_writes(f.r) - w0;
+	cr_log_info("%s: %d of %d writes by the fan-out ring", scheme, (int)w0, 20 * FAN);
+	if (!strcmp(scheme, "unix"))
+		cr_assert_eq(w0, fan_ring_expected() ? 20 * FAN : 0, "%d ring writes", (int)w0);
+	else if (!strcmp(scheme, "mq"))
+		cr_assert_eq(w0, 0);
+	else /* all or nothing, decided by the first */
+		cr_assert(w0 == w1 * 20 && (w1 == 0 || w1 == FAN), "%d ring writes, %d first",
+			  (int)w0, (int)w1);
+	fan_free(&f);
+}
+
+/* Write one encoded message (4-byte length, 8-byte sequence number) to the
+ * connection's fd as the transport would; false when the kernel is full. */
+static bool fan_raw_send(lm_conn *c, const char *scheme, uint64_t seq)
+{
+	unsigned char frame[12];
+	uint32_t len = sizeof(seq);
+	ssize_t n;
+
+	memcpy(frame, &len, sizeof(len));
+	memcpy(frame + sizeof(len), &seq, sizeof(seq));
+	if (!strcmp(scheme, "unix"))
+		n = send(c->fds.wfd, frame, sizeof(frame), MSG_DONTWAIT | MSG_NOSIGNAL);
+	else
+		n = write(c->fds.wfd, frame, sizeof(frame));
+	if (n < 0 && errno == EAGAIN)
+		return false;
+	cr_assert_eq(n, (ssize_t)sizeof(frame), "raw write: %s", strerror(errno));
+	return true;
+}
+
+/* A connection whose kernel buffer is full when the fan-out writes gets its
+ * message queued (0, lm_conn_queued() > 0) and delivered after what filled
+ * it; the others get theirs at once. unix and fifo: filled behind the
+ * library's back, so nothing waits in the connection and the fan-out ring
+ * meets the full kernel itself; mq: filled by sends until one is queued. */
+LM_TRANSPORT_TEST(transport, sendv_many_full_kernel_queues_in_order, .timeout = 30)
+{
+	static struct fan f;
+	uint64_t m = 0, w;
+	struct iovec iov = {&m, sizeof(m)};
+
+	fan_setup(&f, scheme, backend);
+	f.cl[0].check_seq = true;
+	if (!strcmp(scheme, "mq")) {
+		while (lm_conn_queued(f.cs[0]) == 0) {
+			cr_assert_eq(lm_conn_send(f.cs[0], &m, sizeof(m)), 0);
+			m++;
+		}
+	} else {
+		while (fan_raw_send(f.cs[0], scheme, m))
+			m++;
+		cr_assert_eq(lm_conn_queued(f.cs[0]), 0);
+	}
+	w = lm__reactor_fanout_writes(f.r);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN);
+	for (int i = 0; i < FAN; i++)
+		cr_assert_eq(f.res[i], 0, "to %d: %s", i, strerror(-f.res[i]));
+	w = lm__reactor_fanout_writes(f.r) - w;
+	if (!strcmp(scheme, "unix")) /* the full one was the ring's too: -EAGAIN */
+		cr_assert_eq(w, fan_ring_expected() ? FAN - 1 : 0, "%d ring writes", (int)w);
+	cr_assert_gt(lm_conn_queued(f.cs[0]), 0, "the full one's message waits");
+	for (int i = 1; i < FAN; i++)
+		cr_assert_eq(lm_conn_queued(f.cs[i]), 0, "%d: nothing waits", i);
+	cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[0].received == m + 1, 10), "%zu of %d",
+		  f.cl[0].received, (int)m + 1);
+	cr_assert(!f.cl[0].seq_error, "the queued message came out of order");
+	for (int i = 1; i < FAN; i++) {
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+		cr_assert_eq(f.cl[i].last_len, sizeof(m));
+		cr_assert_eq(memcmp(f.cl[i].last, &m, sizeof(m)), 0);
+	}
+	fan_free(&f);
+}
+
+/* Bad arguments change nothing; a NULL entry, a message over the limit and
+ * a peer that is gone are each that entry's error, the others are sent; a
+ * connection twice in the array gets the message twice. */
+LM_TRANSPORT_TEST(transport, sendv_many_errors_are_per_connection, .timeout = 30)
+{
+	static struct fan f;
+	lm_conn *mixed[FAN + 2];
+	uint64_t m = 7;
+	struct iovec iov = {&m, sizeof(m)}, bad = {NULL, 4};
+	size_t big_len;
+	unsigned char *big;
+
+	fan_setup(&f, scheme, backend);
+	f.res[0] = 12345;
+	cr_assert_eq(lm_conn_sendv_many(NULL, 1, &iov, 1, f.res), -EINVAL);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, 1, &iov, 1, NULL), -EINVAL);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, 1, &bad, 1, f.res), -EINVAL);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, 1, &iov, -1, f.res), -EINVAL);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, 1, NULL, 1, f.res), -EINVAL);
+	cr_assert_eq(f.res[0], 12345, "results untouched");
+	cr_assert_eq(lm_conn_sendv_many(NULL, 0, &iov, 1, NULL), 0);
+
+	big_len = lm_conn_max_message(f.cs[0]) + 1;
+	big = calloc(1, big_len);
+	cr_assert_not_null(big);
+	struct iovec biov = {big, big_len};
+	cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &biov, 1, f.res), 0);
+	for (int i = 0; i < FAN; i++)
+		cr_assert_eq(f.res[i], -EMSGSIZE);
+	free(big);
+
+	/* Client 2 goes; the server has not noticed yet (no run). */
+	lm_tt_peer_clear(&f.cl[2]);
+	mixed[0] = f.cs[0];
+	mixed[1] = NULL;
+	mixed[2] = f.cs[2];
+	mixed[3] = f.cs[1];
+	mixed[4] = f.cs[3];
+	mixed[5] = f.cs[0];
+	mixed[6] = f.cs[4];
+	mixed[7] = f.cs[5];
+	int n = lm_conn_sendv_many(mixed, FAN + 2, &iov, 1, f.res);
+	cr_assert_eq(f.res[1], -EINVAL, "NULL entry: %d", f.res[1]);
+	if (!strcmp(scheme, "unix"))
+		cr_assert_eq(f.res[2], -ECONNRESET, "gone peer: %s", strerror(-f.res[2]));
+	else /* fifo, mq: the writing end stays open, the death is seen later */
+		cr_assert(f.res[2] == 0 || f.res[2] == -ECONNRESET, "gone peer: %s",
+			  strerror(-f.res[2]));
+	for (int i = 0; i < FAN + 2; i++)
+		if (i != 1 && i != 2)
+			cr_assert_eq(f.res[i], 0, "entry %d: %s", i, strerror(-f.res[i]));
+	cr_assert_eq(n, FAN + (f.res[2] == 0), "%d sent", n);
+	cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[0].received == 2, 5), "twice in the array: %zu",
+		  f.cl[0].received);
+	for (int i = 1; i < FAN; i++)
+		if (i != 2)
+			cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+	/* (fifo and mq see a peer die by its pid, and this one is alive.) */
+	if (!strcmp(scheme, "unix"))
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.s.peers[2].closed == 1, 5),
+			  "the gone peer is closed");
+	cr_assert_eq(f.cl[0].received, 2, "no more");
+	fan_free(&f);
+}
+
+/* LM_FANOUT_URING=0: no ring, every message still there. */
+LM_BACKEND_TEST(transport, sendv_many_without_the_ring, .timeout = 30)
+{
+	static struct fan f;
+	uint64_t m = 3;
+	struct iovec iov = {&m, sizeof(m)};
+
+	setenv("LM_FANOUT_URING", "0", 1);
+	fan_setup(&f, "unix", backend);
+	cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN);
+	for (int i = 0; i < FAN; i++)
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+	cr_assert_eq(lm__reactor_fanout_writes(f.r), 0);
+	fan_free(&f);
 }

@@ -16,6 +16,7 @@
 
 _Static_assert(LM__RECV_MAX == LM_TRANSPORT_DATAGRAM_MAX,
 	       "the backends receive the datagrams take() is promised");
+_Static_assert(LM_FLAT_MAX == LM_TRANSPORT_FLAT_MAX, "the one-call messages ops->flat speaks of");
 
 /* ---- registry ---- */
 
@@ -709,6 +710,119 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 		return ret; /* nothing was sent, nothing broke: e.g. -ENOMEM */
 	conn_fail_later(c, ret == -EPIPE ? -ECONNRESET : ret);
 	return -ECONNRESET;
+}
+
+/* ---- one message to many connections ---- */
+
+#define FAN_MIN   4  /* fewer writes: a syscall each costs less than a submission */
+#define FAN_CHUNK 64 /* writes gathered before they go: the fan-out ring's size */
+
+/* The flat writes of a lm_conn_sendv_many() not made yet. */
+struct fan {
+	lm_reactor *r;
+	const struct iovec *iov;
+	int iovcnt;
+	size_t len;
+	unsigned char flat[LM_FLAT_MAX]; /* the message, encoded: what each write writes */
+	size_t total;                    /* its length; 0: too long for one write */
+	size_t n;
+	lm_conn *c[FAN_CHUNK];
+	size_t at[FAN_CHUNK]; /* index in conns and results */
+	struct lm__write w[FAN_CHUNK];
+};
+
+/* c would go straight to the kernel in one call of ops->flat (see
+ * lm_conn_sendv), and is not in the chunk already (its writes must stay
+ * in order). */
+static bool fan_fits(const struct fan *f, const lm_conn *c)
+{
+	return f->total && c && !c->freed && !c->closed && !c->fanning && !c->no_flat &&
+	       c->r == f->r && c->ops->flat != LM_TRANSPORT_FLAT_NONE && f->len <= c->max_message &&
+	       c->queued + f->len <= c->max_queue && c->ohead >= c->olen && !c->corked &&
+	       !(lm__reactor_dispatching(c->r) && !c->direct);
+}
+
+/* What lm_conn_sendv would have returned, after ops->flat's call on c made
+ * by the fan-out ring returned res. */
+static int fan_result(const struct fan *f, lm_conn *c, int res)
+{
+	c->direct = false; /* as sendv: one message straight out per delivery */
+	if (res >= 0 && ((size_t)res == f->total || c->ops->flat == LM_TRANSPORT_FLAT_SEND))
+		return 0;
+	if (res >= 0) /* a short write: the rest waits for room */
+		return queue_rest(c, f->iov, f->iovcnt, f->len, (size_t)res);
+	if (res == -EAGAIN || (res == -ENOBUFS && c->ops->flat == LM_TRANSPORT_FLAT_SEND))
+		return queue_rest(c, f->iov, f->iovcnt, f->len, 0);
+	if (res == -EPIPE || res == -ECONNRESET) {
+		conn_fail_later(c, -ECONNRESET);
+		return -ECONNRESET;
+	}
+	/* Not written: by the transport's own send, from now on always if the
+	 * file cannot take the ring's writes (a named FIFO: no non-blocking
+	 * write from io_uring, which would queue it to a kernel thread). */
+	if (res == -EOPNOTSUPP)
+		c->no_flat = true;
+	return lm_conn_sendv(c, f->iov, f->iovcnt);
+}
+
+/* Write the chunk: in one submission when it is worth one and the kernel
+ * takes it, else one lm_conn_sendv() each. */
+static void fan_flush(struct fan *f, int *results)
+{
+	bool ring = f->n >= FAN_MIN && lm__reactor_write_many(f->r, f->w, f->n) == 0;
+
+	for (size_t i = 0; i < f->n; i++) {
+		lm_conn *c = f->c[i];
+
+		c->fanning = false;
+		results[f->at[i]] =
+		    ring ? fan_result(f, c, f->w[i].res) : lm_conn_sendv(c, f->iov, f->iovcnt);
+	}
+	f->n = 0;
+}
+
+LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct iovec *iov,
+				 int iovcnt, int *results)
+{
+	struct fan f = {.iov = iov, .iovcnt = iovcnt};
+	int sent = 0;
+
+	if ((n && (!conns || !results)) || iovcnt < 0 || iovcnt > LM_MAX_IOV || (iovcnt && !iov))
+		return -EINVAL;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len && !iov[i].iov_base)
+			return -EINVAL;
+		f.len += iov[i].iov_len;
+		if (f.len > LM_LIMIT_MAX_MESSAGE)
+			break; /* -EMSGSIZE from each lm_conn_sendv() */
+	}
+	if (f.len + sizeof(uint32_t) <= LM_FLAT_MAX)
+		f.total = lm__frame_flat(f.flat, (uint32_t)f.len, iov, iovcnt);
+	for (size_t i = 0; i < n; i++) {
+		lm_conn *c = conns[i];
+
+		if (c && !f.r && !c->freed)
+			f.r = c->r; /* the reactor of the first: the others on it join */
+		if (c && c->fanning)
+			fan_flush(&f, results); /* twice in conns: the first goes first */
+		if (!fan_fits(&f, c)) {
+			results[i] = c ? lm_conn_sendv(c, iov, iovcnt) : -EINVAL;
+			continue;
+		}
+		c->fanning = true;
+		f.c[f.n] = c;
+		f.at[f.n] = i;
+		f.w[f.n] = (struct lm__write){.fd = c->fds.wfd,
+					      .send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
+					      .buf = f.flat,
+					      .len = f.total};
+		if (++f.n == FAN_CHUNK)
+			fan_flush(&f, results);
+	}
+	fan_flush(&f, results);
+	for (size_t i = 0; i < n; i++)
+		sent += results[i] == 0;
+	return sent;
 }
 
 LM_EXPORT int lm_conn_flush(lm_conn *c)

@@ -482,4 +482,5 @@ const struct lm_transport_ops lm__transport_fifo = {
     .free = fifo_free,
     .send_batch = fifo_send_batch,
     .edge = true,
+    .flat = LM_TRANSPORT_FLAT_WRITE,
 };

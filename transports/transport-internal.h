@@ -55,6 +55,8 @@ struct lm_conn {
 	bool direct;           /* in lm__transport_deliver_last(): the next send goes out now */
 	bool corked;           /* lm_conn_cork(): gather outside dispatch too */
 	bool no_wait;          /* ops->receive_wait() said it cannot, for this one */
+	bool fanning;          /* in a lm_conn_sendv_many() chunk not written yet */
+	bool no_flat;          /* the fan-out ring cannot write wfd: sendv always */
 	struct lm__lone *lone; /* registered with r as its lone waiter, or NULL */
 	unsigned char ibuf[LM_INLINE_OUT];
 };

@@ -408,4 +408,5 @@ const struct lm_transport_ops lm__transport_unix = {
     .free = unix_free,
     .send_batch = unix_send_batch,
     .take = unix_take,
+    .flat = LM_TRANSPORT_FLAT_SEND,
 };

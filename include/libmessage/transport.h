@@ -115,6 +115,21 @@ LM_EXPORT void lm_conn_free(lm_conn *c);
 LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt);
 LM_EXPORT int lm_conn_send(lm_conn *c, const void *data, size_t len);
 /*
+ * Send one message to each of conns[0, n): results[i] is what
+ * lm_conn_sendv(conns[i], iov, iovcnt) would have returned (-EINVAL for a
+ * NULL entry), and the return value the number of zeros among them; -EINVAL
+ * (and nothing sent) when conns or results is NULL with n > 0, or iov is
+ * malformed. Where the messages go to the kernel at once (outside dispatch,
+ * not corked, nothing waiting before them) on a transport that says how
+ * (lm_transport_ops.flat: unix and fifo, for a message of at most 508
+ * bytes), four or more of them, all on one reactor, go in one io_uring
+ * submission instead of a syscall each, on either backend, where the kernel
+ * allows io_uring (LM_FANOUT_URING=0 in the environment: never). The others
+ * go as lm_conn_sendv() sends them.
+ */
+LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct iovec *iov,
+				 int iovcnt, int *results);
+/*
  * Corked (on), sends made outside dispatch are gathered too, until
  * lm_conn_flush(), lm_conn_cork(c, false), 64 KiB gathered, or the reactor's
  * next iteration (which writes them before it waits). For bursts of small
@@ -170,6 +185,15 @@ struct lm_transport_fds {
 	 * transport whose rfd has no end of file (mq: a FIFO nobody writes) */
 	int closefd;
 };
+
+/* How a transport writes a small message (lm_transport_ops.flat). */
+enum lm_transport_flat {
+	LM_TRANSPORT_FLAT_NONE = 0, /* only send() knows */
+	LM_TRANSPORT_FLAT_WRITE,    /* one write(2) to wfd; a short write is progress */
+	LM_TRANSPORT_FLAT_SEND,     /* one send(2) to wfd, whole or not at all */
+};
+/* The longest encoded message (4-byte length and payload) flat applies to. */
+#define LM_TRANSPORT_FLAT_MAX 512u
 
 struct lm_transport_ops {
 	/* Scheme of endpoints ("unix"): [a-z0-9]+, at most 15 bytes. Required. */
@@ -301,6 +325,22 @@ struct lm_transport_ops {
 	 * NULL: receive() for everything.
 	 */
 	int (*take)(lm_conn *c, void *cstate, const void *data, size_t len, bool last);
+	/*
+	 * Optional: what send() does, with *progress 0, with a message whose
+	 * encoding (its 4-byte little-endian length and the payload, as for
+	 * send_batch) is at most LM_TRANSPORT_FLAT_MAX bytes, when that is one
+	 * non-blocking call on wfd with the encoding whole:
+	 * LM_TRANSPORT_FLAT_WRITE, write(2) (wfd is O_NONBLOCK, and never
+	 * raises SIGPIPE); LM_TRANSPORT_FLAT_SEND, send(2) with MSG_NOSIGNAL |
+	 * MSG_DONTWAIT, which takes it whole or not at all (a datagram). The
+	 * generic layer may then make that call itself, for many connections
+	 * in one io_uring submission (lm_conn_sendv_many()), and go on as
+	 * send() would have: the bytes taken are *progress, EAGAIN (and ENOBUFS
+	 * for a send) is a full kernel, EPIPE and ECONNRESET a broken
+	 * connection; after any other error it calls send() instead.
+	 * LM_TRANSPORT_FLAT_NONE: always send().
+	 */
+	enum lm_transport_flat flat;
 };
 
 /* The longest datagram take() is given whole (64 KiB). */
