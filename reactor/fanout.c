@@ -14,8 +14,11 @@
  * is N writes to N fds, N syscalls where one io_uring_enter() can make them
  * all (each write non-blocking, so all complete inline before it returns).
  * The emitter then wakes its N readers in one go instead of being switched
- * out after each write that woke one: with 100 fifo subscribers on one CPU,
- * 7-10 % less time to the last one, on epoll and io_uring alike (docs/bench.md).
+ * out after each write that woke one: with 100 unix subscribers on one CPU,
+ * about 10 % less time to the last one, on epoll and io_uring alike
+ * (docs/bench.md).
+ * Writes are never handed to io_uring's worker threads (RWF_NOWAIT,
+ * MSG_DONTWAIT): a file that cannot take them inline says -EOPNOTSUPP.
  * The ring is private (not the io_uring backend's): it holds no poll, so
  * nothing else completes on it, a submission's completions are all reaped
  * before returning, and no backend, thread handover or task-work mode has a
@@ -23,7 +26,7 @@
  * reactor; a kernel that refuses io_uring (or LM_FANOUT_URING=0 in the
  * environment) leaves every write to the caller.
  */
-#define FANOUT_ENTRIES 128
+#define FANOUT_ENTRIES 64 /* writes per submission (conn.c gathers as many) */
 
 struct lm__fanout {
 	struct io_uring ring;
@@ -46,17 +49,19 @@ static struct io_uring *fanout_ring(lm_reactor *r)
 	}
 	r->fanout = calloc(1, sizeof(*r->fanout));
 	if (!r->fanout)
-		return NULL; /* tried again next time */
+		return NULL; /* the caller writes; tried again next time */
 	err = io_uring_queue_init_params(FANOUT_ENTRIES, &r->fanout->ring, &p);
 	if (err == -EINVAL) { /* before 5.18: no SUBMIT_ALL */
 		p = (struct io_uring_params){0};
 		err = io_uring_queue_init_params(FANOUT_ENTRIES, &r->fanout->ring, &p);
 	}
 	if (err < 0) {
+		/* Refused (ENOSYS, EPERM: seccomp, io_uring_disabled), or no
+		 * locked memory for it (ENOMEM on kernels before 5.12): asking
+		 * again at every fan-out would cost a syscall each time. */
 		free(r->fanout);
 		r->fanout = NULL;
-		/* Out of memory or locked memory may pass; a refusal does not. */
-		r->fanout_off = err != -ENOMEM && err != -EAGAIN;
+		r->fanout_off = true;
 		return NULL;
 	}
 	return &r->fanout->ring;
