@@ -14,6 +14,7 @@
 
 #include <libmessage/libmessage.h>
 
+#include "hooks-internal.h"
 #include "lm_test.h"
 
 #define MS  (1000ll * 1000)
@@ -89,6 +90,9 @@ struct srv {
 	lm_server *s;
 	int64_t base_fds;
 	unsigned abandoned;
+	bool stop;
+	lm_call *out_call; /* emit_out: emit outside callbacks, then answer it */
+	uint32_t out_count;
 };
 
 static void m_echo(lm_call *call, const void *p, size_t len, void *ud)
@@ -147,6 +151,31 @@ static void m_emit(lm_call *call, const void *p, size_t len, void *ud)
 	for (seq = 0; seq < n; seq++)
 		reached = lm_server_emit(v->s, "tick", &seq, sizeof(seq));
 	lm_call_reply(call, &reached, sizeof(reached));
+}
+
+/* Emit payload-given count of "tick" signals from the server's loop, outside
+ * any callback (where a fan-out is written at once, not gathered). */
+static void m_emit_out(lm_call *call, const void *p, size_t len, void *ud)
+{
+	struct srv *v = ud;
+
+	v->out_count = 0;
+	memcpy(&v->out_count, p, len < 4 ? len : 4);
+	v->out_call = call;
+}
+
+/* The emissions m_emit_out asked for. The answer: the subscribers reached,
+ * summed over them, and how many writes the fan-out ring made. */
+static void emit_outside(struct srv *v)
+{
+	uint64_t w0 = lm__reactor_fanout_writes(v->r);
+	int64_t out[2] = {0, 0};
+
+	for (uint32_t seq = 0; seq < v->out_count; seq++)
+		out[0] += lm_server_emit(v->s, "tick", &seq, sizeof(seq));
+	out[1] = (int64_t)(lm__reactor_fanout_writes(v->r) - w0);
+	lm_call_reply(v->out_call, out, sizeof(out));
+	v->out_call = NULL;
 }
 
 /* A flood of signals from a timer, a batch per millisecond; the call is
@@ -209,12 +238,16 @@ static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
 }
 
 static const struct lm_method test_methods[] = {
-    {"echo", m_echo}, {"defer", m_defer}, {"fail", m_fail},   {"hang", m_hang},
-    {"emit", m_emit}, {"stats", m_stats}, {"flood", m_flood}, {"blob", m_blob},
+    {"echo", m_echo},   {"defer", m_defer}, {"fail", m_fail},
+    {"hang", m_hang},   {"emit", m_emit},   {"stats", m_stats},
+    {"flood", m_flood}, {"blob", m_blob},   {"emit_out", m_emit_out},
 };
 
 static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
 {
+	struct srv *v = ud;
+
+	v->stop = true;
 	lm_reactor_stop(lm_source_get_reactor(src), 0);
 }
 
@@ -273,7 +306,7 @@ static pid_t start_server(const struct combo *k, const struct lm_server_options 
 		close(pfd[0]);
 		if (lm_reactor_new(&v.r, &ro) < 0)
 			_exit(2);
-		lm_reactor_add_signal(v.r, NULL, SIGTERM, on_term, NULL);
+		lm_reactor_add_signal(v.r, NULL, SIGTERM, on_term, &v);
 		v.base_fds = lm_test_fd_count();
 		err = lm_server_new(&v.s, v.r, ep, opts);
 		if (err < 0) {
@@ -290,7 +323,10 @@ static pid_t start_server(const struct combo *k, const struct lm_server_options 
 		if (write(pfd[1], &status, 1) != 1)
 			_exit(3);
 		close(pfd[1]);
-		lm_reactor_run(v.r);
+		/* lm_reactor_run(), with room between iterations for emit_out. */
+		while (!v.stop && lm_reactor_run_once(v.r, -1) >= 0)
+			if (v.out_call)
+				emit_outside(&v);
 		lm_server_free(v.s);
 		lm_reactor_free(v.r);
 		_exit(0);
@@ -517,11 +553,11 @@ SVC_TEST(introspect)
 	snprintf(want, sizeof(want), "server %s\n%s", ep_name,
 		 (const char *)reply->payload + 8 + strlen(ep_name));
 	cr_assert_str_eq(want, (const char *)reply->payload);
-	cr_assert_str_eq(
-	    (const char *)reply->payload + 8 + strlen(ep_name),
-	    "method echo\nmethod defer\nmethod fail\nmethod hang\n"
-	    "method emit\nmethod stats\nmethod flood\nmethod blob\nsignal tick drop-oldest\n"
-	    "signal strict disconnect\n");
+	cr_assert_str_eq((const char *)reply->payload + 8 + strlen(ep_name),
+			 "method echo\nmethod defer\nmethod fail\nmethod hang\n"
+			 "method emit\nmethod stats\nmethod flood\nmethod blob\nmethod emit_out\n"
+			 "signal tick drop-oldest\n"
+			 "signal strict disconnect\n");
 	lm_reply_free(reply);
 	lm_client_free(c);
 	lm_reactor_free(r);
@@ -629,6 +665,7 @@ struct watcher {
 	uint64_t dropped;
 	bool disconnected, reconnected;
 	bool ok;
+	bool disorder; /* a tick not one after the last */
 };
 
 static void on_tick(lm_client *c, const char *signal, const void *p, size_t len, uint64_t dropped,
@@ -640,6 +677,8 @@ static void on_tick(lm_client *c, const char *signal, const void *p, size_t len,
 	cr_assert_str_eq(signal, "tick");
 	cr_assert_eq(len, 4);
 	memcpy(&seq, p, 4);
+	if (w->got && seq != w->last + 1)
+		w->disorder = true;
 	w->got++;
 	w->dropped += dropped;
 	w->last = seq;
@@ -721,6 +760,56 @@ SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 		cr_assert_eq(w[i].got, 1, "subscriber %d got %u signals", i, w[i].got);
 		lm_client_free(w[i].c);
 	}
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+/* A signal emitted outside the server's callbacks reaches every subscriber,
+ * in order; to these five unix subscribers it is written by the fan-out
+ * ring (one io_uring submission each), never on mq, on fifo as the kernel
+ * allows (a named FIFO refuses: none). */
+SVC_TEST(signals_outside_callbacks_fan_out)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	struct watcher w[5] = {0};
+	struct lm_reply *reply;
+	uint32_t count = 10;
+	int64_t out[2];
+
+	for (int i = 0; i < 5; i++) {
+		w[i].c = client_for(k, r, NULL);
+		cr_assert_eq(lm_client_subscribe(w[i].c, "tick", on_tick, &w[i]), 0);
+		wait_connected(r, w[i].c);
+	}
+	/* The subscriptions are in once the server has handled a later call. */
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(lm_client_call_sync(w[i].c, "echo", NULL, 0, -1, &reply), 0);
+		lm_reply_free(reply);
+	}
+	cr_assert_eq(lm_client_call_sync(w[0].c, "emit_out", &count, 4, 5 * SEC, &reply), 0);
+	cr_assert_eq(reply->len, sizeof(out));
+	memcpy(out, reply->payload, sizeof(out));
+	lm_reply_free(reply);
+	cr_assert_eq(out[0], 5 * count, "reached %d", (int)out[0]);
+	if (!strcmp(k->scheme, "unix"))
+		cr_assert_eq(out[1], lm_test_fanout_ring() ? 5 * count : 0, "%d ring writes",
+			     (int)out[1]);
+	else if (!strcmp(k->scheme, "mq"))
+		cr_assert_eq(out[1], 0);
+	else
+		cr_assert(out[1] == 0 || out[1] == 5 * count, "%d ring writes", (int)out[1]);
+	for (int i = 0; i < 5; i++) {
+		for (int t = 0; t < 250 && w[i].got < count; t++)
+			lm_reactor_run_once(r, 20 * MS);
+		cr_assert_eq(w[i].got, count, "subscriber %d: %u of %u", i, w[i].got, count);
+		cr_assert_eq(w[i].last, count - 1);
+		cr_assert_not(w[i].disorder, "subscriber %d: out of order", i);
+		cr_assert_eq(w[i].dropped, 0);
+	}
+	for (int i = 0; i < 5; i++)
+		lm_client_free(w[i].c);
 	lm_reactor_free(r);
 	stop_server(pid);
 }

@@ -2,7 +2,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
@@ -1890,18 +1889,6 @@ static void fan_free(struct fan *f)
 	pair_free(f->r, &f->s, &f->cl[FAN]);
 }
 
-/* Whether this process may use io_uring at all (the fan-out ring's own). */
-static bool fan_ring_expected(void)
-{
-	const char *v = getenv("LM_FANOUT_URING");
-	struct io_uring ring;
-
-	if ((v && !strcmp(v, "0")) || io_uring_queue_init(2, &ring, 0) < 0)
-		return false;
-	io_uring_queue_exit(&ring);
-	return true;
-}
-
 /* Every connection gets every message, once and in order; on unix the
  * writes are the fan-out ring's (one submission for all six), on mq never
  * (no flat write), on fifo as the kernel allows (a named FIFO takes no
@@ -1936,7 +1923,7 @@ LM_TRANSPORT_TEST(transport, sendv_many_reaches_each_in_order, .timeout = 30)
 	w0 = lm__reactor_fanout_writes(f.r) - w0;
 	cr_log_info("%s: %d of %d writes by the fan-out ring", scheme, (int)w0, 20 * FAN);
 	if (!strcmp(scheme, "unix"))
-		cr_assert_eq(w0, fan_ring_expected() ? 20 * FAN : 0, "%d ring writes", (int)w0);
+		cr_assert_eq(w0, lm_test_fanout_ring() ? 20 * FAN : 0, "%d ring writes", (int)w0);
 	else if (!strcmp(scheme, "mq"))
 		cr_assert_eq(w0, 0);
 	else /* all or nothing, decided by the first */
@@ -1994,7 +1981,7 @@ LM_TRANSPORT_TEST(transport, sendv_many_full_kernel_queues_in_order, .timeout = 
 		cr_assert_eq(f.res[i], 0, "to %d: %s", i, strerror(-f.res[i]));
 	w = lm__reactor_fanout_writes(f.r) - w;
 	if (!strcmp(scheme, "unix")) /* the full one was the ring's too: -EAGAIN */
-		cr_assert_eq(w, fan_ring_expected() ? FAN - 1 : 0, "%d ring writes", (int)w);
+		cr_assert_eq(w, lm_test_fanout_ring() ? FAN - 1 : 0, "%d ring writes", (int)w);
 	cr_assert_gt(lm_conn_queued(f.cs[0]), 0, "the full one's message waits");
 	for (int i = 1; i < FAN; i++)
 		cr_assert_eq(lm_conn_queued(f.cs[i]), 0, "%d: nothing waits", i);

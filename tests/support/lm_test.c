@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,4 +112,15 @@ bool lm_test_uring_receives(enum lm_backend backend)
 	if (backend != LM_BACKEND_URING || (v && !strcmp(v, "0")))
 		return false;
 	return uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 && major >= 6;
+}
+
+bool lm_test_fanout_ring(void)
+{
+	const char *v = getenv("LM_FANOUT_URING");
+	struct io_uring ring;
+
+	if ((v && !strcmp(v, "0")) || io_uring_queue_init(2, &ring, 0) < 0)
+		return false;
+	io_uring_queue_exit(&ring);
+	return true;
 }

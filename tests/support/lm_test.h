@@ -36,6 +36,9 @@ bool lm_test_uring_multishot(void);
  * datagrams over (LM__IO_RECV): io_uring on Linux 6.0 or later, unless
  * LM_URING_RECV=0 (the *_older_kernel runs). */
 bool lm_test_uring_receives(enum lm_backend backend);
+/* Whether a fan-out to four or more unix connections is written by the
+ * reactor's io_uring (io_uring allowed here, LM_FANOUT_URING not 0). */
+bool lm_test_fanout_ring(void);
 
 /*
  * A test body that runs once per backend:
