@@ -100,9 +100,10 @@ static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *
 		}
 		io_uring_for_each_cqe(ring, head, cqe)
 		{
-			struct lm__write *x = &w[cqe->user_data];
-
-			x->res = cqe->res;
+			k++;
+			if (cqe->user_data >= took)
+				continue; /* not ours (a ring shared by fork()) */
+			w[cqe->user_data].res = cqe->res;
 			r->fanout_writes += cqe->res >= 0;
 			/* The op unknown (a kernel before 5.6): never again on
 			 * this reactor. (A file that cannot write without
@@ -110,10 +111,9 @@ static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *
 			 * to remember.) Nothing was written either way. */
 			if (cqe->res == -EINVAL)
 				r->fanout_off = true;
-			k++;
+			seen++;
 		}
 		io_uring_cq_advance(ring, k);
-		seen += k;
 	}
 }
 
@@ -147,6 +147,8 @@ int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n)
 		if (took < 0)
 			took = 0;
 		fanout_reap(r, ring, w, (unsigned)took);
+		if (!r->fanout)
+			return 0; /* the ring failed: the rest is the caller's */
 		if ((unsigned)took < k) {
 			/* The kernel did not take them all (out of memory): the
 			 * rest must never go, so the ring goes with them; the

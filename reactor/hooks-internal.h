@@ -49,7 +49,8 @@ void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf);
  * cannot (io_uring refused, LM_FANOUT_URING=0 in the environment) and wrote
  * nothing; else 0, each res set to what the write(2) or send(2) would have
  * returned (bytes taken, or -errno), or -ECANCELED: not written, the caller
- * writes it itself. A write is never queued to a kernel worker: -EOPNOTSUPP
+ * writes it itself, or -EIO: the ring failed after taking it, written or
+ * not is unknown. A write is never queued to a kernel worker: -EOPNOTSUPP
  * is a file that cannot take a write without blocking this way (a named
  * FIFO, up to Linux 6.18 at least: no FMODE_NOWAIT), nothing written; the
  * caller should write to that fd itself from then on. Not thread-safe: the

@@ -803,9 +803,10 @@ struct emit_fan {
 static int emit_fan(struct emit_fan *f, const struct signal_entry *sig, size_t idx,
 		    const struct iovec *iov, int niov, size_t total, struct peer **kill)
 {
-	int reached = 0;
+	int reached = 0, ret = lm_conn_sendv_many(f->c, f->n, iov, niov, f->res);
 
-	lm_conn_sendv_many(f->c, f->n, iov, niov, f->res);
+	for (size_t i = 0; ret < 0 && i < f->n; i++)
+		f->res[i] = ret; /* not seen: the iovecs are ours */
 	for (size_t i = 0; i < f->n; i++) {
 		struct peer *p = f->p[i];
 		int err = f->res[i];

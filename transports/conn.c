@@ -757,6 +757,12 @@ static int fan_result(const struct fan *f, lm_conn *c, int res)
 		conn_fail_later(c, -ECONNRESET);
 		return -ECONNRESET;
 	}
+	if (res == -EIO) {
+		/* The ring itself failed: whether this one was written is not
+		 * known, and neither a second copy nor a silent loss will do. */
+		conn_fail_later(c, -EIO);
+		return -ECONNRESET;
+	}
 	/* Not written: by the transport's own send, from now on always if the
 	 * file cannot take the ring's writes (a named FIFO: no non-blocking
 	 * write from io_uring, which would queue it to a kernel thread). */
