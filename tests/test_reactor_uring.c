@@ -3,9 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -38,26 +35,6 @@ enum {
 	CHILD_URING_NOT_EPERM,
 };
 
-static int refuse_io_uring_setup(void)
-{
-	struct sock_filter filter[] = {
-	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* another arch: leave it */
-	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return -errno;
-	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
-		return -errno;
-	return 0;
-}
-
 static void stop_cb(lm_source *s, uint64_t expirations, void *userdata)
 {
 	lm_reactor_stop(lm_source_get_reactor(s), 42);
@@ -68,7 +45,7 @@ static int seccomp_child(void)
 	struct lm_reactor_options uring = {.backend = LM_BACKEND_URING};
 	lm_reactor *r;
 
-	if (refuse_io_uring_setup() < 0)
+	if (lm_test_refuse_syscall(__NR_io_uring_setup) < 0)
 		return CHILD_SECCOMP;
 	unsetenv("LM_BACKEND");
 	if (lm_reactor_new(&r, NULL) < 0)

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2074,5 +2075,45 @@ LM_BACKEND_TEST(transport, sendv_many_without_the_ring, .timeout = 30)
 	for (int i = 0; i < FAN; i++)
 		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
 	cr_assert_eq(lm__reactor_fanout_writes(f.r), 0);
+	fan_free(&f);
+}
+
+/* Where io_uring is refused at run time (a container's seccomp profile), a
+ * fan-out still reaches everyone once: a ring whose io_uring_enter() fails
+ * leaves every write to the connections, and one that cannot be made is not
+ * asked for again. epoll, so that the reactor itself needs no io_uring. */
+Test(transport, sendv_many_where_io_uring_is_refused, .timeout = 30, .fini = lm_tt_fini)
+{
+	static struct fan f;
+	uint64_t k = 0, w;
+	struct iovec iov = {&k, sizeof(k)};
+	bool ring = lm_test_fanout_ring();
+
+	fan_setup(&f, "unix", LM_BACKEND_EPOLL);
+	for (int i = 0; i < FAN; i++)
+		f.cl[i].check_seq = true;
+	cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN);
+	w = lm__reactor_fanout_writes(f.r);
+	cr_assert_eq(w, ring ? FAN : 0, "%d ring writes", (int)w);
+
+	/* The ring is made; now it cannot be entered. */
+	cr_assert_eq(lm_test_refuse_syscall(__NR_io_uring_enter), 0);
+	k = 1;
+	cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN);
+	for (int i = 0; i < FAN; i++)
+		cr_assert_eq(f.res[i], 0, "%d: %s", i, strerror(-f.res[i]));
+	cr_assert_eq(lm__reactor_fanout_writes(f.r), w);
+
+	/* Nor made again (the failed one was let go). */
+	cr_assert_eq(lm_test_refuse_syscall(__NR_io_uring_setup), 0);
+	for (k = 2; k < 5; k++)
+		cr_assert_eq(lm_conn_sendv_many(f.cs, FAN, &iov, 1, f.res), FAN);
+	cr_assert_eq(lm__reactor_fanout_writes(f.r), w);
+
+	for (int i = 0; i < FAN; i++) {
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 5, 5), "client %d: %zu of 5", i,
+			  f.cl[i].received);
+		cr_assert(!f.cl[i].seq_error, "client %d: a message lost, doubled or swapped", i);
+	}
 	fan_free(&f);
 }

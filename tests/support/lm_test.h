@@ -36,6 +36,11 @@ bool lm_test_uring_multishot(void);
  * datagrams over (LM__IO_RECV): io_uring on Linux 6.0 or later, unless
  * LM_URING_RECV=0 (the *_older_kernel runs). */
 bool lm_test_uring_receives(enum lm_backend backend);
+/* From now on, syscall nr fails with EPERM in this process and its children
+ * (a seccomp filter, as a container's profile refuses io_uring); x86-64
+ * only, other architectures are left alone. 0 or -errno. */
+int lm_test_refuse_syscall(long nr);
+
 /* Whether a fan-out to four or more unix connections is written by the
  * reactor's io_uring (io_uring allowed here, LM_FANOUT_URING not 0). */
 bool lm_test_fanout_ring(void);
