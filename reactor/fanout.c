@@ -166,3 +166,53 @@ uint64_t lm__reactor_fanout_writes(const lm_reactor *r)
 {
 	return r->fanout_writes;
 }
+
+void lm__reactor_stage(lm_reactor *r, struct lm__staged *st)
+{
+	if (st->queued)
+		return;
+	st->queued = true;
+	st->written = false;
+	TAILQ_INSERT_TAIL(&r->staged, st, link);
+}
+
+void lm__reactor_unstage(lm_reactor *r, struct lm__staged *st)
+{
+	if (!st->queued)
+		return;
+	TAILQ_REMOVE(&r->staged, st, link);
+	st->queued = false;
+}
+
+void lm__fanout_run(lm_reactor *r)
+{
+	struct lm__write w[FANOUT_ENTRIES];
+	struct lm__staged *st;
+
+	while (!TAILQ_EMPTY(&r->staged)) {
+		size_t n = 0, i = 0;
+
+		TAILQ_FOREACH(st, &r->staged, link)
+		{
+			if (n == FANOUT_ENTRIES)
+				break;
+			w[n++] = st->w;
+		}
+		if (n < LM__FANOUT_MIN || lm__reactor_write_many(r, w, n) < 0)
+			for (i = 0; i < n; i++)
+				w[i].res = -ECANCELED;
+		i = 0;
+		TAILQ_FOREACH(st, &r->staged, link)
+		{
+			if (i == n)
+				break;
+			st->w.res = w[i++].res;
+			st->written = true;
+		}
+		/* done() may unstage others (taking their results over). */
+		while ((st = TAILQ_FIRST(&r->staged)) && st->written) {
+			lm__reactor_unstage(r, st);
+			st->done(st);
+		}
+	}
+}

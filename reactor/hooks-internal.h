@@ -64,6 +64,31 @@ struct lm__write {
 	int res;
 };
 int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n);
+/* Fewer writes than this go one syscall each: a submission costs more. */
+#define LM__FANOUT_MIN 4
+
+/*
+ * A write staged for the end of the round: output gathered during dispatch
+ * that is one small write per connection (a signal emitted from a callback
+ * to its subscribers). After the round's flushes have run, the staged
+ * writes are made by lm__reactor_write_many() together (LM__FANOUT_MIN of
+ * them or more; else each res is -ECANCELED, nothing written), each res is
+ * set, and done() is called for each in staging order; done() may run
+ * callbacks, stage and queue flushes again (they run in the same round).
+ * w.buf must stay as it is until the write is made: lm__reactor_unstage()
+ * first whatever would move or free it. After the writes, written is true
+ * until done() runs: unstaging then is taking the result (w.res) over.
+ */
+struct lm__staged {
+	struct lm__write w;
+	void (*done)(struct lm__staged *st);
+	TAILQ_ENTRY(lm__staged) link;
+	bool queued;
+	bool written;
+};
+TAILQ_HEAD(lm__staged_list, lm__staged);
+void lm__reactor_stage(lm_reactor *r, struct lm__staged *st);
+void lm__reactor_unstage(lm_reactor *r, struct lm__staged *st);
 /* How many of lm__reactor_write_many()'s writes succeeded, for tests. */
 uint64_t lm__reactor_fanout_writes(const lm_reactor *r);
 

@@ -109,7 +109,8 @@ struct lm_reactor {
 
 	/* writes of fan-outs in one submission (fanout.c): made on first use */
 	struct lm__fanout *fanout;
-	bool fanout_off; /* refused by the kernel, or LM_FANOUT_URING=0 */
+	struct lm__staged_list staged; /* for the end of the round */
+	bool fanout_off;               /* refused by the kernel, or LM_FANOUT_URING=0 */
 	uint64_t fanout_writes;
 
 	/* timers: a min-heap on (deadline, seq) behind one timerfd */
@@ -148,6 +149,8 @@ uint64_t lm__now_ns(void);
 
 /* Frees the fan-out ring, if one was made (fanout.c). */
 void lm__fanout_free(lm_reactor *r);
+/* Make the staged writes and call their done() (fanout.c). */
+void lm__fanout_run(lm_reactor *r);
 
 /* The iteration's time, read from the clock on first use after a wait. */
 uint64_t lm__reactor_now(lm_reactor *r);

@@ -111,6 +111,7 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	TAILQ_INIT(&r->exits_run);
 	TAILQ_INIT(&r->garbage);
 	TAILQ_INIT(&r->flushes);
+	TAILQ_INIT(&r->staged);
 	STAILQ_INIT(&r->posts);
 	LIST_INIT(&r->lones);
 	r->lone_ns = lone_ns_from_env();
@@ -406,11 +407,15 @@ static void run_flushes(lm_reactor *r)
 {
 	struct lm__flush *f;
 
-	while ((f = TAILQ_FIRST(&r->flushes))) {
-		TAILQ_REMOVE(&r->flushes, f, link);
-		f->queued = false;
-		f->fn(f);
-	}
+	do {
+		while ((f = TAILQ_FIRST(&r->flushes))) {
+			TAILQ_REMOVE(&r->flushes, f, link);
+			f->queued = false;
+			f->fn(f);
+		}
+		/* What the flushes staged goes in one submission. */
+		lm__fanout_run(r);
+	} while (!TAILQ_EMPTY(&r->flushes));
 }
 
 /* lm__timers_arm() unless the earliest deadline is the one programmed

@@ -2117,3 +2117,202 @@ Test(transport, sendv_many_where_io_uring_is_refused, .timeout = 30, .fini = lm_
 	}
 	fan_free(&f);
 }
+
+/* ---- the same from a callback: the end of the round's writes ---- */
+
+/* What a callback does in these tests: send fan_msgs messages (sequence
+ * numbers from fan_seq) to every connection of f. */
+static struct fan *cb_fan;
+static unsigned cb_msgs;
+static uint64_t cb_seq;
+
+static void fan_in_callback(lm_source *src, void *userdata)
+{
+	for (unsigned m = 0; m < cb_msgs; m++, cb_seq++) {
+		struct iovec iov = {&cb_seq, sizeof(cb_seq)};
+
+		cr_assert_eq(lm_conn_sendv_many(cb_fan->cs, FAN, &iov, 1, cb_fan->res), FAN);
+	}
+	lm_source_free(src);
+}
+
+/* Run fan_in_callback once, as a defer of f's reactor. */
+static void run_fan_callback(struct fan *f, unsigned msgs)
+{
+	lm_source *d = NULL;
+
+	cb_fan = f;
+	cb_msgs = msgs;
+	cr_assert_eq(lm_reactor_add_defer(f->r, &d, fan_in_callback, NULL), 0);
+	cr_assert_eq(lm_source_set_enabled(d, true), 0);
+	cr_assert_geq(lm_reactor_run_once(f->r, 0), 1);
+}
+
+/* Sent from a callback, one message per connection is gathered and, at the
+ * round's end, written by the fan-out ring with the others (unix; fifo as
+ * the kernel allows; never mq); two per connection are one batch each,
+ * written by the transport as before. Every message arrives once, in
+ * order. */
+LM_TRANSPORT_TEST(transport, fan_out_from_a_callback, .timeout = 30)
+{
+	static struct fan f;
+	uint64_t w0, w1, w2;
+
+	fan_setup(&f, scheme, backend);
+	for (int i = 0; i < FAN; i++)
+		f.cl[i].check_seq = true;
+	cb_seq = 0;
+	w0 = lm__reactor_fanout_writes(f.r);
+	run_fan_callback(&f, 1);
+	w1 = lm__reactor_fanout_writes(f.r) - w0;
+	run_fan_callback(&f, 2);
+	w2 = lm__reactor_fanout_writes(f.r) - w0 - w1;
+	for (int i = 0; i < FAN; i++) {
+		cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 3, 5), "client %d: %zu of 3", i,
+			  f.cl[i].received);
+		cr_assert(!f.cl[i].seq_error, "client %d: out of order", i);
+	}
+	if (!strcmp(scheme, "unix"))
+		cr_assert_eq(w1, lm_test_fanout_ring() ? FAN : 0, "%d ring writes", (int)w1);
+	else if (!strcmp(scheme, "mq"))
+		cr_assert_eq(w1, 0);
+	else
+		cr_assert(w1 == 0 || w1 == FAN, "%d ring writes", (int)w1);
+	cr_assert_eq(w2, 0, "two messages per connection: the transport's batch");
+	fan_free(&f);
+}
+
+/* Callbacks run between the round-end writes and what they do to the
+ * others. The peer of connection 2 is gone: */
+struct fan_victim {
+	lm_conn *free_it; /* closed: free this one (its write made already) */
+	lm_conn *send_it; /* closed: send this one another message */
+	uint64_t send_seq;
+	int closed;
+};
+
+static void victim_closed(lm_conn *c, int reason, void *userdata)
+{
+	struct fan_victim *v = userdata;
+
+	v->closed++;
+	if (v->free_it)
+		lm_conn_free(v->free_it);
+	if (v->send_it)
+		cr_assert_eq(lm_conn_send(v->send_it, &v->send_seq, sizeof(v->send_seq)), 0);
+	lm_conn_free(c);
+}
+
+static void victim_message(lm_conn *c, const void *data, size_t len, void *userdata)
+{
+}
+
+static const struct lm_conn_callbacks victim_cbs = {.message = victim_message,
+						    .closed = victim_closed};
+
+/* Connection 2's client goes, unseen by the server until it writes: its
+ * reading is off (as if the reactor had not waited since), and v gets its
+ * closed callback. */
+static void fan_victim(struct fan *f, struct fan_victim *v)
+{
+	lm_conn_set_callbacks(f->cs[2], &victim_cbs, v);
+	cr_assert_eq(lm_source_set_enabled(f->cs[2]->rsrc, false), 0);
+	f->s.peers[2].c = NULL; /* freed by its callback */
+	lm_tt_peer_clear(&f->cl[2]);
+}
+
+/* Message two[0] to every connection but 2, then two[0] and two[1] to 2. */
+static void fan_two_cb(lm_source *src, void *userdata)
+{
+	uint64_t *two = userdata;
+
+	for (int i = 0; i < FAN; i++)
+		if (i != 2)
+			cr_assert_eq(lm_conn_send(cb_fan->cs[i], &two[0], sizeof(two[0])), 0);
+	cr_assert_eq(lm_conn_send(cb_fan->cs[2], &two[0], sizeof(two[0])), 0);
+	cr_assert_eq(lm_conn_send(cb_fan->cs[2], &two[1], sizeof(two[1])), 0);
+	lm_source_free(src);
+}
+
+/* ... and its closed callback, run by its round-end write's result, frees
+ * connection 3, whose write the same submission made: its client gets
+ * that message once, then the end. */
+LM_BACKEND_TEST(transport, fan_out_callback_frees_a_written_one, .timeout = 30)
+{
+	static struct fan f;
+	static struct fan_victim v;
+
+	fan_setup(&f, "unix", backend);
+	for (int i = 0; i < FAN; i++)
+		f.cl[i].check_seq = true;
+	v = (struct fan_victim){.free_it = f.cs[3]};
+	fan_victim(&f, &v);
+	f.s.peers[3].c = NULL; /* freed by the callback */
+	cb_seq = 0;
+	run_fan_callback(&f, 1);
+	cr_assert_eq(v.closed, 1, "the gone peer's write broke its connection");
+	for (int i = 0; i < FAN; i++)
+		if (i != 2)
+			cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+	cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[3].closed == 1, 5), "client 3 sees the end");
+	cr_assert_eq(f.cl[3].received, 1, "once");
+	fan_free(&f);
+}
+
+/* ... or, when its round-end push fails before the others are written (two
+ * messages for it: not one staged write), its closed callback sends
+ * connection 0 a second message while the first waits staged: both arrive,
+ * in order. */
+LM_BACKEND_TEST(transport, fan_out_callback_sends_to_a_staged_one, .timeout = 30)
+{
+	static struct fan f;
+	static struct fan_victim v;
+	lm_source *d = NULL;
+	uint64_t two[2] = {0, 1};
+
+	fan_setup(&f, "unix", backend);
+	f.cl[0].check_seq = true;
+	v = (struct fan_victim){.send_it = f.cs[0], .send_seq = 1};
+	fan_victim(&f, &v);
+	/* In one callback: message 0 to all but 2, which gets two, queued
+	 * after the others so its push comes after their staging. */
+	cb_fan = &f;
+	cr_assert_eq(lm_reactor_add_defer(f.r, &d, fan_two_cb, two), 0);
+	cr_assert_eq(lm_source_set_enabled(d, true), 0);
+	cr_assert_geq(lm_reactor_run_once(f.r, 0), 1);
+	cr_assert_eq(v.closed, 1);
+	cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[0].received == 2, 5), "client 0: %zu of 2",
+		  f.cl[0].received);
+	cr_assert(!f.cl[0].seq_error, "client 0: out of order");
+	for (int i = 1; i < FAN; i++)
+		if (i != 2)
+			cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+	fan_free(&f);
+}
+
+/* ... or its closed callback, run by its round-end write's result, sends
+ * connection 3 (written by the same submission, its result not taken yet)
+ * a second message: both arrive, in order, once. */
+LM_BACKEND_TEST(transport, fan_out_callback_sends_to_a_written_one, .timeout = 30)
+{
+	static struct fan f;
+	static struct fan_victim v;
+
+	fan_setup(&f, "unix", backend);
+	for (int i = 0; i < FAN; i++)
+		f.cl[i].check_seq = true;
+	v = (struct fan_victim){.send_it = f.cs[3], .send_seq = 1};
+	fan_victim(&f, &v);
+	cb_seq = 0;
+	run_fan_callback(&f, 1);
+	cr_assert_eq(v.closed, 1);
+	cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[3].received == 2, 5), "client 3: %zu of 2",
+		  f.cl[3].received);
+	cr_assert(!f.cl[3].seq_error, "client 3: out of order");
+	for (int i = 0; i < FAN; i++)
+		if (i != 2 && i != 3)
+			cr_assert(LM_TT_RUN_UNTIL(f.r, f.cl[i].received == 1, 5), "client %d", i);
+	cr_assert_eq(lm_reactor_run_once(f.r, 0) >= 0, true);
+	cr_assert_eq(f.cl[3].received, 2, "once each");
+	fan_free(&f);
+}

@@ -142,6 +142,7 @@ static void conn_release(lm_conn *c)
 		c->tp_closed = true;
 	}
 	lm__reactor_flush_cancel(c->r, &c->flush);
+	lm__reactor_unstage(c->r, &c->stage); /* its buffer goes */
 	obuf_drop(c);
 }
 
@@ -248,6 +249,74 @@ static void obuf_consume(lm_conn *c)
 }
 
 /*
+ * The end of the round's write of c's output, when it is one message of
+ * one flat call (ops->flat): staged on the reactor, which makes it with the
+ * others of the round in one io_uring submission (a signal emitted from a
+ * callback to its subscribers).
+ */
+static bool stage_fits(const lm_conn *c)
+{
+	size_t n;
+
+	if (c->ops->flat == LM_TRANSPORT_FLAT_NONE || c->no_flat || c->oprog || c->ohead >= c->olen)
+		return false;
+	n = sizeof(uint32_t) + frame_len(c->obuf + c->ohead);
+	return n == c->olen - c->ohead && n <= LM_FLAT_MAX;
+}
+
+/*
+ * Take over the result of c's staged write: 1 when it was made (the kernel
+ * took the message or part of it, or refused it for now: c's output is as
+ * conn_push() would leave it), 0 when it was not (the output is untouched,
+ * for conn_push()), -errno when the connection broke.
+ */
+static int stage_result(lm_conn *c, int res)
+{
+	bool send = c->ops->flat == LM_TRANSPORT_FLAT_SEND;
+	size_t n = c->olen - c->ohead;
+	int err;
+
+	if (res >= 0) {
+		c->oprog = send ? n : (size_t)res;
+		obuf_consume(c);
+		if (c->ohead == c->olen) {
+			obuf_drop(c);
+			return 1;
+		}
+		err = conn_want_out(c, true); /* a short write: the rest on room */
+		return err < 0 ? err : 1;
+	}
+	if (res == -EAGAIN || (res == -ENOBUFS && send)) {
+		err = conn_want_out(c, true);
+		return err < 0 ? err : 1;
+	}
+	if (res == -EPIPE || res == -ECONNRESET)
+		return -ECONNRESET;
+	if (res == -EIO)
+		return -EIO; /* the ring failed: written or not is unknown */
+	if (res == -EOPNOTSUPP)
+		c->no_flat = true; /* see fan_result */
+	return 0;
+}
+
+/* Before c's output changes (or goes) outside the reactor's run of the
+ * staged writes: a write not made yet is forgotten (the output stays, for
+ * a push), a write made is taken over. */
+static void stage_settle(lm_conn *c)
+{
+	int ret;
+
+	if (!c->stage.queued)
+		return;
+	lm__reactor_unstage(c->r, &c->stage);
+	if (!c->stage.written)
+		return;
+	ret = stage_result(c, c->stage.w.res);
+	if (ret < 0)
+		conn_fail_later(c, ret);
+}
+
+/*
  * Push the output to the kernel: 1 when all of it went (an allocated buffer
  * is released: an idle connection keeps only its inline one), 0 when the
  * kernel is full (we then watch for room), -errno when the connection broke.
@@ -255,6 +324,10 @@ static void obuf_consume(lm_conn *c)
 static int conn_push(lm_conn *c)
 {
 	int ret = 1;
+
+	stage_settle(c);
+	if (c->closed)
+		return -ECONNRESET;
 
 	while (c->ohead < c->olen) {
 		if (c->ops->send_batch) {
@@ -300,6 +373,23 @@ static int conn_drain(lm_conn *c)
 	return 0;
 }
 
+/* The reactor's staged write of c's output was made (or not). */
+static void conn_stage_done(struct lm__staged *st)
+{
+	lm_conn *c = (lm_conn *)((char *)st - offsetof(lm_conn, stage));
+	int ret;
+
+	if (c->closed)
+		return;
+	c->busy++;
+	ret = stage_result(c, st->w.res);
+	if (ret == 0)
+		ret = conn_push(c);
+	if (ret < 0)
+		conn_fail(c, ret);
+	conn_unbusy(c);
+}
+
 /* The reactor's flush: the end of the round in which messages were gathered. */
 static void conn_flush_cb(struct lm__flush *f)
 {
@@ -308,6 +398,14 @@ static void conn_flush_cb(struct lm__flush *f)
 
 	if (c->closed || c->want_out)
 		return; /* broken, or the writability watch carries on */
+	if (!c->stage.queued && stage_fits(c)) {
+		c->stage.w = (struct lm__write){.fd = c->fds.wfd,
+						.send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
+						.buf = c->obuf + c->ohead,
+						.len = c->olen - c->ohead};
+		lm__reactor_stage(c->r, &c->stage);
+		return;
+	}
 	c->busy++;
 	ret = conn_push(c);
 	if (ret < 0)
@@ -444,6 +542,7 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	c->max_message = opts->max_message;
 	c->max_queue = opts->max_queue;
 	c->flush.fn = conn_flush_cb;
+	c->stage.done = conn_stage_done;
 	c->fds.closefd = -1;
 	err = ops->fds(tp, &c->fds);
 	if (err < 0)
@@ -609,9 +708,12 @@ void lm__conn_watch(lm_conn *c)
 /* Append one message to obuf, encoded as send_batch() takes it. */
 static int obuf_append(lm_conn *c, const struct iovec *iov, int iovcnt, size_t len)
 {
-	size_t need = c->olen + sizeof(uint32_t) + len;
+	size_t need;
 	uint32_t hdr = (uint32_t)len;
 	unsigned char *p;
+
+	stage_settle(c); /* the buffer may move: no staged write may point in */
+	need = c->olen + sizeof(uint32_t) + len;
 
 	if (!c->obuf && need <= sizeof(c->ibuf)) {
 		c->obuf = c->ibuf;
