@@ -602,11 +602,11 @@ int main(int argc, char **argv)
 		cpu_label(CPU_SPLIT, b, sizeof(b));
 		printf(
 		    "# lm-bench: size %zu B, %s %llu%s, warmup %llu, clients %d, subscribers %d; "
-		    "CPUs %s / %s\n",
+		    "CPUs %s / %s%s\n",
 		    o.size, o.count ? "count" : "duration",
 		    o.count ? (unsigned long long)o.count : (unsigned long long)o.duration,
 		    o.count ? "" : " s", (unsigned long long)o.warmup, o.clients, o.subscribers, a,
-		    b);
+		    b, o.emit_in_cb ? "; signals emitted from a callback" : "");
 		bench_print_header(stdout);
 	}
 	for (int m = 0; m < MODE_COUNT; m++) {

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <libmessage/reactor.h>
+
 #include "hist.h"
 
 enum bench_mode { MODE_CALL, MODE_SIGNAL, MODE_THROUGHPUT, MODE_IDLE, MODE_COUNT };
@@ -41,6 +43,7 @@ struct bench_opts {
 	int idle_clients; /* call, libmessage cases: idle connections of one more process */
 	bool json;
 	bool floor_only; /* skip libmessage cases (tests, quick checks) */
+	bool emit_in_cb; /* signal, libmessage cases: emit from a reactor callback */
 	const char *plot;
 };
 
@@ -165,6 +168,18 @@ int bench_conn_client(struct bench_ctx *x);
 int bench_service_available(char *why, size_t size);
 int bench_service_server(struct bench_ctx *x);
 int bench_service_client(struct bench_ctx *x);
+/* An emission: run now, or (--emit-from callback) from a defer source of
+ * the emitter's reactor, run by lm_reactor_run_once(), so that what it
+ * sends is gathered and written when the round ends (lm_bench_conn.c). */
+struct bench_emit {
+	lm_source *src; /* the defer, made on first use; the reactor frees it */
+	int (*fn)(void *arg);
+	void *arg;
+	int ret;
+	bool done;
+};
+int bench_emit_run(const struct bench_ctx *x, lm_reactor *r, struct bench_emit *e);
+
 /* Hold o->idle_clients idle connections until the server goes away. */
 int bench_conn_crowd(struct bench_ctx *x);
 int bench_service_crowd(struct bench_ctx *x);

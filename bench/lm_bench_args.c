@@ -65,6 +65,11 @@ void bench_usage(FILE *f)
 	      "  --json             one JSON object per case on stdout instead of the table\n"
 	      "  --plot FILE.svg    write the percentile distribution of every case\n"
 	      "  --floor-only       run only the floor cases (no loop, no libmessage)\n"
+	      "  --emit-from WHERE  signal, libmessage cases: loop: the emitter emits\n"
+	      "                     between reactor iterations; callback: from a reactor\n"
+	      "                     callback (a defer source), as a timer or a received\n"
+	      "                     message would, so the fan-out is written when the\n"
+	      "                     round ends                                     [loop]\n"
 	      "  --help             this text\n"
 	      "\n"
 	      "Table fields:\n"
@@ -170,6 +175,7 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 		O_JSON,
 		O_PLOT,
 		O_FLOOR,
+		O_EMIT,
 		O_HELP
 	};
 	static const struct option longopts[] = {
@@ -187,6 +193,7 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 	    {"json", no_argument, NULL, O_JSON},
 	    {"plot", required_argument, NULL, O_PLOT},
 	    {"floor-only", no_argument, NULL, O_FLOOR},
+	    {"emit-from", required_argument, NULL, O_EMIT},
 	    {"help", no_argument, NULL, O_HELP},
 	    {0},
 	};
@@ -274,6 +281,11 @@ int bench_parse_args(struct bench_opts *o, int argc, char **argv, FILE *err)
 			break;
 		case O_FLOOR:
 			o->floor_only = true;
+			break;
+		case O_EMIT:
+			r = !strcmp(optarg, "loop") || !strcmp(optarg, "callback") ? 0 : -EINVAL;
+			o->emit_in_cb = !strcmp(optarg, "callback");
+			what = "--emit-from: expected loop or callback";
 			break;
 		case O_HELP:
 			bench_usage(stdout);

@@ -57,6 +57,8 @@ struct srv {
 	lm_reactor *r;
 	lm_conn **conns;
 	int *res; /* lm_conn_sendv_many's, one per conn */
+	struct iovec emit_iov;
+	struct bench_emit emit;
 	int nconns;
 	int stops;
 	uint64_t cpu0, t0, msgs;
@@ -145,6 +147,43 @@ static int srv_flush(struct srv *s)
 	return 0;
 }
 
+static void emit_cb(lm_source *src, void *userdata)
+{
+	struct bench_emit *e = userdata;
+
+	e->ret = e->fn(e->arg);
+	e->done = true;
+}
+
+int bench_emit_run(const struct bench_ctx *x, lm_reactor *r, struct bench_emit *e)
+{
+	int err;
+
+	if (!x->o->emit_in_cb)
+		return e->fn(e->arg);
+	if (!e->src && (err = lm_reactor_add_defer(r, &e->src, emit_cb, e)) < 0)
+		return err;
+	e->done = false;
+	lm_source_set_enabled(e->src, true);
+	while (!e->done)
+		if ((err = lm_reactor_run_once(r, 0)) < 0)
+			return err;
+	return e->ret;
+}
+
+/* One message to every subscriber: one io_uring submission for all (unix,
+ * fifo) where the kernel allows, see lm_conn_sendv_many. */
+static int srv_send_all(void *arg)
+{
+	struct srv *s = arg;
+	int n = lm_conn_sendv_many(s->conns, (size_t)s->nconns, &s->emit_iov, 1, s->res);
+
+	for (int i = 0; n >= 0 && i < s->nconns; i++)
+		if (s->res[i] < 0)
+			n = s->conns[i] ? s->res[i] : -ECONNRESET;
+	return n;
+}
+
 static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 {
 	struct bench_hdr *h = (struct bench_hdr *)buf;
@@ -153,13 +192,10 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 	__atomic_store_n(&shm->fan_ack, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
-	/* One message to every subscriber: one io_uring submission for all
-	 * (unix, fifo) where the kernel allows, see lm_conn_sendv_many. */
-	struct iovec iov = {buf, s->x->o->size};
-	int n = lm_conn_sendv_many(s->conns, (size_t)s->nconns, &iov, 1, s->res);
-	for (int i = 0; n >= 0 && i < s->nconns; i++)
-		if (s->res[i] < 0)
-			n = s->conns[i] ? s->res[i] : -ECONNRESET;
+	s->emit_iov = (struct iovec){buf, s->x->o->size};
+	s->emit.fn = srv_send_all;
+	s->emit.arg = s;
+	int n = bench_emit_run(s->x, s->r, &s->emit);
 	if (n < 0) {
 		bench_fail(shm, 2, "emit: lm_conn_sendv_many: %s", strerror(-n));
 		return n;

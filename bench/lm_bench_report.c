@@ -116,6 +116,9 @@ void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_
 		r->cpu_us_per_msg);
 	if (r->wake_per_s >= 0)
 		fprintf(f, ",\"wake_per_s\":%.2f", r->wake_per_s);
+	if (o->emit_in_cb && r->c.mode == MODE_SIGNAL &&
+	    (r->c.impl == IMPL_CONN || r->c.impl == IMPL_SERVICE))
+		fputs(",\"emit_from\":\"callback\"", f);
 	if (r->idle_clients)
 		fprintf(f, ",\"idle_clients\":%d,\"server_rss_per_idle_client\":%.1f",
 			r->idle_clients, r->rss_per_idle_client);

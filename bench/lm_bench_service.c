@@ -66,6 +66,8 @@ struct srv {
 	lm_server *s;
 	int stops;
 	uint64_t cpu0, t0, msgs;
+	char *emit_buf;
+	struct bench_emit emit;
 };
 
 static void srv_finish(struct srv *s)
@@ -104,6 +106,13 @@ static void srv_echo(lm_call *call, const void *payload, size_t len, void *userd
 
 static const struct lm_method srv_methods[] = {{"Echo", srv_echo}};
 
+static int srv_emit_now(void *arg)
+{
+	struct srv *s = arg;
+
+	return lm_server_emit(s->s, SIGNAL_NAME, s->emit_buf, s->x->o->size);
+}
+
 static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 {
 	struct bench_hdr *h = (struct bench_hdr *)buf;
@@ -112,7 +121,10 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 	__atomic_store_n(&shm->fan_ack, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
-	int r = lm_server_emit(s->s, SIGNAL_NAME, buf, s->x->o->size);
+	s->emit_buf = buf;
+	s->emit.fn = srv_emit_now;
+	s->emit.arg = s;
+	int r = bench_emit_run(s->x, s->r, &s->emit);
 	if (r < 0) {
 		bench_fail(shm, 2, "lm_server_emit: %s", strerror(-r));
 		return r;

@@ -201,6 +201,7 @@ Test(bench_args, errors_exit_2_with_a_message, .timeout = 30)
 	expect_usage_error((const char *[]){"--count", "10", "--duration", "1", NULL}, "not both");
 	expect_usage_error((const char *[]){"--frobnicate", NULL}, "--frobnicate");
 	expect_usage_error((const char *[]){"--idle-clients", "100001", NULL}, "--idle-clients");
+	expect_usage_error((const char *[]){"--emit-from", "timer", NULL}, "--emit-from");
 	expect_usage_error((const char *[]){"extra", NULL}, "extra");
 }
 
@@ -369,6 +370,32 @@ Test(bench_run, idle_clients_are_connected_and_reaped, .timeout = 120)
 	if (strstr(l, "\"status\":\"ok\""))
 		cr_assert(strstr(l, "\"idle_clients\":50,\"server_rss_per_idle_client\":"), "%s",
 			  l);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+/* --emit-from callback: the libmessage signal cases emit from a reactor
+ * callback and say so; every case runs. */
+Test(bench_run, signal_emitted_from_a_callback, .timeout = 120)
+{
+	static struct run r;
+	int floors = 0;
+	run_bench(&r,
+		  (const char *[]){"--mode", "signal", "--transport", "unix", "--backend", "epoll",
+				   "--subscribers", "5", "--count", "100", "--warmup", "10",
+				   "--emit-from", "callback", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	/* floor, loop, lm_conn, lm_service */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 4, "%s", r.out);
+	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
+		const char *end = strchr(l, '\n');
+		const char *tag = strstr(l, "\"emit_from\":\"callback\"");
+		bool lib = strstr(l, "\"impl\":\"lm_") < end && strstr(l, "\"impl\":\"lm_");
+
+		cr_assert(end, "%s", r.out);
+		/* The floor and the loop emit as ever. */
+		cr_assert_eq(tag && tag < end, lib, "%.*s", (int)(end - l), l);
+	}
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 

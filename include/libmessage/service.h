@@ -164,11 +164,11 @@ LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overf
  * Send a signal to every subscriber, encoding it once. Returns the number of
  * subscribers it was sent or queued to (a subscriber over its queue bound
  * gets the DROP_OLDEST or DISCONNECT treatment and is not counted).
- * -ENOENT for an undeclared signal, -EMSGSIZE. Outside the reactor's
- * callbacks, a small signal to four or more subscribers goes out in one
- * io_uring submission where the transport and kernel allow
- * (lm_conn_sendv_many() in transport.h); from a callback it is gathered,
- * as any send, and written when the round ends.
+ * -ENOENT for an undeclared signal, -EMSGSIZE. A small signal to four or
+ * more subscribers goes out in one io_uring submission where the transport
+ * and kernel allow (lm_conn_sendv_many() in transport.h): at once outside
+ * the reactor's callbacks; from a callback it is gathered, as any send, and
+ * written with the round's other single messages when the round ends.
  */
 LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, const void *payload, size_t len);
 

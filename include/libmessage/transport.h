@@ -107,7 +107,9 @@ LM_EXPORT void lm_conn_free(lm_conn *c);
  * with the others of the same dispatch round and written when the round ends,
  * before the reactor sleeps or returns, in as few syscalls as the transport
  * allows (unix packs several messages in one datagram, fifo writes them in
- * one write(); mq takes one mq_send per message). A send made outside
+ * one write(); mq takes one mq_send per message; four or more connections
+ * with one small message each: one io_uring submission for all, see
+ * lm_conn_sendv_many). A send made outside
  * dispatch goes to the kernel at once, unless the connection is corked or
  * messages wait before it. Either way, 64 KiB gathered go out at once, and
  * lm_conn_free() writes what waits before closing (without blocking).
@@ -125,7 +127,10 @@ LM_EXPORT int lm_conn_send(lm_conn *c, const void *data, size_t len);
  * bytes), four or more of them, all on one reactor, go in one io_uring
  * submission instead of a syscall each, on either backend, where the kernel
  * allows io_uring (LM_FANOUT_URING=0 in the environment: never). The others
- * go as lm_conn_sendv() sends them.
+ * go as lm_conn_sendv() sends them. Sent in a callback, they are gathered
+ * as lm_conn_sendv() gathers them; when the round ends, the connections
+ * whose gathered output is one such message are written in one submission
+ * too (and so are those of separate lm_conn_sendv() calls).
  */
 LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct iovec *iov,
 				 int iovcnt, int *results);
