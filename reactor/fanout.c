@@ -25,6 +25,11 @@
  * say in it. It is made on the first fan-out and lives as long as the
  * reactor; a kernel that refuses io_uring (or LM_FANOUT_URING=0 in the
  * environment) leaves every write to the caller.
+ *
+ * Its writes come from lm_conn_sendv_many() outside callbacks, and from the
+ * staged list: at the end of a round, connections whose gathered output is
+ * one small message stage their write (lm__reactor_stage), and
+ * lm__fanout_run(), after the round's flushes, makes them together.
  */
 #define FANOUT_ENTRIES 64 /* writes per submission (conn.c gathers as many) */
 

@@ -42,15 +42,14 @@ struct lm_conn {
 	 * transport's own count within the first message for ops->send. */
 	unsigned char *obuf; /* NULL, ibuf, or malloc'd */
 	size_t olen, ocap, ohead, oprog;
-	size_t queued;           /* payload bytes in obuf, for max_queue */
-	struct lm__flush flush;  /* queued on the reactor while gathering */
-	struct lm__staged stage; /* the end of the round's write, when it is one */
-	int busy;                /* depth of our own dispatch: release memory after it */
-	int reason;              /* why it closed, for the deferred callback */
-	bool tp_closed;          /* ops->close() ran */
-	bool closed;             /* broken: sends get -ECONNRESET */
-	bool notified;           /* the closed callback ran (or will not) */
-	bool freed;              /* lm_conn_free() was called */
+	size_t queued;          /* payload bytes in obuf, for max_queue */
+	struct lm__flush flush; /* queued on the reactor while gathering */
+	int busy;               /* depth of our own dispatch: release memory after it */
+	int reason;             /* why it closed, for the deferred callback */
+	bool tp_closed;         /* ops->close() ran */
+	bool closed;            /* broken: sends get -ECONNRESET */
+	bool notified;          /* the closed callback ran (or will not) */
+	bool freed;             /* lm_conn_free() was called */
 	bool want_out;
 	bool edge;             /* rsrc is edge-triggered: read until empty (ops->edge) */
 	bool direct;           /* in lm__transport_deliver_last(): the next send goes out now */
@@ -60,6 +59,9 @@ struct lm_conn {
 	bool no_flat;          /* the fan-out ring cannot write wfd: sendv always */
 	struct lm__lone *lone; /* registered with r as its lone waiter, or NULL */
 	unsigned char ibuf[LM_INLINE_OUT];
+	/* The end of the round's write, when it is one small message: after
+	 * the fields every send and receive reads. */
+	struct lm__staged stage;
 };
 
 /*
