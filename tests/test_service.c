@@ -700,6 +700,20 @@ static void watcher_state(lm_client *c, enum lm_client_state st, int reason, voi
 		w->reconnected = true;
 }
 
+/* An echo from each watcher's client, answered: what each sent before it on
+ * its connection (a SUBSCRIBE) has reached the server. Async, on the
+ * client's own connection: a sync call goes over another one. */
+static void echo_each(lm_reactor *r, struct watcher *w, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct result res = {0};
+
+		cr_assert_eq(lm_client_call(w[i].c, "echo", NULL, 0, 5 * SEC, on_reply, &res), 0);
+		cr_assert(run_until(r, &res.done, 5 * SEC), "echo %d", i);
+		cr_assert_eq(res.status, 0, "echo %d: %s", i, strerror(-res.status));
+	}
+}
+
 SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 {
 	lm_test_runtime_dir();
@@ -721,12 +735,9 @@ SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 		cr_assert_eq(lm_client_call(w[i].c, "hang", NULL, 0, 20 * SEC, on_reply, &res[i]),
 			     0);
 	}
-	/* The subscriptions are in once the server has handled a later call. */
-	for (int i = 0; i < 3; i++) {
-		struct lm_reply *reply;
-		cr_assert_eq(lm_client_call_sync(w[i].c, "echo", NULL, 0, -1, &reply), 0);
-		lm_reply_free(reply);
-	}
+	/* The subscriptions are in once the server has answered a later call
+	 * on the same connection (async: a sync call has its own). */
+	echo_each(r, w, 3);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -745,11 +756,7 @@ SVC_TEST(server_killed_pending_calls_reconnect_resubscribe)
 		cr_assert(run_until(r, &w[i].reconnected, 5 * SEC), "client %d did not reconnect",
 			  i);
 	/* Make sure each SUBSCRIBE reached the server: a call after it. */
-	for (int i = 0; i < 3; i++) {
-		struct lm_reply *reply;
-		cr_assert_eq(lm_client_call_sync(w[i].c, "echo", NULL, 0, -1, &reply), 0);
-		lm_reply_free(reply);
-	}
+	echo_each(r, w, 3);
 	/* One emit reaches 3 subscribers, each exactly once. */
 	cr_assert_eq(lm_client_call(w[0].c, "emit", &one, 4, -1, on_reply, &e), 0);
 	cr_assert(run_until(r, &e.done, 5 * SEC));
@@ -780,7 +787,7 @@ SVC_TEST(signals_outside_callbacks_fan_out)
 	pid_t pid = start_server(k, NULL);
 	lm_reactor *r = reactor_for(k);
 	struct watcher w[5] = {0};
-	struct result res[5] = {0}, e = {0};
+	struct result e = {0};
 	uint32_t count = 10;
 	int64_t out[2];
 
@@ -791,12 +798,7 @@ SVC_TEST(signals_outside_callbacks_fan_out)
 	}
 	/* The subscriptions are in once the server has answered a later call
 	 * on the same connection (async: a sync call has its own). */
-	for (int i = 0; i < 5; i++) {
-		cr_assert_eq(lm_client_call(w[i].c, "echo", NULL, 0, 5 * SEC, on_reply, &res[i]),
-			     0);
-		cr_assert(run_until(r, &res[i].done, 5 * SEC), "echo %d", i);
-		cr_assert_eq(res[i].status, 0, "echo %d: %s", i, strerror(-res[i].status));
-	}
+	echo_each(r, w, 5);
 	cr_assert_eq(lm_client_call(w[0].c, "emit_out", &count, 4, 5 * SEC, on_reply, &e), 0);
 	cr_assert(run_until(r, &e.done, 5 * SEC), "emit_out");
 	cr_assert_eq(e.status, 0, "emit_out: %s", strerror(-e.status));
