@@ -193,8 +193,6 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 	__atomic_store_n(&shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
 	s->emit_iov = (struct iovec){buf, s->x->o->size};
-	s->emit.fn = srv_send_all;
-	s->emit.arg = s;
 	int n = bench_emit_run(s->x, s->r, &s->emit);
 	if (n < 0) {
 		bench_fail(shm, 2, "emit: lm_conn_sendv_many: %s", strerror(-n));
@@ -251,6 +249,7 @@ static void srv_ctl(lm_source *src, int fd, uint32_t events, void *userdata)
 int bench_conn_server(struct bench_ctx *x)
 {
 	struct srv s = {.x = x};
+	s.emit = (struct bench_emit){.fn = srv_send_all, .arg = &s};
 	lm_listener *l = NULL;
 	char ep[128];
 	int r;

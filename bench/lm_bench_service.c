@@ -122,8 +122,6 @@ static int srv_emit(struct srv *s, char *buf, uint32_t kind)
 	__atomic_store_n(&shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
 	s->emit_buf = buf;
-	s->emit.fn = srv_emit_now;
-	s->emit.arg = s;
 	int r = bench_emit_run(s->x, s->r, &s->emit);
 	if (r < 0) {
 		bench_fail(shm, 2, "lm_server_emit: %s", strerror(-r));
@@ -330,6 +328,7 @@ static void srv_count(lm_source *src, uint64_t expirations, void *userdata)
 int bench_service_server(struct bench_ctx *x)
 {
 	struct srv s = {.x = x};
+	s.emit = (struct bench_emit){.fn = srv_emit_now, .arg = &s};
 	char ep[128];
 	int r;
 

@@ -31,7 +31,6 @@
  * one small message stage their write (lm__reactor_stage), and
  * lm__fanout_run(), after the round's flushes, makes them together.
  */
-#define FANOUT_ENTRIES 64 /* writes per submission (conn.c gathers as many) */
 
 struct lm__fanout {
 	struct io_uring ring;
@@ -55,10 +54,10 @@ static struct io_uring *fanout_ring(lm_reactor *r)
 	r->fanout = calloc(1, sizeof(*r->fanout));
 	if (!r->fanout)
 		return NULL; /* the caller writes; tried again next time */
-	err = io_uring_queue_init_params(FANOUT_ENTRIES, &r->fanout->ring, &p);
+	err = io_uring_queue_init_params(LM__FANOUT_MAX, &r->fanout->ring, &p);
 	if (err == -EINVAL) { /* before 5.18: no SUBMIT_ALL */
 		p = (struct io_uring_params){0};
-		err = io_uring_queue_init_params(FANOUT_ENTRIES, &r->fanout->ring, &p);
+		err = io_uring_queue_init_params(LM__FANOUT_MAX, &r->fanout->ring, &p);
 	}
 	if (err < 0) {
 		/* Refused (ENOSYS, EPERM: seccomp, io_uring_disabled), or no
@@ -131,7 +130,7 @@ int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n)
 	for (size_t i = 0; i < n; i++)
 		w[i].res = -ECANCELED;
 	while (n && !r->fanout_off) {
-		unsigned k = n < FANOUT_ENTRIES ? (unsigned)n : FANOUT_ENTRIES;
+		unsigned k = n < LM__FANOUT_MAX ? (unsigned)n : LM__FANOUT_MAX;
 		int took;
 
 		for (unsigned i = 0; i < k; i++) {
@@ -191,7 +190,7 @@ void lm__reactor_unstage(lm_reactor *r, struct lm__staged *st)
 
 void lm__fanout_run(lm_reactor *r)
 {
-	struct lm__write w[FANOUT_ENTRIES];
+	struct lm__write w[LM__FANOUT_MAX];
 	struct lm__staged *st;
 
 	while (!TAILQ_EMPTY(&r->staged)) {
@@ -199,7 +198,7 @@ void lm__fanout_run(lm_reactor *r)
 
 		TAILQ_FOREACH(st, &r->staged, link)
 		{
-			if (n == FANOUT_ENTRIES)
+			if (n == LM__FANOUT_MAX)
 				break;
 			w[n++] = st->w;
 		}

@@ -66,6 +66,8 @@ struct lm__write {
 int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n);
 /* Fewer writes than this go one syscall each: a submission costs more. */
 #define LM__FANOUT_MIN 4
+/* Writes per submission (the ring's size): callers gather at most as many. */
+#define LM__FANOUT_MAX 64
 
 /*
  * A write staged for the end of the round: output gathered during dispatch

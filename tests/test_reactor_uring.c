@@ -405,6 +405,20 @@ static void rx_done(lm_reactor *r, struct rx *rx, const int sv[2])
 	rx_free(rx);
 }
 
+/* The end of a test with two pairs whose sources are freed already: the
+ * pairs, the reactor and what was recorded. */
+static void rx_pair_done(lm_reactor *r, struct rx *rx, struct rx *rx2, const int sv[2],
+			 const int sv2[2])
+{
+	close(sv[0]);
+	close(sv[1]);
+	close(sv2[0]);
+	close(sv2[1]);
+	lm_reactor_free(r);
+	rx_free(rx);
+	rx_free(rx2);
+}
+
 /* Datagram i: its number, then bytes that depend on it and on the offset;
  * 4 to 100 bytes long. */
 static size_t dgram_len(int i)
@@ -716,13 +730,7 @@ LM_BACKEND_TEST(uring_recv, freed_in_callback_with_datagrams_waiting, .timeout =
 	cr_assert_eq(rx.calls, 1, "the freed source was called again");
 	check_no_trouble(&rx2);
 	lm_source_free(rx2.s);
-	close(sv[0]);
-	close(sv[1]);
-	close(sv2[0]);
-	close(sv2[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
-	rx_free(&rx2);
+	rx_pair_done(r, &rx, &rx2, sv, sv2);
 }
 
 static void disable_hook(struct rx *rx, uint32_t events)
@@ -869,13 +877,7 @@ LM_BACKEND_TEST(uring_recv, handover_then_free_with_datagrams_held, .timeout = 2
 	check_range(&rx2, 0, 3);
 	cr_assert_eq(rx2.given_count, data ? 3 : 0);
 	check_no_trouble(&rx2);
-	close(sv[0]);
-	close(sv[1]);
-	close(sv2[0]);
-	close(sv2[1]);
-	lm_reactor_free(r);
-	rx_free(&rx);
-	rx_free(&rx2);
+	rx_pair_done(r, &rx, &rx2, sv, sv2);
 }
 
 /* Made and run in one thread, run by another (io_uring rebuilds the ring

@@ -264,6 +264,41 @@ static bool stage_fits(const lm_conn *c)
 	return n == c->olen - c->ohead && n <= LM_FLAT_MAX;
 }
 
+/* flat_outcome(): the write was not made (or not by this means): ops->send. */
+#define FLAT_NOT_WRITTEN 2
+
+/*
+ * What one ops->flat call of total bytes made for c by the fan-out ring,
+ * which returned res, did, as ops->send counts it: 1, the kernel took the
+ * whole message; 0, it was full and took *progress bytes (a short write,
+ * or none); -ECONNRESET (EPIPE, ECONNRESET) or -EIO (the ring itself
+ * failed: whether it was written is not known, and neither a second copy
+ * nor a silent loss will do), the connection broke; FLAT_NOT_WRITTEN,
+ * nothing was written: the transport's own send must, and from now on
+ * always when the file cannot take the ring's writes (-EOPNOTSUPP: a named
+ * FIFO, no non-blocking write from io_uring, which would queue it to a
+ * kernel thread).
+ */
+static int flat_outcome(lm_conn *c, int res, size_t total, size_t *progress)
+{
+	bool send = c->ops->flat == LM_TRANSPORT_FLAT_SEND;
+
+	*progress = 0;
+	if (res >= 0) {
+		*progress = send ? total : (size_t)res; /* a datagram goes whole */
+		return *progress == total;
+	}
+	if (res == -EAGAIN || (res == -ENOBUFS && send))
+		return 0;
+	if (res == -EPIPE || res == -ECONNRESET)
+		return -ECONNRESET;
+	if (res == -EIO)
+		return -EIO;
+	if (res == -EOPNOTSUPP)
+		c->no_flat = true;
+	return FLAT_NOT_WRITTEN;
+}
+
 /*
  * Take over the result of c's staged write: 1 when it was made (the kernel
  * took the message or part of it, or refused it for now: c's output is as
@@ -272,31 +307,21 @@ static bool stage_fits(const lm_conn *c)
  */
 static int stage_result(lm_conn *c, int res)
 {
-	bool send = c->ops->flat == LM_TRANSPORT_FLAT_SEND;
-	size_t n = c->olen - c->ohead;
-	int err;
+	size_t progress;
+	int ret = flat_outcome(c, res, c->olen - c->ohead, &progress);
 
-	if (res >= 0) {
-		c->oprog = send ? n : (size_t)res;
-		obuf_consume(c);
-		if (c->ohead == c->olen) {
-			obuf_drop(c);
-			return 1;
-		}
-		err = conn_want_out(c, true); /* a short write: the rest on room */
-		return err < 0 ? err : 1;
+	if (ret == FLAT_NOT_WRITTEN)
+		return 0;
+	if (ret < 0)
+		return ret;
+	c->oprog = progress;
+	obuf_consume(c);
+	if (c->ohead == c->olen) {
+		obuf_drop(c);
+		return 1;
 	}
-	if (res == -EAGAIN || (res == -ENOBUFS && send)) {
-		err = conn_want_out(c, true);
-		return err < 0 ? err : 1;
-	}
-	if (res == -EPIPE || res == -ECONNRESET)
-		return -ECONNRESET;
-	if (res == -EIO)
-		return -EIO; /* the ring failed: written or not is unknown */
-	if (res == -EOPNOTSUPP)
-		c->no_flat = true; /* see fan_result */
-	return 0;
+	ret = conn_want_out(c, true); /* the rest when there is room */
+	return ret < 0 ? ret : 1;
 }
 
 /* Before c's output changes (or goes) outside the reactor's run of the
@@ -816,9 +841,6 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 
 /* ---- one message to many connections ---- */
 
-#define FAN_MIN   4  /* fewer writes: a syscall each costs less than a submission */
-#define FAN_CHUNK 64 /* writes gathered before they go: the fan-out ring's size */
-
 /* The flat writes of a lm_conn_sendv_many() not made yet. */
 struct fan {
 	lm_reactor *r;
@@ -828,9 +850,9 @@ struct fan {
 	unsigned char flat[LM_FLAT_MAX]; /* the message, encoded: what each write writes */
 	size_t total;                    /* its length; 0: too long for one write */
 	size_t n;
-	lm_conn *c[FAN_CHUNK];
-	size_t at[FAN_CHUNK]; /* index in conns and results */
-	struct lm__write w[FAN_CHUNK];
+	lm_conn *c[LM__FANOUT_MAX];
+	size_t at[LM__FANOUT_MAX]; /* index in conns and results */
+	struct lm__write w[LM__FANOUT_MAX];
 };
 
 /* c would go straight to the kernel in one call of ops->flat (see
@@ -848,36 +870,25 @@ static bool fan_fits(const struct fan *f, const lm_conn *c)
  * by the fan-out ring returned res. */
 static int fan_result(const struct fan *f, lm_conn *c, int res)
 {
+	size_t progress;
+	int ret = flat_outcome(c, res, f->total, &progress);
+
 	c->direct = false; /* as sendv: one message straight out per delivery */
-	if (res >= 0 && ((size_t)res == f->total || c->ops->flat == LM_TRANSPORT_FLAT_SEND))
+	if (ret == 1)
 		return 0;
-	if (res >= 0) /* a short write: the rest waits for room */
-		return queue_rest(c, f->iov, f->iovcnt, f->len, (size_t)res);
-	if (res == -EAGAIN || (res == -ENOBUFS && c->ops->flat == LM_TRANSPORT_FLAT_SEND))
-		return queue_rest(c, f->iov, f->iovcnt, f->len, 0);
-	if (res == -EPIPE || res == -ECONNRESET) {
-		conn_fail_later(c, -ECONNRESET);
-		return -ECONNRESET;
-	}
-	if (res == -EIO) {
-		/* The ring itself failed: whether this one was written is not
-		 * known, and neither a second copy nor a silent loss will do. */
-		conn_fail_later(c, -EIO);
-		return -ECONNRESET;
-	}
-	/* Not written: by the transport's own send, from now on always if the
-	 * file cannot take the ring's writes (a named FIFO: no non-blocking
-	 * write from io_uring, which would queue it to a kernel thread). */
-	if (res == -EOPNOTSUPP)
-		c->no_flat = true;
-	return lm_conn_sendv(c, f->iov, f->iovcnt);
+	if (ret == 0) /* full, or a short write: the rest waits for room */
+		return queue_rest(c, f->iov, f->iovcnt, f->len, progress);
+	if (ret == FLAT_NOT_WRITTEN)
+		return lm_conn_sendv(c, f->iov, f->iovcnt);
+	conn_fail_later(c, ret);
+	return -ECONNRESET;
 }
 
 /* Write the chunk: in one submission when it is worth one and the kernel
  * takes it, else one lm_conn_sendv() each. */
 static void fan_flush(struct fan *f, int *results)
 {
-	bool ring = f->n >= FAN_MIN && lm__reactor_write_many(f->r, f->w, f->n) == 0;
+	bool ring = f->n >= LM__FANOUT_MIN && lm__reactor_write_many(f->r, f->w, f->n) == 0;
 
 	for (size_t i = 0; i < f->n; i++) {
 		lm_conn *c = f->c[i];
@@ -928,7 +939,7 @@ LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct i
 					      .send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
 					      .buf = f.flat,
 					      .len = f.total};
-		if (++f.n == FAN_CHUNK)
+		if (++f.n == LM__FANOUT_MAX)
 			fan_flush(&f, results);
 	}
 	fan_flush(&f, results);
