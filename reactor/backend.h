@@ -38,17 +38,20 @@ struct lm_backend_event {
 #define LM__IO_EDGE (1u << 31)
 /*
  * Receiving asked for, with LM_IO_IN, on a socket whose reads each return
- * one datagram (SOCK_SEQPACKET): a backend with recycle() may then receive
- * for the caller (io_uring: one multishot receive into provided buffers)
- * and report each datagram as an LM_IO_IN event carrying it (data, len),
- * in the order they came, before any report of the fd without data. A
- * datagram longer than LM__RECV_MAX arrives cut to LM__RECV_MAX + 1 bytes.
+ * one datagram (SOCK_SEQPACKET), or on a FIFO: a backend with recycle() may
+ * then receive for the caller (io_uring: one multishot receive, or read,
+ * into provided buffers) and report each read's data (a datagram; of a
+ * FIFO, what the pipe held, at most LM__RECV_MAX + 1 bytes) as an LM_IO_IN
+ * event carrying it (data, len), in the order they came, before any report
+ * of the fd without data. A datagram longer than LM__RECV_MAX arrives cut
+ * to LM__RECV_MAX + 1 bytes.
  * A read of 0 bytes (the end of the connection, or an empty datagram: one
  * receive cannot tell them apart) comes the same way, with len 0, after
  * the data before it, and again at later waits while it lasts. Without
  * data, a report means what it always does: the caller reads itself (an
  * error, or a backend that does not receive, which ignores the flag). After del(), data not yet
- * reported is dropped, as data left in a closed socket is.
+ * reported is dropped, as data left in a closed socket is. With LM__IO_EDGE as well, the fd is
+ * edge-triggered where the backend does not receive for it; again() does nothing while it does.
  */
 #define LM__IO_RECV  (1u << 30)
 #define LM__IO_FLAGS (LM__IO_EDGE | LM__IO_RECV)

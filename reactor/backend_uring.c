@@ -79,9 +79,10 @@
  * for tests.
  *
  * Receiving (LM__IO_RECV, see backend.h): the rec's LM_IO_IN is a multishot
- * IORING_OP_RECV selecting buffers from one ring of RECV_BUFS provided
- * buffers (group RECV_BGID) that the backend registers when the first such
- * rec comes. A datagram then costs its wake-up and one io_uring_enter(),
+ * IORING_OP_RECV (a socket) or IORING_OP_READ_MULTISHOT (a FIFO, whose
+ * reads then each give what the pipe held) selecting buffers from one ring
+ * of RECV_BUFS provided buffers (group RECV_BGID) that the backend registers
+ * when the first such rec comes. A datagram then costs its wake-up and one io_uring_enter(),
  * which returns it received: no poll completion followed by a recv()
  * syscall, and no poll request made and torn down per message (a bare
  * fan-out to 100 subscribers: 1.11-1.14 x the blocking floor against
@@ -97,8 +98,9 @@
  * again (an end reads 0 again: level-triggered); errors are reported as
  * LM_IO_IN | LM_IO_ERR without data, for the caller to read itself. LM_IO_OUT of such a rec is a
  * one-shot poll of its own, whose user_data is the rec's address + OUT_PART. A kernel that refuses
- * (no buffer rings before 5.19, no multishot receive before 6.0: -EINVAL) gets polls, as does every
- * rec when LM_URING_RECV=0 is in the environment (read by init; for tests and A/B runs).
+ * (no buffer rings before 5.19, no multishot receive before 6.0, no multishot read before 6.7:
+ * -EINVAL, or not in its probe) gets polls, as does every rec when LM_URING_RECV=0 is in the
+ * environment (read by init; for tests and A/B runs).
  *
  * LM_URING_ENTRIES (environment, read by init): the submission queue size
  * (default 256, the completion queue is twice that). Only for tests that
@@ -113,6 +115,8 @@
 #define RECV_BGID             0
 #define RECV_BUFLEN           (LM__RECV_MAX + 1) /* one more: a longer datagram shows */
 #define RECV_STRIDE           (LM__RECV_MAX + 4096)
+/* IORING_OP_READ_MULTISHOT (Linux 6.7), which liburing 2.3's headers do not name. */
+#define OP_READ_MULTISHOT 49
 
 struct uring_rec {
 	int fd;
@@ -124,6 +128,7 @@ struct uring_rec {
 	bool failed;              /* the poll failed: reported once, not re-armed */
 	bool edge;                /* multishot poll (LM__IO_EDGE) */
 	bool recv;                /* LM_IO_IN by a multishot receive (LM__IO_RECV) */
+	bool stream;              /* recv: a FIFO, read by a multishot read, not recv */
 	bool out_flight;          /* recv: the LM_IO_OUT poll is queued or in the kernel */
 	bool out_stop;            /* recv: that poll saw a hang-up or an error: not re-armed */
 	unsigned queued;          /* recv: its datagrams in the backend's queue */
@@ -153,6 +158,7 @@ struct uring_backend {
 	bool enabled;      /* R_DISABLED lifted: a thread owns the ring */
 	bool no_multishot; /* the kernel refused one: edge recs use one-shot polls */
 	bool no_recv;      /* LM_URING_RECV=0, or the kernel refused: recv recs poll */
+	bool no_read;      /* the kernel has no multishot read (before 6.7): FIFOs poll */
 	/* Receiving: the provided buffers, which of them the kernel handed
 	 * over (queued or with the caller), and the datagrams not reported. */
 	struct io_uring_buf_ring *br;
@@ -243,9 +249,12 @@ static void recv_complete(struct uring_backend *b, struct uring_rec *rec,
 	if (more)
 		return;
 	if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
-		/* Refused (a kernel without multishot receives): a poll from
-		 * now on, armed by report(), for every rec. */
-		b->no_recv = true;
+		/* Refused (a kernel without multishot receives, or reads): a
+		 * poll from now on, armed by report(), for every such rec. */
+		if (rec->stream)
+			b->no_read = true;
+		else
+			b->no_recv = true;
 		rec->recv = false;
 	} else if (cqe->res == 0) {
 		rec->eof = true; /* handed over as an empty read, after the data */
@@ -439,10 +448,13 @@ static int arm(struct uring_backend *b, struct uring_rec *rec)
 		return -ENOMEM;
 	if (rec->edge && b->no_multishot)
 		rec->edge = false;
-	if (rec->recv && b->no_recv)
+	if (rec->recv && (rec->stream ? b->no_read : b->no_recv))
 		rec->recv = false; /* its LM_IO_OUT poll, if any, ends unheeded */
 	if (rec->recv) {
-		io_uring_prep_recv_multishot(sqe, rec->fd, NULL, 0, 0);
+		if (rec->stream)
+			io_uring_prep_rw(OP_READ_MULTISHOT, sqe, rec->fd, NULL, 0, 0);
+		else
+			io_uring_prep_recv_multishot(sqe, rec->fd, NULL, 0, 0);
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = RECV_BGID;
 	} else if (rec->edge) {
@@ -576,6 +588,7 @@ static bool recv_ready(struct uring_backend *b)
 	probe = io_uring_get_probe_ring(&b->ring);
 	b->no_recv = !probe || !io_uring_opcode_supported(probe, IORING_OP_RECV) ||
 		     !io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
+	b->no_read = b->no_read || !probe || !io_uring_opcode_supported(probe, OP_READ_MULTISHOT);
 	io_uring_free_probe(probe);
 	if (b->no_recv)
 		return false;
@@ -745,10 +758,9 @@ static int fd_room(struct uring_backend *b, int fd)
 /* epoll refuses fds without a poll method (regular files, directories) and
  * closed fds at once; io_uring would accept them and fail or report later.
  * One fstat() keeps the two backends' add() errors the same. */
-static int check_pollable(int fd)
+static int check_pollable(int fd, bool *fifo)
 {
 	struct stat st;
-
 	struct statfs fs;
 
 	if (fstat(fd, &st) < 0)
@@ -760,10 +772,11 @@ static int check_pollable(int fd)
 	 * syscall. */
 	if (S_ISREG(st.st_mode) && (fstatfs(fd, &fs) < 0 || fs.f_type != MQUEUE_MAGIC))
 		return -EPERM;
+	*fifo = S_ISFIFO(st.st_mode);
 	return 0;
 }
 
-static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag)
+static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag, bool fifo)
 {
 	struct uring_rec *rec = calloc(1, sizeof(*rec));
 	int err;
@@ -774,6 +787,7 @@ static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag)
 	rec->events = events;
 	rec->edge = (events & LM__IO_EDGE) && (events & (LM_IO_IN | LM_IO_OUT));
 	rec->recv = (events & LM__IO_RECV) && (events & LM_IO_IN) && recv_ready(b);
+	rec->stream = fifo;
 	rec->tag = tag;
 	LIST_INSERT_HEAD(&b->all, rec, all_link);
 	err = arm(b, rec);
@@ -797,6 +811,7 @@ static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag)
 static int uring_add(void *p, int fd, uint32_t events, void *tag)
 {
 	struct uring_backend *b = p;
+	bool fifo = false;
 	int err;
 
 	if (fd < 0)
@@ -806,16 +821,17 @@ static int uring_add(void *p, int fd, uint32_t events, void *tag)
 		return err;
 	if (b->byfd[fd])
 		return -EEXIST;
-	err = check_pollable(fd);
+	err = check_pollable(fd, &fifo);
 	if (err < 0)
 		return err;
-	return rec_new(b, fd, events, tag);
+	return rec_new(b, fd, events, tag, fifo);
 }
 
 static int uring_mod(void *p, int fd, uint32_t events, void *tag)
 {
 	struct uring_backend *b = p;
 	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
+	bool fifo;
 
 	if (!rec)
 		return -ENOENT;
@@ -837,8 +853,9 @@ static int uring_mod(void *p, int fd, uint32_t events, void *tag)
 	}
 	/* A new mask: a fresh rec with its own poll; the old one is cancelled
 	 * (no syscall if its poll was not submitted yet). */
+	fifo = rec->stream;
 	rec_kill(b, rec);
-	return rec_new(b, fd, events, tag);
+	return rec_new(b, fd, events, tag, fifo);
 }
 
 static void uring_del(void *p, int fd, void *tag)
@@ -959,7 +976,7 @@ static void uring_again(void *p, int fd)
 	struct uring_backend *b = p;
 	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
 
-	if (!rec || !rec->edge || !rec->last)
+	if (!rec || !rec->edge || rec->recv || !rec->last)
 		return;
 	rec->ready |= rec->last;
 	if (!rec->listed)

@@ -110,11 +110,12 @@ void lm__source_again(lm_source *s);
 
 /*
  * An io source (LM_IO_IN, maybe LM_IO_OUT) on a socket whose every read
- * returns one datagram (SOCK_SEQPACKET), that the backend receives for
- * where it can (io_uring: one multishot receive into provided buffers; see
- * LM__IO_RECV in reactor/backend.h). Its callback is then called with
- * LM_IO_IN once per datagram, in order, and lm__source_data() gives the
- * datagram, valid until the callback returns; a datagram longer than
+ * returns one datagram (SOCK_SEQPACKET), or on a FIFO, that the backend
+ * receives for where it can (io_uring: one multishot receive, or read, into
+ * provided buffers; see LM__IO_RECV in reactor/backend.h). Its callback is
+ * then called with LM_IO_IN once per datagram (of a FIFO: per read, which
+ * gives what the pipe held, at most LM__RECV_MAX + 1 bytes), in order, and
+ * lm__source_data() gives it, valid until the callback returns; a datagram longer than
  * LM__RECV_MAX (64 KiB) comes cut, as LM__RECV_MAX + 1 bytes; *more says
  * that another datagram of the source has come after it. A read of 0 bytes
  * (the end of the connection, or an empty datagram) comes as a datagram of
@@ -126,10 +127,16 @@ void lm__source_again(lm_source *s);
  * Disabling or freeing the source drops what the backend received for it
  * and has not reported yet, as closing a socket drops what is in it: a
  * caller that only pauses must not disable it (connections never do).
+ * edge: NULL, or where the backend does not receive (a refusing kernel), a
+ * caller that reads until the fd is empty asks for edge triggering as
+ * lm__reactor_add_io_edge() does, and *edge says whether it may get it.
  */
 int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
-			    void *userdata);
+			    void *userdata, bool *edge);
 const void *lm__source_data(const lm_source *s, size_t *len, bool *more);
+/* Whether r's backend may receive for lm__reactor_add_io_recv() sources
+ * (io_uring), so that one is worth making in place of a plain one. */
+bool lm__reactor_receives(const lm_reactor *r);
 
 /*
  * A lone waiter: the owner of some io sources (an mq client connection)

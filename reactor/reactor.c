@@ -804,9 +804,20 @@ int lm__reactor_add_io_edge(lm_reactor *r, lm_source **ret, int fd, uint32_t eve
 }
 
 int lm__reactor_add_io_recv(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
-			    void *userdata)
+			    void *userdata, bool *edge)
 {
-	return add_io(r, ret, fd, events | (r->ops->recycle ? LM__IO_RECV : 0u), cb, userdata);
+	uint32_t flags = r->ops->recycle ? LM__IO_RECV : 0u;
+
+	if (edge) {
+		*edge = r->ops->again != NULL;
+		flags |= *edge ? LM__IO_EDGE : 0u;
+	}
+	return add_io(r, ret, fd, events | flags, cb, userdata);
+}
+
+bool lm__reactor_receives(const lm_reactor *r)
+{
+	return r->ops->recycle != NULL;
 }
 
 const void *lm__source_data(const lm_source *s, size_t *len, bool *more)

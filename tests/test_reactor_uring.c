@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -369,8 +370,8 @@ static void rx_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 		if (!(events & LM_IO_IN))
 			rx->errors++;
 		rx_record(rx, p, len, true, more);
-	} else if (events & LM_IO_IN) {
-		ssize_t k = recv(fd, rbuf, sizeof(rbuf), MSG_DONTWAIT);
+	} else if (events & (LM_IO_IN | LM_IO_HUP)) {
+		ssize_t k = read(fd, rbuf, sizeof(rbuf)); /* a socket or a FIFO, O_NONBLOCK */
 
 		if (k > 0) {
 			rx_record(rx, rbuf, (size_t)k, false, false);
@@ -535,7 +536,7 @@ static void many_in_order(enum lm_backend backend, bool data)
 	int sv[2];
 
 	seqpacket_pair(sv);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, NMANY), "send: %s", strerror(errno));
 	cr_assert_eq(run_until(r, &rx, NMANY, false), 0);
 	cr_assert_eq(rx.n, NMANY, "%d datagrams of %d", rx.n, NMANY);
@@ -565,6 +566,83 @@ Test(uring_recv, env_off_polls_and_callback_reads, .timeout = 20)
 	many_in_order(LM_BACKEND_URING, false);
 }
 
+/* A named FIFO: fd[0] its reading end, fd[1] its writing end, both
+ * O_NONBLOCK; the name is gone already. */
+static void fifo_pair(int fd[2])
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/rx.fifo", lm_test_runtime_dir());
+	cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo: %s", strerror(errno));
+	fd[0] = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	fd[1] = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	unlink(path);
+	cr_assert(fd[0] >= 0 && fd[1] >= 0, "open: %s", strerror(errno));
+}
+
+#define STREAM (300u * 1024) /* more than the pipe holds, and than the buffers */
+
+static unsigned char stream_byte(size_t i)
+{
+	return (unsigned char)(i * 131 + (i >> 9));
+}
+
+/* A FIFO written in pieces of 1 to 8191 bytes, 300 KiB in all, each time
+ * the pipe is full the reactor runs: every byte comes once, in order, and
+ * then the end (the writer closed), nothing after it. Where io_uring reads
+ * FIFOs (Linux 6.7), every read comes with data (a multishot read; a
+ * report without data would be a poll), elsewhere none. */
+LM_BACKEND_TEST(uring_recv, fifo_stream_whole_in_order_then_end, .timeout = 20)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	bool data = lm_test_uring_reads_fifos(backend);
+	static unsigned char piece[8192];
+	struct rx rx = {0};
+	size_t sent = 0, got = 0, n = 1;
+	uint64_t end = mono_ns() + 10 * SEC;
+	int fd[2];
+
+	fifo_pair(fd);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, fd[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
+	while (sent < STREAM && mono_ns() < end) {
+		size_t k = n < STREAM - sent ? n : STREAM - sent;
+		ssize_t w;
+
+		for (size_t i = 0; i < k; i++)
+			piece[i] = stream_byte(sent + i);
+		w = write(fd[1], piece, k);
+		if (w > 0) {
+			sent += (size_t)w;
+			n = n * 7 % 8191 + 1;
+			continue;
+		}
+		cr_assert(w < 0 && errno == EAGAIN, "write: %s", strerror(errno));
+		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
+	}
+	cr_assert_eq(sent, STREAM, "%zu of %u bytes written in 10 s", sent, STREAM);
+	close(fd[1]);
+	while (!rx.eof && mono_ns() < end)
+		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
+	cr_assert_geq(rx.eof, 1, "the end was not reported");
+	cr_assert_eq(rx.n_at_eof, rx.n, "%d reads came after the end", rx.n - rx.n_at_eof);
+	for (int j = 0; j < rx.n; j++) {
+		for (size_t i = 0; i < rx.len[j]; i++)
+			cr_assert_eq(rx.data[j][i], stream_byte(got + i),
+				     "byte %zu (read %d of %d) lost, reordered or damaged", got + i,
+				     j, rx.n);
+		got += rx.len[j];
+	}
+	cr_assert_eq(got, STREAM, "%zu of %u bytes came", got, STREAM);
+	cr_assert_eq(rx.given_count, data ? rx.n : 0, "%d of %d reads came with data",
+		     rx.given_count, rx.n);
+	cr_assert_eq(rx.errors, 0);
+	check_more(&rx);
+	lm_source_free(rx.s);
+	close(fd[0]);
+	lm_reactor_free(r);
+	rx_free(&rx);
+}
+
 /* A datagram longer than LM__RECV_MAX comes cut to LM__RECV_MAX + 1 bytes
  * (so a reader sees it was too long), with its first bytes right; the next
  * one is whole. Read by the callback, it comes whole. */
@@ -577,7 +655,7 @@ LM_BACKEND_TEST(uring_recv, long_datagram_cut_next_intact, .timeout = 10)
 	int sv[2];
 
 	seqpacket_pair(sv);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	dgram_fill(0, big, BIG);
 	cr_assert_eq(send(sv[1], big, BIG, MSG_DONTWAIT), BIG, "send: %s", strerror(errno));
 	cr_assert(send_range(sv[1], 1, 2), "send: %s", strerror(errno));
@@ -603,7 +681,7 @@ static void end_after(enum lm_backend backend, int count, uint32_t events)
 	int sv[2];
 
 	seqpacket_pair(sv);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], events, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], events, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, count), "send: %s", strerror(errno));
 	close(sv[1]);
 	cr_assert_eq(run_until(r, &rx, count, true), 0);
@@ -666,7 +744,7 @@ LM_BACKEND_TEST(uring_recv, out_interest_toggled_keeps_datagrams, .timeout = 20)
 	int sv[2];
 
 	seqpacket_pair(sv);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, NMANY), "send: %s", strerror(errno));
 	cr_assert_eq(run_until(r, &rx, NMANY, false), 0);
 	cr_assert_eq(rx.set_err, 0, "lm_io_set_events failed");
@@ -708,7 +786,7 @@ LM_BACKEND_TEST(uring_recv, freed_in_callback_with_datagrams_waiting, .timeout =
 
 	seqpacket_pair(sv);
 	seqpacket_pair(sv2);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, NMANY), "send: %s", strerror(errno));
 	for (int i = 0; i < 100 && !rx.freed; i++)
 		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
@@ -721,7 +799,7 @@ LM_BACKEND_TEST(uring_recv, freed_in_callback_with_datagrams_waiting, .timeout =
 	check_range(&rx, 0, 1);
 	cr_assert_eq(rx.given_count, data ? 1 : 0);
 	/* The reactor goes on: a new source gets its datagrams. */
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx2.s, sv2[0], LM_IO_IN, rx_cb, &rx2), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx2.s, sv2[0], LM_IO_IN, rx_cb, &rx2, NULL), 0);
 	cr_assert(send_range(sv2[1], 0, 3), "send: %s", strerror(errno));
 	cr_assert_eq(run_until(r, &rx2, 3, false), 0);
 	cr_assert_eq(rx2.n, 3, "%d datagrams of 3 on the new source", rx2.n);
@@ -759,7 +837,7 @@ LM_BACKEND_TEST(uring_recv, disabled_in_callback_then_enabled, .timeout = 20)
 	uint64_t end;
 
 	seqpacket_pair(sv);
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, NMANY), "send: %s", strerror(errno));
 	for (int i = 0; i < 100 && !rx.phase; i++)
 		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
@@ -829,7 +907,7 @@ static void *free_thread(void *p)
 	lm_source_free(h->rx->s);
 	h->rx->s = NULL;
 	h->rx->freed = true;
-	err = lm__reactor_add_io_recv(h->r, &h->rx2->s, h->fd2, LM_IO_IN, rx_cb, h->rx2);
+	err = lm__reactor_add_io_recv(h->r, &h->rx2->s, h->fd2, LM_IO_IN, rx_cb, h->rx2, NULL);
 	if (err < 0) {
 		snprintf(h->err, sizeof(h->err), "add: %s", strerror(-err));
 		return NULL;
@@ -862,7 +940,7 @@ LM_BACKEND_TEST(uring_recv, handover_then_free_with_datagrams_held, .timeout = 2
 	seqpacket_pair(sv2);
 	h.fd = sv2[1];
 	h.fd2 = sv2[0];
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	cr_assert(send_range(sv[1], 0, 100), "send: %s", strerror(errno));
 	cr_assert_geq(lm_reactor_run_once(r, 1000 * MS), 1);
 	calls = rx.calls;
@@ -894,7 +972,7 @@ LM_BACKEND_TEST(uring_recv, handover_keeps_received_datagrams, .timeout = 20)
 
 	seqpacket_pair(sv);
 	h.fd = sv[1];
-	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx), 0);
+	cr_assert_eq(lm__reactor_add_io_recv(r, &rx.s, sv[0], LM_IO_IN, rx_cb, &rx, NULL), 0);
 	/* The first thread: one round over 100 queued datagrams. */
 	cr_assert(send_range(sv[1], 0, 100), "send: %s", strerror(errno));
 	cr_assert_geq(lm_reactor_run_once(r, 1000 * MS), 1);

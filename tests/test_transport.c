@@ -279,20 +279,47 @@ LM_BACKEND_TEST(transport, edge_reads_until_empty_over_rounds, .timeout = 20)
 	pair_free(r, &s, &cl);
 }
 
-/* unix whose take() and receive() count their calls. */
-static int take_calls, take_last, receive_calls;
+/* unix (or counted_base) whose take() and receive() count their calls:
+ * those of counted_conn apart. */
+static const struct lm_transport_ops *counted_base = &lm__transport_unix;
+static lm_conn *counted_conn;
+static int take_calls, take_last, receive_calls, conn_takes, conn_receives;
 
 static int counting_take(lm_conn *c, void *cstate, const void *data, size_t len, bool last)
 {
-	take_calls++;
-	take_last += last;
-	return lm__transport_unix.take(c, cstate, data, len, last);
+	if (c == counted_conn) {
+		conn_takes++;
+	} else {
+		take_calls++;
+		take_last += last;
+	}
+	return counted_base->take(c, cstate, data, len, last);
 }
 
 static int counting_receive(lm_conn *c, void *cstate)
 {
-	receive_calls++;
-	return lm__transport_unix.receive(c, cstate);
+	if (c == counted_conn)
+		conn_receives++;
+	else
+		receive_calls++;
+	return counted_base->receive(c, cstate);
+}
+
+/* Register base as scheme, its take() and receive() counted; the endpoint
+ * is scheme:NAME. */
+static void counted_register(const struct lm_transport_ops *base, const char *scheme)
+{
+	static struct lm_transport_ops ops;
+	int err;
+
+	ops = *base;
+	ops.scheme = scheme;
+	ops.receive = counting_receive;
+	ops.take = counting_take;
+	counted_base = base;
+	err = lm_transport_register(&ops);
+	cr_assert(err == 0 || err == -EEXIST, "register: %s", strerror(-err));
+	snprintf(endpoint, sizeof(endpoint), "%s:" NAME, scheme);
 }
 
 /* Where the backend receives (io_uring), a connection's datagrams are all
@@ -300,22 +327,14 @@ static int counting_receive(lm_conn *c, void *cstate)
  * receive() reads everything and take() is never called. */
 LM_BACKEND_TEST(transport, take_where_the_backend_receives, .timeout = 20)
 {
-	static struct lm_transport_ops ops;
 	struct lm_tt_server s = {0};
 	struct lm_tt_peer cl, *sp;
 	bool receives = lm_test_uring_receives(backend);
 	lm_reactor *r;
-	int err;
 
-	ops = lm__transport_unix;
-	ops.scheme = "unixtake";
-	ops.receive = counting_receive;
-	ops.take = counting_take;
-	err = lm_transport_register(&ops);
-	cr_assert(err == 0 || err == -EEXIST, "register: %s", strerror(-err));
+	counted_register(&lm__transport_unix, "unixtake");
 	lm_test_runtime_dir();
 	r = lm_test_reactor(backend);
-	snprintf(endpoint, sizeof(endpoint), "unixtake:" NAME);
 	sp = pair_accepted(r, &s, &cl);
 	sp->check_seq = true;
 	take_calls = take_last = receive_calls = 0;
@@ -348,6 +367,102 @@ LM_BACKEND_TEST(transport, take_where_the_backend_receives, .timeout = 20)
 	}
 	lm_tt_server_free(&s);
 	lm_reactor_free(r);
+}
+
+/* fifo's connections are read by completion where io_uring reads FIFOs
+ * (Linux 6.7): the server's from the start; the client's once the server
+ * spoke (before, the server's pidfd is watched, when its pid is known: the
+ * client's FIFO has no end of file until the server opened it, so a read
+ * armed before would end the connection at once), and from then on the
+ * end of that FIFO alone tells the client the server went. Elsewhere
+ * receive() reads everything, and the pidfd is let go all the same. */
+static void fifo_takes(enum lm_backend backend, bool pid_known)
+{
+	struct lm_tt_server s = {0};
+	struct lm_tt_peer cl, *sp;
+	bool reads = lm_test_uring_reads_fifos(backend);
+	char lock[512];
+	lm_reactor *r;
+	int before, fd;
+
+	counted_register(&lm__transport_fifo, "fifotake");
+	/* The client finds the server's pid in "t.fifo.lock", which the
+	 * listener of this scheme names "t.fifotake.lock": ours, by hand. */
+	snprintf(lock, sizeof(lock), "%s/" NAME ".fifo.lock", lm_test_runtime_dir());
+	if (pid_known) {
+		fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		cr_assert_geq(fd, 0, "%s: %s", lock, strerror(errno));
+		cr_assert_gt(dprintf(fd, "%d\n", (int)getpid()), 0);
+		close(fd);
+	}
+	r = lm_test_reactor(backend);
+	sp = pair_accepted(r, &s, &cl);
+	counted_conn = cl.c;
+	take_calls = take_last = receive_calls = conn_takes = conn_receives = 0;
+	if (pid_known)
+		cr_assert_not_null(cl.c->hsrc, "the server's pidfd is not watched before it spoke");
+	cr_assert(LM_TT_RUN_UNTIL(r, false, 0.05) || !cl.closed, "the client ended (%d) at once",
+		  cl.reason);
+
+	/* The client speaks: its FIFO to the server is read by completion. */
+	sp->check_seq = true;
+	for (uint64_t i = 0; i < 50; i++)
+		cr_assert_eq(lm_conn_send(cl.c, &i, sizeof(i)), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, sp->received == 50, 5), "%zu of 50", sp->received);
+	cr_assert_not(sp->seq_error, "out of order");
+	if (reads) {
+		cr_assert_geq(take_calls, 1);
+		cr_assert_eq(receive_calls, 0, "receive() %d times", receive_calls);
+	} else {
+		cr_assert_eq(take_calls, 0);
+		cr_assert_geq(receive_calls, 1);
+	}
+
+	/* The server speaks: the client reads that itself, then lets the
+	 * pidfd go. */
+	cr_assert_eq(lm_conn_send(sp->c, "a", 1), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 5), "no first message");
+	cr_assert_eq(conn_takes, 0, "take() %d times before the server spoke", conn_takes);
+	cr_assert_geq(conn_receives, 1);
+	cr_assert_null(cl.c->hsrc, "the server's pidfd is still watched");
+	before = conn_receives;
+	cl.received = 0;
+	cl.check_seq = true;
+	for (uint64_t i = 0; i < 50; i++)
+		cr_assert_eq(lm_conn_send(sp->c, &i, sizeof(i)), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 50, 5), "%zu of 50", cl.received);
+	cr_assert_not(cl.seq_error, "out of order");
+	if (reads) {
+		cr_assert_geq(conn_takes, 1);
+		cr_assert_eq(conn_receives, before, "receive() %d times after the first",
+			     conn_receives - before);
+	} else {
+		cr_assert_eq(conn_takes, 0);
+		cr_assert_gt(conn_receives, before);
+	}
+
+	/* The server's side goes (its pidfd, ours, never would): the end of
+	 * the FIFO tells, after the data. */
+	lm_tt_server_free(&s);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.closed > 0, 5), "the end was not seen");
+	cr_assert_eq(cl.closed, 1);
+	cr_assert_eq(cl.reason, -ECONNRESET);
+	if (reads)
+		cr_assert_eq(conn_receives, before, "the end was not taken");
+	counted_conn = NULL;
+	lm_tt_peer_clear(&cl);
+	lm_reactor_free(r);
+	unlink(lock);
+}
+
+LM_BACKEND_TEST(transport, fifo_takes_once_the_server_spoke, .timeout = 20)
+{
+	fifo_takes(backend, true);
+}
+
+LM_BACKEND_TEST(transport, fifo_takes_once_the_server_spoke_pid_unknown, .timeout = 20)
+{
+	fifo_takes(backend, false);
 }
 
 LM_TRANSPORT_TEST(transport, order_100000, .timeout = 60)
@@ -533,6 +648,36 @@ LM_TRANSPORT_TEST(transport, server_killed_and_replaced, .timeout = 30)
 	lm_tt_peer_clear(&cl);
 	kill(pid, SIGTERM);
 	waitpid(pid, &status, 0);
+	lm_reactor_free(r);
+}
+
+#define DYING_BURST 20000 /* more than a pipe, a socket buffer or a queue holds */
+
+/* The server sends BURST messages and dies at once: the client gets every
+ * one, in order, then the end. fifo: the end of the client's FIFO, which
+ * the server's pidfd is watched for only until its first bytes came; on
+ * io_uring the rest is read by completion from then on. */
+LM_TRANSPORT_TEST(transport, server_dies_after_sending, .timeout = 60)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_peer cl = {0};
+	int status, err;
+	pid_t pid;
+
+	wait_child_ready(lm_tt_fork_burster(endpoint, DYING_BURST, &pid));
+	err = connect_or_skip(&cl.c, r, &cl);
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	cl.check_seq = true;
+	cr_assert_eq(lm_conn_send(cl.c, "go", 2), 0);
+	LM_TT_RUN_UNTIL(r, cl.closed > 0, 40);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the server failed: %#x", status);
+	cr_assert_eq(cl.received, DYING_BURST, "%zu of %d messages before the end", cl.received,
+		     DYING_BURST);
+	cr_assert_not(cl.seq_error, "out of order");
+	cr_assert_eq(cl.closed, 1, "the end seen %d times", cl.closed);
+	cr_assert_eq(cl.reason, -ECONNRESET);
+	lm_tt_peer_clear(&cl);
 	lm_reactor_free(r);
 }
 

@@ -438,6 +438,35 @@ static void conn_flush_cb(struct lm__flush *f)
 	conn_unbusy(c);
 }
 
+static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata);
+
+/* Whether the backend may receive for c (take()): see lm_transport_ops. */
+static bool conn_takes(const lm_conn *c)
+{
+	return c->ops->take && !c->ops->receive_wait && c->fds.hupfd < 0 && c->fds.closefd < 0 &&
+	       !c->fds.late_eof;
+}
+
+/* The peer opened its end (its first bytes came) of a connection whose rfd
+ * had no end of file before (late_eof): stop watching hupfd, and let the
+ * backend receive for c from now on where it can. What rfd holds stays
+ * there for the new source. */
+static int conn_opened(lm_conn *c)
+{
+	lm_source_free(c->hsrc);
+	c->hsrc = NULL;
+	c->fds.hupfd = -1;
+	c->fds.late_eof = false;
+	if (!conn_takes(c) || !lm__reactor_receives(c->r))
+		return 0;
+	lm_source_free(c->rsrc);
+	c->rsrc = NULL;
+	return lm__reactor_add_io_recv(
+	    c->r, &c->rsrc, c->fds.rfd,
+	    LM_IO_IN | (c->want_out && c->fds.wfd == c->fds.rfd ? LM_IO_OUT : 0u), conn_io_cb, c,
+	    c->ops->edge ? &c->edge : NULL);
+}
+
 static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 {
 	lm_conn *c = userdata;
@@ -468,8 +497,11 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 		/* Edge-triggered: this report may be the only one for what is
 		 * there, so read until the fd is empty (2: the transport knows it
 		 * is; then one more read finds the end of a hung-up peer). */
+		bool got = false;
+
 		do {
 			ret = c->ops->receive(c, c->tp);
+			got |= ret > 0;
 		} while (c->edge &&
 			 (ret == 1 || (ret == 2 && (events & (LM_IO_HUP | LM_IO_ERR)))) &&
 			 --budget > 0 && !c->closed && !c->freed);
@@ -479,6 +511,9 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 			conn_fail(c, ret);
 		else if (ret == 0 && (events & (LM_IO_HUP | LM_IO_ERR)) && !c->closed && !c->freed)
 			conn_fail(c, -ECONNRESET);
+		else if (got && c->fds.late_eof && !c->closed && !c->freed &&
+			 (ret = conn_opened(c)) < 0)
+			conn_fail(c, ret);
 	}
 	conn_unbusy(c);
 }
@@ -573,9 +608,10 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	if (err < 0)
 		goto fail;
 	/* A connection with a peer watch of its own reads in conn_hup_cb: its
-	 * datagrams must then all be in the socket, not some in the backend. */
-	if (ops->take && !ops->receive_wait && c->fds.hupfd < 0 && c->fds.closefd < 0)
-		err = lm__reactor_add_io_recv(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c);
+	 * data must then all be in the kernel, not some in the backend. */
+	if (conn_takes(c))
+		err = lm__reactor_add_io_recv(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c,
+					      ops->edge ? &c->edge : NULL);
 	else if (ops->edge)
 		err = lm__reactor_add_io_edge(r, &c->rsrc, c->fds.rfd, LM_IO_IN, conn_io_cb, c,
 					      &c->edge);

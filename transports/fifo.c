@@ -44,6 +44,7 @@ struct fifo_conn {
 	char c2s[160];
 	char s2c[160];
 	struct lm_peer_cred cred;
+	bool client;
 	unsigned char *left; /* the start of a frame the last read cut (rlen bytes) */
 	size_t rlen;
 	unsigned char *abuf;
@@ -203,6 +204,7 @@ static int fifo_connect(int dirfd, const char *name, void **cstate)
 		close(lfd);
 		return -ENOMEM;
 	}
+	fc->client = true;
 	fc->cred.uid = st.st_uid;
 	fc->cred.gid = st.st_gid;
 	fc->cred.pid = lm__server_pid(dirfd, name, "fifo");
@@ -257,6 +259,9 @@ static int fifo_fds(void *cstate, struct lm_transport_fds *ret)
 	ret->rfd = fc->rfd;
 	ret->wfd = fc->wfd;
 	ret->hupfd = fc->pidfd;
+	/* Client: s2c has no end of file before the server opened it; then
+	 * the server's death shows there. */
+	ret->late_eof = fc->client;
 	return 0;
 }
 
@@ -411,6 +416,55 @@ static int fifo_receive(lm_conn *c, void *cstate)
 	return ret;
 }
 
+/* What one read the backend made for us returned (see take() in
+ * transport.h): the next bytes of the stream. */
+static int fifo_take(lm_conn *c, void *cstate, const void *data, size_t len, bool last)
+{
+	struct fifo_conn *fc = cstate;
+	lm_reactor *r = c->r; /* c may be gone after a delivery */
+	const unsigned char *p = data;
+	bool empty = last && len <= LM_TRANSPORT_DATAGRAM_MAX; /* a short read */
+	unsigned char *buf;
+	int ret;
+
+	if (len == 0)
+		return -ECONNRESET;
+	if (fc->abuf) {
+		size_t k = fc->atotal - fc->afill;
+
+		if (k > len)
+			k = len;
+		memcpy(fc->abuf + fc->afill, p, k);
+		fc->afill += k;
+		p += k;
+		len -= k;
+		if (fc->afill < fc->atotal)
+			return 1;
+		buf = fc->abuf;
+		fc->abuf = NULL;
+		ret = empty && len == 0 ? lm__transport_deliver_last(c, buf, fc->atotal)
+					: lm_transport_deliver(c, buf, fc->atotal);
+		free(buf);
+		if (ret < 0 || len == 0)
+			return ret < 0 ? ret : 1;
+	}
+	if (!fc->rlen)
+		return deliver_frames(c, fc, p, len, empty); /* in place: no copy */
+	/* The rest of a frame the last read cut comes first. */
+	buf = lm__reactor_scratch_take(r, fc->rlen + len);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, fc->left, fc->rlen);
+	memcpy(buf + fc->rlen, p, len);
+	len += fc->rlen;
+	free(fc->left);
+	fc->left = NULL;
+	fc->rlen = 0;
+	ret = deliver_frames(c, fc, buf, len, empty);
+	lm__reactor_scratch_give(r, buf);
+	return ret;
+}
+
 static int fifo_send_batch(void *cstate, const unsigned char *buf, size_t len, size_t *progress)
 {
 	struct fifo_conn *fc = cstate;
@@ -481,6 +535,7 @@ const struct lm_transport_ops lm__transport_fifo = {
     .close = fifo_close,
     .free = fifo_free,
     .send_batch = fifo_send_batch,
+    .take = fifo_take,
     .edge = true,
     .flat = LM_TRANSPORT_FLAT_WRITE,
 };

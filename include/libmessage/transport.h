@@ -189,6 +189,13 @@ struct lm_transport_fds {
 	 * up or in error once the peer closed the connection or died, for a
 	 * transport whose rfd has no end of file (mq: a FIFO nobody writes) */
 	int closefd;
+	/* rfd has no end of file until its first bytes came: before, the
+	 * peer may not have opened its end yet (fifo: the client's FIFO from
+	 * the server). hupfd, if any, is then needed only till those bytes:
+	 * from then on the peer's death shows as the end of file on rfd. The
+	 * generic layer then stops watching hupfd, and uses take() only from
+	 * then on. */
+	bool late_eof;
 };
 
 /* How a transport writes a small message (lm_transport_ops.flat). */
@@ -310,20 +317,25 @@ struct lm_transport_ops {
 	/*
 	 * Optional, for a transport whose rfd is a socket that keeps message
 	 * boundaries (SOCK_SEQPACKET), each datagram at most
-	 * LM_TRANSPORT_DATAGRAM_MAX bytes, and without receive_wait (and
-	 * connections without hupfd and closefd: used only there): take one
-	 * datagram the reactor's backend received for the connection. Where
-	 * the backend can (io_uring with provided-buffer rings, Linux 6.0:
-	 * one multishot receive per connection, so a message costs no poll
-	 * and no recv() of its own), the generic layer calls take() for each
-	 * datagram in the order they came, and receive() only when rfd is
-	 * reported without one (an error, or a backend that does not receive:
-	 * epoll, LM_URING_RECV=0). data is valid during the call only; a
-	 * datagram longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
-	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes; len 0 is what a read of 0
-	 * bytes returned: the end of the connection, or an empty datagram
-	 * (one receive cannot tell them apart; a transport whose datagrams are
-	 * never empty takes it for the end, as its receive() would). last: no other datagram of the
+	 * LM_TRANSPORT_DATAGRAM_MAX bytes, or a FIFO, and without receive_wait
+	 * (used only for connections without closefd, and without hupfd nor
+	 * late_eof, or once data came with late_eof): take what one read of rfd
+	 * returned, which the reactor's backend made for the connection.
+	 * Where the backend can (io_uring with provided-buffer rings: one
+	 * multishot receive per socket, Linux 6.0, or multishot read per FIFO,
+	 * Linux 6.7; so a message costs no poll and no read of its own), the
+	 * generic layer calls take() for each read in the order they came, and
+	 * receive() only when rfd is reported without data (an error, or a
+	 * backend that does not receive: epoll, LM_URING_RECV=0, an older
+	 * kernel). data is valid during the call only. Of a socket it is one
+	 * datagram; one longer than LM_TRANSPORT_DATAGRAM_MAX comes cut, as
+	 * LM_TRANSPORT_DATAGRAM_MAX + 1 bytes. Of a FIFO it is the next bytes
+	 * of the stream, what the pipe held, at most
+	 * LM_TRANSPORT_DATAGRAM_MAX + 1 (fewer, and last: the pipe was empty
+	 * then). len 0 is what a read of 0 bytes returned: the end of the
+	 * connection, or an empty datagram (one receive cannot tell them
+	 * apart; a transport whose datagrams are never empty takes it for the
+	 * end, as its receive() would). last: no other read of the
 	 * connection has come after it yet (what is sent in answer to its
 	 * last message then goes out at once, not gathered till the end of
 	 * the round). Returns as receive().

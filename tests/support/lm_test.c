@@ -118,6 +118,16 @@ bool lm_test_uring_receives(enum lm_backend backend)
 	return uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 && major >= 6;
 }
 
+bool lm_test_uring_reads_fifos(enum lm_backend backend)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	return lm_test_uring_receives(backend) && uname(&u) == 0 &&
+	       sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+	       (major > 6 || (major == 6 && minor >= 7));
+}
+
 bool lm_test_fanout_ring(void)
 {
 	const char *v = getenv("LM_FANOUT_URING");

@@ -36,6 +36,8 @@ bool lm_test_uring_multishot(void);
  * datagrams over (LM__IO_RECV): io_uring on Linux 6.0 or later, unless
  * LM_URING_RECV=0 (the *_older_kernel runs). */
 bool lm_test_uring_receives(enum lm_backend backend);
+/* The same for FIFOs: and the kernel has multishot reads (Linux 6.7). */
+bool lm_test_uring_reads_fifos(enum lm_backend backend);
 /* From now on, syscall nr fails with EPERM in this process and its children
  * (a seccomp filter, as a container's profile refuses io_uring); x86-64
  * only, other architectures are left alone. 0 or -errno. */

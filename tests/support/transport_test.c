@@ -67,6 +67,14 @@ static void on_message(lm_conn *c, const void *data, size_t len, void *userdata)
 		if (err < 0)
 			fprintf(stderr, "echo: %s\n", strerror(-err));
 	}
+	for (uint64_t i = 0; i < p->burst && p->received == 1; i++) {
+		int err = lm_conn_send(c, &i, sizeof(i));
+
+		if (err < 0) {
+			fprintf(stderr, "burst: %s\n", strerror(-err));
+			break;
+		}
+	}
 }
 
 static void on_closed(lm_conn *c, int reason, void *userdata)
@@ -101,6 +109,7 @@ void lm_tt_accept(lm_listener *l, lm_conn *c, void *userdata)
 	memset(p, 0, sizeof(*p));
 	p->c = c;
 	p->echo = s->echo;
+	p->burst = s->burst;
 	p->free_on_close = true;
 	lm_conn_set_callbacks(c, &lm_tt_callbacks, p);
 }
@@ -227,7 +236,20 @@ static void stop_on_signal(lm_source *src, const struct signalfd_siginfo *si, vo
 	lm_reactor_stop(lm_source_get_reactor(src), 0);
 }
 
-int lm_tt_fork_server(const char *endpoint, pid_t *pid)
+/* The burst server's loop: until its first client's first message was
+ * answered by the burst and all of it is in the kernel; then it dies with
+ * its connection open, as a killed server does. */
+static void burst_then_die(lm_reactor *r, struct lm_tt_server *s)
+{
+	while (
+	    !(s->n && s->peers[0].c && s->peers[0].received && lm_conn_queued(s->peers[0].c) == 0))
+		if (lm_reactor_run_once(r, -1) < 0 || (s->n && !s->peers[0].c))
+			_exit(1);
+	lm_listener_free(s->l);
+	_exit(0);
+}
+
+static int fork_server(const char *endpoint, size_t burst, pid_t *pid)
 {
 	int p[2];
 
@@ -242,7 +264,8 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 		int err;
 
 		close(p[0]);
-		s->echo = true;
+		s->echo = !burst;
+		s->burst = burst;
 		err = lm_reactor_new(&r, NULL);
 		if (err == 0)
 			err = lm_listener_new(&s->l, r, endpoint, NULL, lm_tt_accept, s);
@@ -255,12 +278,24 @@ int lm_tt_fork_server(const char *endpoint, pid_t *pid)
 		if (lm_reactor_add_signal(r, NULL, SIGTERM, stop_on_signal, NULL) < 0 ||
 		    write(p[1], "x", 1) != 1)
 			_exit(1);
+		if (burst)
+			burst_then_die(r, s);
 		lm_reactor_run(r);
 		lm_listener_free(s->l);
 		_exit(0);
 	}
 	close(p[1]);
 	return p[0];
+}
+
+int lm_tt_fork_server(const char *endpoint, pid_t *pid)
+{
+	return fork_server(endpoint, 0, pid);
+}
+
+int lm_tt_fork_burster(const char *endpoint, size_t n, pid_t *pid)
+{
+	return fork_server(endpoint, n, pid);
 }
 
 /* ---- raw peers that speak each transport's framing badly ---- */

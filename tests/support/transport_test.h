@@ -51,6 +51,7 @@ struct lm_tt_peer {
 	int reason;
 	int drained;
 	bool echo;      /* send back every message */
+	size_t burst;   /* at the first message: send this many sequence numbers */
 	bool check_seq; /* messages are 8-byte sequence numbers from 0 */
 	bool seq_error;
 	bool free_on_close;
@@ -65,6 +66,7 @@ struct lm_tt_server {
 	struct lm_tt_peer peers[128];
 	int n;
 	bool echo;
+	size_t burst; /* given to each peer */
 };
 void lm_tt_accept(lm_listener *l, lm_conn *c, void *userdata);
 /* Free a peer's connection and buffer; a server's listener and peers. */
@@ -92,6 +94,11 @@ void lm_tt_foreign_remove(const char *scheme, const char *name);
 /* Fork a process that serves endpoint (echo) on its own reactor and writes
  * one byte to the returned pipe fd when ready; *pid gets it. */
 int lm_tt_fork_server(const char *endpoint, pid_t *pid);
+/* The same, but at its first client's first message the server sends it
+ * n 8-byte sequence numbers (0, 1, ...) and, once they are all in the
+ * kernel, exits at once with the connection open (exit status 0; 1 if
+ * that client went first). */
+int lm_tt_fork_burster(const char *endpoint, size_t n, pid_t *pid);
 
 /* Fork a raw client of scheme's listener at name that sends bytes (for mq:
  * as one unit) and then idles. */
