@@ -106,6 +106,15 @@ static void srv_echo(lm_call *call, const void *payload, size_t len, void *userd
 
 static const struct lm_method srv_methods[] = {{"Echo", srv_echo}};
 
+/* Room for a --size payload and the service's own framing around it: the
+ * default max_message (1 MiB) is the largest --size itself. 0: the default. */
+static size_t svc_max_message(const struct bench_ctx *x)
+{
+	size_t want = x->o->size + 4096;
+
+	return want > LM_DEFAULT_MAX_MESSAGE ? want : 0;
+}
+
 static int srv_emit_now(void *arg)
 {
 	struct srv *s = arg;
@@ -223,14 +232,19 @@ static void srv_drain(struct srv *s)
 
 /* Pipelined one-way signals to the subscribers, as fast as they read: at most
  * EMIT_WINDOW emissions ahead of the slowest count of received messages (in
- * shared memory), the rest of the flow control is the transport's queue. */
+ * shared memory), and at most half a subscriber's queue bound of bytes (more
+ * would pass LM_DEFAULT_MAX_QUEUE, and the DISCONNECT policy would end the
+ * run: big messages); the rest of the flow control is the transport's queue. */
 #define EMIT_WINDOW 2048
 
 static bool emit_window_open(struct srv *s, uint64_t sent)
 {
 	uint64_t peers = (uint64_t)s->x->c->peers;
+	uint64_t window = LM_DEFAULT_MAX_QUEUE / 2 / ((uint64_t)s->x->o->size + 64);
+
+	window = window < 1 ? 1 : window > EMIT_WINDOW ? EMIT_WINDOW : window;
 	return (sent + 1) * peers <=
-	       __atomic_load_n(&s->x->shm->fan_last, __ATOMIC_ACQUIRE) + EMIT_WINDOW * peers;
+	       __atomic_load_n(&s->x->shm->fan_last, __ATOMIC_ACQUIRE) + window * peers;
 }
 
 /* Emissions are made from a reactor callback, as an application makes them:
@@ -335,7 +349,8 @@ int bench_service_server(struct bench_ctx *x)
 	if (new_reactor(x, &s.r) < 0)
 		return 1;
 	bench_endpoint(x, ep, sizeof(ep));
-	r = lm_server_new(&s.s, s.r, ep, NULL);
+	struct lm_server_options so = {.transport.max_message = svc_max_message(x)};
+	r = lm_server_new(&s.s, s.r, ep, &so);
 	if (r >= 0)
 		r = lm_server_add_methods(s.s, srv_methods, 1, &s);
 	if (r >= 0)
@@ -559,7 +574,8 @@ int bench_service_client(struct bench_ctx *x)
 	if (!cl.buf || new_reactor(x, &cl.r) < 0)
 		return 1;
 	bench_endpoint(x, ep, sizeof(ep));
-	struct lm_client_options co = {.max_pending = 128};
+	struct lm_client_options co = {.max_pending = 128,
+				       .transport.max_message = svc_max_message(x)};
 	int r = lm_client_new(&cl.c, cl.r, ep, &co);
 	if (r >= 0 &&
 	    (x->c->mode == MODE_SIGNAL || x->c->mode == MODE_IDLE || x->c->impl == IMPL_EMIT))

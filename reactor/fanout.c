@@ -17,8 +17,11 @@
  * out after each write that woke one: with 100 unix subscribers on one CPU,
  * about 10 % less time to the last one, on epoll and io_uring alike
  * (docs/bench.md).
- * Writes are never handed to io_uring's worker threads (RWF_NOWAIT,
- * MSG_DONTWAIT): a file that cannot take them inline says -EOPNOTSUPP.
+ * Writes are never handed to io_uring's worker threads, nor waited for: a
+ * send is MSG_DONTWAIT, a write goes to an O_NONBLOCK fd, which io_uring
+ * writes inline, and one that found no room (a full FIFO: io_uring then
+ * polls for room) is taken back with IORING_OP_ASYNC_CANCEL before the
+ * call returns, to be queued by the caller like any full kernel.
  * The ring is private (not the io_uring backend's): it holds no poll, so
  * nothing else completes on it, a submission's completions are all reaped
  * before returning, and no backend, thread handover or task-work mode has a
@@ -35,6 +38,9 @@
 struct lm__fanout {
 	struct io_uring ring;
 };
+
+#define CANCEL_UDATA UINT64_MAX /* the completions of fanout_cancel()'s SQEs */
+_Static_assert(LM__FANOUT_MAX <= 64, "fanout_reap() keeps one bit per write");
 
 static struct io_uring *fanout_ring(lm_reactor *r)
 {
@@ -80,16 +86,47 @@ void lm__fanout_free(lm_reactor *r)
 	r->fanout = NULL;
 }
 
+/* Take back the writes of w[0, took) not completed (not in got): each then
+ * completes, cancelled (-ECANCELED: not written) or written just before.
+ * 0, or -EIO if the kernel did not take every cancel (then some write may
+ * never complete). */
+static int fanout_cancel(struct io_uring *ring, uint64_t got, unsigned took)
+{
+	int n = 0;
+
+	for (unsigned i = 0; i < took; i++) {
+		struct io_uring_sqe *sqe;
+
+		if (got & (UINT64_C(1) << i))
+			continue;
+		sqe = io_uring_get_sqe(ring); /* the SQ is empty: room for all */
+		io_uring_prep_cancel64(sqe, i, 0);
+		sqe->user_data = CANCEL_UDATA;
+		n++;
+	}
+	return io_uring_submit(ring) == n ? 0 : -EIO;
+}
+
 /* The completions of the took writes just submitted, each into its res. */
 static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *w, unsigned took)
 {
+	uint64_t got = 0;
 	unsigned seen = 0;
+	bool cancelled = false;
 
 	while (seen < took) {
 		struct io_uring_cqe *cqe;
 		unsigned head, k = 0;
-		int err = io_uring_wait_cqe(ring, &cqe); /* no syscall when one is there */
+		int err = 0;
 
+		/* What did not complete inline waits for room (a FIFO that is
+		 * full): taken back, never waited for. */
+		if (!io_uring_cq_ready(ring) && !cancelled) {
+			err = fanout_cancel(ring, got, took);
+			cancelled = true;
+		}
+		if (err == 0)
+			err = io_uring_wait_cqe(ring, &cqe); /* no syscall when one is there */
 		if (err == -EINTR)
 			continue;
 		if (err < 0) {
@@ -97,7 +134,7 @@ static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *
 			 * rest is unknown: neither sent (a second copy could go)
 			 * nor not (it could be lost), so it is an error. */
 			for (unsigned i = 0; i < took; i++)
-				if (w[i].res == -ECANCELED)
+				if (!(got & (UINT64_C(1) << i)))
 					w[i].res = -EIO;
 			lm__fanout_free(r);
 			return;
@@ -105,8 +142,9 @@ static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *
 		io_uring_for_each_cqe(ring, head, cqe)
 		{
 			k++;
-			if (cqe->user_data >= took)
-				continue; /* not ours (a ring shared by fork()) */
+			if (cqe->user_data >= took || (got & (UINT64_C(1) << cqe->user_data)))
+				continue; /* a cancel's, or not ours (a ring shared by fork()) */
+			got |= UINT64_C(1) << cqe->user_data;
 			w[cqe->user_data].res = cqe->res;
 			r->fanout_writes += cqe->res >= 0;
 			/* The op unknown (a kernel before 5.6): never again on
@@ -141,9 +179,12 @@ int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n)
 				io_uring_prep_send(sqe, w[i].fd, w[i].buf, w[i].len,
 						   MSG_NOSIGNAL | MSG_DONTWAIT);
 			} else {
+				/* Not RWF_NOWAIT, which a named FIFO refuses: its fd is
+				 * O_NONBLOCK, which io_uring takes as the same (a
+				 * write, inline; if the pipe is full, a poll for room,
+				 * which fanout_reap() takes back). */
 				io_uring_prep_write(sqe, w[i].fd, w[i].buf, (unsigned)w[i].len,
 						    (__u64)-1);
-				sqe->rw_flags = RWF_NOWAIT;
 			}
 			sqe->user_data = i;
 		}

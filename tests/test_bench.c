@@ -220,6 +220,15 @@ Test(bench_args, help_explains_every_field, .timeout = 30)
 }
 
 /* Every line of --json output: one object, status ok or n/a, never failed. */
+/* needle is in the line that starts at l and ends at end (a NULL from
+ * strstr() compares below any pointer: never compare it directly). */
+static bool in_line(const char *l, const char *end, const char *needle)
+{
+	const char *p = strstr(l, needle);
+
+	return p && end && p < end;
+}
+
 static int check_json(const char *out, const char *mode, int *ok_floor)
 {
 	int lines = 0;
@@ -262,8 +271,8 @@ Test(bench_run, call_every_transport_json_and_reaped, .timeout = 120)
 	const char *s1 = strstr(r.out, "\"impl\":\"lm_sync\",\"transport\":\"unix\"");
 	const char *s2 = strstr(r.out, "\"impl\":\"lm_sync\",\"transport\":\"fifo\"");
 	cr_assert(s1 && s2, "%s", r.out);
-	cr_assert(strstr(s1, "\"status\":\"ok\"") < strchr(s1, '\n'), "%s", r.out);
-	cr_assert(strstr(s2, "\"status\":\"ok\"") < strchr(s2, '\n'), "%s", r.out);
+	cr_assert(in_line(s1, strchr(s1, '\n'), "\"status\":\"ok\""), "%s", r.out);
+	cr_assert(in_line(s2, strchr(s2, '\n'), "\"status\":\"ok\""), "%s", r.out);
 	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
@@ -303,7 +312,7 @@ Test(bench_run, loop_case_per_backend, .timeout = 120)
 	const char *uring =
 	    strstr(r.out, "\"impl\":\"loop\",\"transport\":\"unix\",\"backend\":\"uring\"");
 	cr_assert(epoll && uring, "%s", r.out);
-	cr_assert(strstr(epoll, "\"status\":\"ok\"") < strchr(epoll, '\n'), "%s", r.out);
+	cr_assert(in_line(epoll, strchr(epoll, '\n'), "\"status\":\"ok\""), "%s", r.out);
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 
 	run_bench(&f,
@@ -390,7 +399,7 @@ Test(bench_run, signal_emitted_from_a_callback, .timeout = 120)
 	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
 		const char *end = strchr(l, '\n');
 		const char *tag = strstr(l, "\"emit_from\":\"callback\"");
-		bool lib = strstr(l, "\"impl\":\"lm_") < end && strstr(l, "\"impl\":\"lm_");
+		bool lib = in_line(l, end, "\"impl\":\"lm_");
 
 		cr_assert(end, "%s", r.out);
 		/* The floor and the loop emit as ever. */
@@ -399,13 +408,36 @@ Test(bench_run, signal_emitted_from_a_callback, .timeout = 120)
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
+/* Every line of out is a case that ran ("status":"ok") of --size size (and
+ * with needle in it); returns how many, and *impl how many of them are of
+ * impl. */
+static int all_ran(const char *out, const char *size, const char *needle, const char *impl,
+		   int *nimpl)
+{
+	char want[64];
+	int lines = 0;
+
+	snprintf(want, sizeof(want), "\"size\":%s", size);
+	*nimpl = 0;
+	for (const char *l = out; *l; l = strchr(l, '\n') + 1) {
+		const char *end = strchr(l, '\n');
+		cr_assert(end, "%s", out);
+		cr_assert(in_line(l, end, "\"status\":\"ok\"") && in_line(l, end, want) &&
+			      in_line(l, end, needle),
+			  "%.*s", (int)(end - l), l);
+		*nimpl += in_line(l, end, impl);
+		lines++;
+	}
+	return lines;
+}
+
 /* idle ends with a STOP of --size bytes like every message: it once came
  * from an 80-byte buffer, read past its end for a larger --size (the
  * libmessage cases failed or stalled). */
 Test(bench_run, idle_any_size, .timeout = 120)
 {
 	static struct run r;
-	int lines = 0;
+	int floors;
 	run_bench(&r,
 		  (const char *[]){"--mode", "idle", "--transport", "unix,fifo", "--backend",
 				   "epoll", "--size", "262144", "--subscribers", "2", "--duration",
@@ -413,14 +445,29 @@ Test(bench_run, idle_any_size, .timeout = 120)
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
 	/* floor, lm_conn, lm_service, per transport: each ran */
-	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
-		const char *end = strchr(l, '\n');
-		cr_assert(end, "%s", r.out);
-		cr_assert(strstr(l, "\"status\":\"ok\"") < end && strstr(l, "\"size\":262144"),
-			  "%.*s", (int)(end - l), l);
-		lines++;
-	}
-	cr_assert_eq(lines, 6, "%s", r.out);
+	cr_assert_eq(all_ran(r.out, "262144", "\"mode\":\"idle\"", "\"impl\":\"floor\"", &floors),
+		     6, "%s", r.out);
+	cr_assert_eq(floors, 2, "%s", r.out);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+/* throughput with messages of 1 MiB: lm_emit keeps what it has in flight
+ * under a subscriber's queue bound (it once kept 2048 emissions in flight
+ * whatever their size: the subscriber was disconnected, the case failed). */
+Test(bench_run, throughput_big_messages, .timeout = 120)
+{
+	static struct run r;
+	int emits;
+	run_bench(&r,
+		  (const char *[]){"--mode", "throughput", "--transport", "unix,fifo", "--backend",
+				   "epoll", "--size", "1048576", "--count", "40", "--warmup", "4",
+				   "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	/* Per transport: floor, lm_conn, lm_service, lm_emit; each ran. */
+	cr_assert_eq(all_ran(r.out, "1048576", "\"msgs_per_s\":", "\"impl\":\"lm_emit\"", &emits),
+		     8, "%s", r.out);
+	cr_assert_eq(emits, 2, "%s", r.out);
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 

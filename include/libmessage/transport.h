@@ -353,8 +353,10 @@ struct lm_transport_ops {
 	 * generic layer may then make that call itself, for many connections
 	 * in one io_uring submission (lm_conn_sendv_many()), and go on as
 	 * send() would have: the bytes taken are *progress, EAGAIN (and ENOBUFS
-	 * for a send) is a full kernel, EPIPE, ECONNRESET and EIO a broken
-	 * connection; after any other error it calls send() instead.
+	 * for a send; and a write io_uring would have waited for, on a full
+	 * FIFO, which it takes back) is a full kernel, EPIPE, ECONNRESET and
+	 * EIO a broken connection; after any other error it calls send()
+	 * instead.
 	 * LM_TRANSPORT_FLAT_NONE: always send().
 	 */
 	enum lm_transport_flat flat;
