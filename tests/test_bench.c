@@ -408,67 +408,55 @@ Test(bench_run, signal_emitted_from_a_callback, .timeout = 120)
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
-/* Every line of out is a case that ran ("status":"ok") of --size size (and
- * with needle in it); returns how many, and *impl how many of them are of
- * impl. */
-static int all_ran(const char *out, const char *size, const char *needle, const char *impl,
-		   int *nimpl)
+/* Run lm-bench with args (--json, --size size): it exits 0 and leaves no
+ * process behind, and every line is a case that ran ("status":"ok") of
+ * that size with needle in it: lines of them, impls of them of impl. */
+static void expect_all_ran(const char *const *args, const char *size, const char *needle,
+			   const char *impl, int lines, int impls)
 {
+	static struct run r;
 	char want[64];
-	int lines = 0;
+	int n = 0, k = 0;
 
+	run_bench(&r, args, 0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
 	snprintf(want, sizeof(want), "\"size\":%s", size);
-	*nimpl = 0;
-	for (const char *l = out; *l; l = strchr(l, '\n') + 1) {
+	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
 		const char *end = strchr(l, '\n');
-		cr_assert(end, "%s", out);
+		cr_assert(end, "%s", r.out);
 		cr_assert(in_line(l, end, "\"status\":\"ok\"") && in_line(l, end, want) &&
 			      in_line(l, end, needle),
 			  "%.*s", (int)(end - l), l);
-		*nimpl += in_line(l, end, impl);
-		lines++;
+		k += in_line(l, end, impl);
+		n++;
 	}
-	return lines;
+	cr_assert_eq(n, lines, "%s", r.out);
+	cr_assert_eq(k, impls, "%s", r.out);
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
 }
 
 /* idle ends with a STOP of --size bytes like every message: it once came
  * from an 80-byte buffer, read past its end for a larger --size (the
- * libmessage cases failed or stalled). */
+ * libmessage cases failed or stalled). Per transport: floor, lm_conn,
+ * lm_service; each ran. */
 Test(bench_run, idle_any_size, .timeout = 120)
 {
-	static struct run r;
-	int floors;
-	run_bench(&r,
-		  (const char *[]){"--mode", "idle", "--transport", "unix,fifo", "--backend",
-				   "epoll", "--size", "262144", "--subscribers", "2", "--duration",
-				   "0.3", "--json", NULL},
-		  0);
-	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* floor, lm_conn, lm_service, per transport: each ran */
-	cr_assert_eq(all_ran(r.out, "262144", "\"mode\":\"idle\"", "\"impl\":\"floor\"", &floors),
-		     6, "%s", r.out);
-	cr_assert_eq(floors, 2, "%s", r.out);
-	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+	expect_all_ran((const char *[]){"--mode", "idle", "--transport", "unix,fifo", "--backend",
+					"epoll", "--size", "262144", "--subscribers", "2",
+					"--duration", "0.3", "--json", NULL},
+		       "262144", "\"mode\":\"idle\"", "\"impl\":\"floor\"", 6, 2);
 }
 
 /* throughput with messages of 1 MiB: lm_emit keeps what it has in flight
  * under a subscriber's queue bound (it once kept 2048 emissions in flight
- * whatever their size: the subscriber was disconnected, the case failed). */
+ * whatever their size: the subscriber was disconnected, the case failed).
+ * Per transport: floor, lm_conn, lm_service, lm_emit; each ran. */
 Test(bench_run, throughput_big_messages, .timeout = 120)
 {
-	static struct run r;
-	int emits;
-	run_bench(&r,
-		  (const char *[]){"--mode", "throughput", "--transport", "unix,fifo", "--backend",
-				   "epoll", "--size", "1048576", "--count", "40", "--warmup", "4",
-				   "--json", NULL},
-		  0);
-	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* Per transport: floor, lm_conn, lm_service, lm_emit; each ran. */
-	cr_assert_eq(all_ran(r.out, "1048576", "\"msgs_per_s\":", "\"impl\":\"lm_emit\"", &emits),
-		     8, "%s", r.out);
-	cr_assert_eq(emits, 2, "%s", r.out);
-	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+	expect_all_ran((const char *[]){"--mode", "throughput", "--transport", "unix,fifo",
+					"--backend", "epoll", "--size", "1048576", "--count", "40",
+					"--warmup", "4", "--json", NULL},
+		       "1048576", "\"msgs_per_s\":", "\"impl\":\"lm_emit\"", 8, 2);
 }
 
 Test(bench_run, ctrl_c_reaps_every_process, .timeout = 120)
