@@ -128,11 +128,11 @@ struct uring_rec {
 	bool failed;              /* the poll failed: reported once, not re-armed */
 	bool edge;                /* multishot poll (LM__IO_EDGE) */
 	bool recv;                /* LM_IO_IN by a multishot receive (LM__IO_RECV) */
-	bool stream;              /* recv: a FIFO, read by a multishot read, not recv */
 	bool out_flight;          /* recv: the LM_IO_OUT poll is queued or in the kernel */
 	bool out_stop;            /* recv: that poll saw a hang-up or an error: not re-armed */
 	unsigned queued;          /* recv: its datagrams in the backend's queue */
 	bool eof;                 /* recv: a read of 0 bytes to hand over, after them */
+	bool stream;              /* recv: a FIFO, read by a multishot read, not recv */
 	uint32_t ready;           /* LM_IO_* seen by the last completion, not yet reported */
 	uint32_t last;            /* what was reported last (for again()) */
 	struct io_uring_sqe *sqe; /* the queued poll, valid while sqe_seq is current */
