@@ -43,18 +43,18 @@ void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf);
  * Small non-blocking writes to many fds at once (a signal fanned out to its
  * subscribers), made by one io_uring submission where the kernel allows
  * (fanout.c), on either backend: one syscall, not one per write. Each entry:
- * fd, and buf[0, len) to write(2) it with RWF_NOWAIT, or to send(2) it with
- * MSG_NOSIGNAL | MSG_DONTWAIT (send). Every buf must stay valid until the
- * call returns (no write is left in flight). Returns -EOPNOTSUPP when it
+ * fd (for a write, O_NONBLOCK), and buf[0, len) to write(2) it, or to
+ * send(2) it with MSG_NOSIGNAL | MSG_DONTWAIT (send). Every buf must stay
+ * valid until the call returns (no write is left in flight: one io_uring
+ * would wait for, on a full FIFO, is taken back: -ECANCELED). Returns -EOPNOTSUPP when it
  * cannot (io_uring refused, LM_FANOUT_URING=0 in the environment) and wrote
  * nothing; else 0, each res set to what the write(2) or send(2) would have
  * returned (bytes taken, or -errno), or -ECANCELED: not written, the caller
  * writes it itself, or -EIO: the ring failed after taking it, written or
  * not is unknown. A write is never queued to a kernel worker: -EOPNOTSUPP
- * is a file that cannot take a write without blocking this way (a named
- * FIFO, up to Linux 6.18 at least: no FMODE_NOWAIT), nothing written; the
- * caller should write to that fd itself from then on. Not thread-safe: the
- * thread that runs r.
+ * is a file that refuses this write, nothing written; the caller should
+ * write to that fd itself from then on. Not thread-safe: the thread that
+ * runs r.
  */
 struct lm__write {
 	int fd;

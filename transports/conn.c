@@ -264,6 +264,15 @@ static bool stage_fits(const lm_conn *c)
 	return n == c->olen - c->ohead && n <= LM_FLAT_MAX;
 }
 
+/* The ring's write of buf[0, len) to c as ops->flat says to make it. */
+static struct lm__write flat_write(const lm_conn *c, const void *buf, size_t len)
+{
+	return (struct lm__write){.fd = c->fds.wfd,
+				  .send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
+				  .buf = buf,
+				  .len = len};
+}
+
 /* flat_outcome(): the write was not made (or not by this means): ops->send. */
 #define FLAT_NOT_WRITTEN 2
 
@@ -275,9 +284,7 @@ static bool stage_fits(const lm_conn *c)
  * failed: whether it was written is not known, and neither a second copy
  * nor a silent loss will do), the connection broke; FLAT_NOT_WRITTEN,
  * nothing was written: the transport's own send must, and from now on
- * always when the file cannot take the ring's writes (-EOPNOTSUPP: a named
- * FIFO, no non-blocking write from io_uring, which would queue it to a
- * kernel thread).
+ * always when the file refuses the ring's writes (-EOPNOTSUPP).
  */
 static int flat_outcome(lm_conn *c, int res, size_t total, size_t *progress)
 {
@@ -424,10 +431,7 @@ static void conn_flush_cb(struct lm__flush *f)
 	if (c->closed || c->want_out)
 		return; /* broken, or the writability watch carries on */
 	if (!c->stage.queued && stage_fits(c)) {
-		c->stage.w = (struct lm__write){.fd = c->fds.wfd,
-						.send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
-						.buf = c->obuf + c->ohead,
-						.len = c->olen - c->ohead};
+		c->stage.w = flat_write(c, c->obuf + c->ohead, c->olen - c->ohead);
 		lm__reactor_stage(c->r, &c->stage);
 		return;
 	}
@@ -971,10 +975,7 @@ LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct i
 		c->fanning = true;
 		f.c[f.n] = c;
 		f.at[f.n] = i;
-		f.w[f.n] = (struct lm__write){.fd = c->fds.wfd,
-					      .send = c->ops->flat == LM_TRANSPORT_FLAT_SEND,
-					      .buf = f.flat,
-					      .len = f.total};
+		f.w[f.n] = flat_write(c, f.flat, f.total);
 		if (++f.n == LM__FANOUT_MAX)
 			fan_flush(&f, results);
 	}
