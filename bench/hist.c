@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hist: a log-linear latency histogram with fixed relative precision. */
 #include <stdbool.h>
 #include <string.h>

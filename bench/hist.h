@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hist: a log-linear latency histogram with fixed relative precision (HdrHistogram-like). */
 #ifndef LM_BENCH_HIST_H
 #define LM_BENCH_HIST_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: runs every case of the matrix as separate processes and prints the table. */
 #include <dirent.h>
 #include <errno.h>

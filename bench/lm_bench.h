@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: shared declarations of the latency tool (options, cases, roles, report). */
 #ifndef LM_BENCH_H
 #define LM_BENCH_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: the libmessage transport cases, lm_conn ping-pong and fan-out through the reactor. */
 #include <errno.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: the floor, the same messages over bare blocking sockets, FIFOs or POSIX queues. */
 #include <errno.h>
 #include <fcntl.h>

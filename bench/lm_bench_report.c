@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: the table, the JSON lines and the SVG percentile chart. */
 #include <errno.h>
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench: the libmessage service cases, lm_client_call, lm_server_emit and pipelined calls. */
 #include <errno.h>
 #include <stdlib.h>

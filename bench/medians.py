@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Medians of several lm-bench --json runs, as a Markdown table.
 
     for i in 1 2 3 4 5; do lm-bench ... --json > run$i.json; done

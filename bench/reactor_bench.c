@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm-bench-reactor: epoll against io_uring on posts, many ready fds and timer churn. */
 #include <errno.h>
 #include <pthread.h>

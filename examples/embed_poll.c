@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Embedding: a plain poll() loop drives a libmessage reactor through its fd. */
 #include <poll.h>
 #include <stdio.h>

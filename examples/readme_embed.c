@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The README's embedding example: a timer and a signal on one reactor. */
 #include <signal.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The reactor's backend interface: one const ops table per kernel facility. */
 #ifndef LM_REACTOR_BACKEND_H
 #define LM_REACTOR_BACKEND_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The epoll backend: level-triggered epoll, ns timeouts through epoll_pwait2. */
 #include <errno.h>
 #include <stdlib.h>

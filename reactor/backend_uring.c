@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The io_uring backend: level-triggered readiness from one-shot polls re-armed in batches,
  * edge-triggered from multishot polls where asked for, datagrams received into provided
  * buffers by multishot receives where asked for. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Many small writes in one io_uring submission: a fan-out of one message to many connections. */
 #include <errno.h>
 #include <liburing.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the reactor offers the library's other layers, not its users. */
 #ifndef LM_HOOKS_INTERNAL_H
 #define LM_HOOKS_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal logging used by every layer of the library. */
 #ifndef LM_LOG_INTERNAL_H
 #define LM_LOG_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging: a replaceable handler, a level from $LM_LOG, stderr by default. */
 #include <errno.h>
 #include <pthread.h>

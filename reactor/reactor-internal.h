@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Private structures of the reactor, shared by its files. */
 #ifndef LM_REACTOR_INTERNAL_H
 #define LM_REACTOR_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The reactor: sources, one iteration of wait + dispatch, deferred release. */
 #include <errno.h>
 #include <limits.h>

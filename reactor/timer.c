@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Timers: a min-heap on (deadline, seq) behind one timerfd armed with TFD_TIMER_ABSTIME. */
 #include <errno.h>
 #include <stdlib.h>

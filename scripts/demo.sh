@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The first quick-start command: install what is missing, build, and run the
 # srvtime sample end to end in a private runtime directory: the server in the
 # background, one getdate call, three date signals, a clean stop, and a check

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install what building and testing libmessage needs, from Debian's packages.
 # As root it runs apt-get; otherwise it prints the exact line to run.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The test command: install what is missing, then build and run every test
 # three times: a normal build, ASan+UBSan, and ThreadSanitizer (for the tests
 # that start threads).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The service client: calls, subscriptions, reconnection with backoff. */
 #include <errno.h>
 #include <stdbool.h>

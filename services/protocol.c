@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The libmessage wire protocol codec: bytes <-> struct lm_proto_msg, no I/O. */
 #include <errno.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The libmessage wire protocol: pure encode/decode of one message, no I/O. */
 #ifndef LM_SERVICES_PROTOCOL_H
 #define LM_SERVICES_PROTOCOL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The service server: accepts clients, dispatches calls, fans signals out. */
 #include <errno.h>
 #include <stdbool.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install the built tree into a temporary prefix, then build examples/ against
 # it through pkg-config and a CMake project through find_package(libmessage).
 set -euo pipefail

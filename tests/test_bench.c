@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of lm-bench's own logic: the histogram, argument errors, short runs that reap. */
 #include <errno.h>
 #include <fcntl.h>

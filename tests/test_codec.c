@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests of the wire protocol codec (services/protocol.c). */
 #include <dirent.h>
 #include <errno.h>

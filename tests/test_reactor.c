@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reactor tests: every body runs once per backend (epoll, io_uring). */
 #include <errno.h>
 #include <fcntl.h>

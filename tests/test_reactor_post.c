@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lm_reactor_post from many threads: nothing lost, per-thread order, safe teardown. */
 #include "lm_test.h"
 #include "handover.h"

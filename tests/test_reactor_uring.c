@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* io_uring backend tests: fallback under seccomp, cancellation, CQ overflow, level triggering,
  * datagrams received into provided buffers. */
 #include <errno.h>

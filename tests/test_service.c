@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Services across processes: calls, signals, peer death, limits; per transport and backend. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The srvtime sample: its payload layout, and its two programs driven as a user would. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The transport conformance suite: one set of tests, run for every transport and backend. */
 #include <dirent.h>
 #include <errno.h>

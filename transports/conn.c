@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The generic connection layer: registry, endpoints, listeners, output queue, callbacks. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The fifo transport: a request FIFO per listener, a FIFO pair per connection. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Framing the unix and mq transports share: messages packed into units. */
 #include <errno.h>
 #include <stdlib.h>

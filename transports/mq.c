@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The mq transport: POSIX message queues polled as fds, fragmented above msgsize. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The runtime directory, endpoint names, and helpers the transports share. */
 #include <errno.h>
 #include <fcntl.h>

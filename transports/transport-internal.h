@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Private structures of the transport layer, shared by its files. */
 #ifndef LM_TRANSPORT_INTERNAL_H
 #define LM_TRANSPORT_INTERNAL_H

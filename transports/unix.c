@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The unix transport: AF_UNIX SOCK_SEQPACKET, fragmented above one datagram. */
 #include <errno.h>
 #include <fcntl.h>

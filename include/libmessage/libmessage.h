@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libmessage: everything — reactor, transports, services, the srvtime sample. */
 #ifndef LIBMESSAGE_H
 #define LIBMESSAGE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libmessage reactor: one event loop per thread over epoll or io_uring. */
 #ifndef LIBMESSAGE_REACTOR_H
 #define LIBMESSAGE_REACTOR_H

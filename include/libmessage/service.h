@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libmessage services: methods and signals between processes. */
 #ifndef LIBMESSAGE_SERVICE_H
 #define LIBMESSAGE_SERVICE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The srvtime sample service: method getdate and signal date. */
 #ifndef LIBMESSAGE_SRVTIME_H
 #define LIBMESSAGE_SRVTIME_H

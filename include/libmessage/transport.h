@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libmessage transports: whole-message connections over unix, fifo or mq. */
 #ifndef LIBMESSAGE_TRANSPORT_H
 #define LIBMESSAGE_TRANSPORT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* srvtime-client: ask a srvtime server for the date, or watch its date signal. */
 #include <errno.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* srvtime-server: serve the time (method getdate, signal date) until SIGINT/SIGTERM. */
 #include <errno.h>
 #include <getopt.h>

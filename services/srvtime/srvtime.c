@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The srvtime sample service, library part: server side and client helpers. */
 #include <errno.h>
 #include <stdio.h>

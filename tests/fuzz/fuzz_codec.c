@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the wire codec: decode anything, re-encode what decodes.
  *
  * Build and run (clang):

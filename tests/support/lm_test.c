@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the tests. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the tests: backend parameters, private runtime dirs. */
 #ifndef LM_TEST_H
 #define LM_TEST_H

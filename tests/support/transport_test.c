@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers of the transport conformance suite. */
 #include <dirent.h>
 #include <errno.h>

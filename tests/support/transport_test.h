@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers of the transport conformance suite: parameters, peers, loops. */
 #ifndef LM_TRANSPORT_TEST_H
 #define LM_TRANSPORT_TEST_H

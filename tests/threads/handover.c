@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A reactor belongs to the thread that runs it: made and run in one thread,
  * then run by another (which adds and removes sources), then by the first
  * again, it reports every event (io_uring: the ring changes owner). */

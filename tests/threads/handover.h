@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A reactor made and run in one thread, then run by others in turn. */
 #ifndef LM_HANDOVER_H
 #define LM_HANDOVER_H

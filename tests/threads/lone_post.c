@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A lone wait (an mq client's reactor in mq_timedreceive) ended by a post
  * from another thread and by the server's close. */
 #include <errno.h>

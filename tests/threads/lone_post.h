@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A reactor waiting alone in an mq connection's receive, woken by others. */
 #ifndef LM_LONE_POST_H
 #define LM_LONE_POST_H

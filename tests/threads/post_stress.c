@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Threaded post scenarios: many posting threads; posting while the reactor is freed. */
 #include <errno.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Threaded post scenarios, shared by the Criterion test and the TSan driver. */
 #ifndef LM_POST_STRESS_H
 #define LM_POST_STRESS_H

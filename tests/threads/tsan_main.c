@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ThreadSanitizer driver: Criterion's sandbox cannot run under TSan
  * (Criterion issue #274), so the threaded scenarios run from a plain main. */
 #include <stdio.h>
