@@ -2,34 +2,58 @@
 # SPDX-License-Identifier: MIT
 # The test command: install what is missing, then build and run every test
 # three times: a normal build, ASan+UBSan, and ThreadSanitizer (for the tests
-# that start threads).
+# that start threads). Every phase runs even when an earlier one failed; the
+# command fails if any phase failed or ran no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 step() { printf '\n== %s\n' "$*"; }
+failed=()
 
 # The mq transport's tests open many queues at once; the default per-user
 # budget (RLIMIT_MSGQUEUE, 800 KiB) holds about ten. Raise it where we may;
 # elsewhere the mq cases that hit it say so and skip.
 ulimit -q unlimited 2>/dev/null || ulimit -q "$(ulimit -Hq)" 2>/dev/null || true
 
-step "normal build (-Werror)"
-scripts/build.sh build -DCMAKE_BUILD_TYPE=RelWithDebInfo
-ctest --test-dir build --output-on-failure
+# phase NAME BUILD-DIR [cmake options...] -- [ctest options...]: build with the
+# tests on (whatever an earlier configure, e.g. scripts/demo.sh, cached), then
+# run them; --no-tests=error fails a phase that finds no test to run.
+wrap=()
+phase() {
+	local name=$1 dir=$2 cm=() ct=()
+	shift 2
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do cm+=("$1"); shift; done
+	[ $# -gt 0 ] && shift
+	ct=("$@")
+	step "$name"
+	if ! scripts/build.sh "$dir" -DLM_BUILD_TESTS=ON "${cm[@]}"; then
+		failed+=("$name (build)")
+		return
+	fi
+	if ! "${wrap[@]}" ctest --test-dir "$dir" --no-tests=error --output-on-failure "${ct[@]}"; then
+		failed+=("$name")
+	fi
+}
 
-step "AddressSanitizer + UndefinedBehaviorSanitizer"
-scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=address,undefined
+phase "normal build (-Werror)" build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
 # malloc_context_size=2: the suppression below then matches only a block
 # Criterion allocated itself, not everything allocated under its runner (every
 # test's own allocations). A report's allocation stacks are cut to 2 frames:
 # run the failing test again with ASAN_OPTIONS=malloc_context_size=30 for all.
 LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0" ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:malloc_context_size=2 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	ctest --test-dir build-asan --output-on-failure
+	phase "AddressSanitizer + UndefinedBehaviorSanitizer" build-asan \
+	-DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=address,undefined
 
-step "ThreadSanitizer (tests that start threads)"
-scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=thread
-# TSan needs a narrower address-space layout than recent kernels randomise.
-TSAN_OPTIONS=halt_on_error=1 setarch "$(uname -m)" -R ctest --test-dir build-tsan -L threads --output-on-failure
+# TSan needs a narrower address-space layout than recent kernels randomise:
+# ctest runs under setarch -R.
+wrap=(setarch "$(uname -m)" -R)
+TSAN_OPTIONS=halt_on_error=1 phase "ThreadSanitizer (tests that start threads)" build-tsan \
+	-DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=thread -- -L threads
 
+if [ ${#failed[@]} -ne 0 ]; then
+	printf '\n== FAILED: %s\n' "${failed[@]}" >&2
+	exit 1
+fi
 step "all three builds passed"

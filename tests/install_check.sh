@@ -41,3 +41,30 @@ cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/nu
 cmake --build "$tmp/cm/build" >/dev/null
 LD_LIBRARY_PATH="$libdir" timeout 20 "$tmp/cm/build/embed" >/dev/null
 echo "find_package(libmessage): built and ran"
+
+# Installed programs start as installed: their RUNPATH finds the library
+# beside them, with no LD_LIBRARY_PATH; srvtime-server serves and
+# srvtime-client calls it, in a private runtime directory.
+bin="$tmp/prefix/bin"
+for p in srvtime-server srvtime-client lm-bench; do
+	runpath=$(readelf -d "$bin/$p" | sed -n 's/.*R\(UN\)\{0,1\}PATH.*\[\(.*\)\]/\2/p')
+	[ -n "$runpath" ] || [ "$p" = lm-bench ] || { echo "$p: no RUNPATH"; exit 1; }
+	env -u LD_LIBRARY_PATH "$bin/$p" --help >/dev/null || { echo "installed $p does not start"; exit 1; }
+done
+export LM_RUNTIME_DIR="$tmp/run"
+mkdir -m 700 "$LM_RUNTIME_DIR"
+env -u LD_LIBRARY_PATH "$bin/srvtime-server" --endpoint unix:installed &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+ok=
+for _ in $(seq 100); do
+	if env -u LD_LIBRARY_PATH "$bin/srvtime-client" getdate --endpoint unix:installed >/dev/null 2>&1; then
+		ok=1
+		break
+	fi
+	sleep 0.1
+done
+[ -n "$ok" ] || { echo "installed srvtime-client got no date from installed srvtime-server"; exit 1; }
+kill -TERM "$server"
+wait "$server"
+echo "installed srvtime-server and srvtime-client ran, found the library by their RUNPATH"

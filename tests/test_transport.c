@@ -1440,8 +1440,8 @@ LM_TRANSPORT_TEST(transport, packed_unit, .timeout = 20)
 /* Queues of clients that died before their request was taken are removed
  * when the listener closes, and when a dead server's listener is reclaimed:
  * nothing holds the user's RLIMIT_MSGQUEUE after everyone is gone. */
-/* While a server serves ep, a client runs die(NAME, c2s) and dies; then the
- * server is killed. Skips when the queues did not fit RLIMIT_MSGQUEUE. */
+/* While a server holds ep (stopped), a client runs die(NAME, c2s) and dies;
+ * then the server is killed. Skips when the queues did not fit RLIMIT_MSGQUEUE. */
 static void mq_client_dies_under_server(const char *ep, int (*die)(const char *, char *, size_t),
 					char *c2s, size_t size)
 {
@@ -1452,6 +1452,14 @@ static void mq_client_dies_under_server(const char *ep, int (*die)(const char *,
 	cr_assert_geq(ready, 0);
 	cr_assert_eq(read(ready, &byte, 1), 1, "the server did not start");
 	close(ready);
+	/* Stopped before the client comes, the server never takes its request:
+	 * what the next listener must clean up is exactly what this client
+	 * made. (A server killed between taking a request and unlinking its
+	 * queues leaves them to drop_orphans(), which needs /dev/mqueue
+	 * mounted: mq_orphan_queues_removed.) */
+	cr_assert_eq(kill(server, SIGSTOP), 0);
+	cr_assert_eq(waitpid(server, &st, WUNTRACED), server);
+	cr_assert(WIFSTOPPED(st), "the server was not stopped");
 	st = die(NAME, c2s, size);
 	kill(server, SIGKILL);
 	waitpid(server, NULL, 0);
