@@ -21,6 +21,8 @@ soname=$(readelf -d "$libdir/libmessage.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/
 bad=$(nm -D --defined-only "$libdir/libmessage.so" | awk '$2 ~ /[TDB]/ {print $3}' | grep -v '^lm_' || true)
 [ -z "$bad" ] || { echo "exported non-lm_ symbols: $bad"; exit 1; }
 
+export LM_RUNTIME_DIR="$tmp/run-examples"
+mkdir -m 700 "$LM_RUNTIME_DIR"
 for ex in "$src"/examples/*.c; do
 	out="$tmp/$(basename "$ex" .c)"
 	# shellcheck disable=SC2046
@@ -51,7 +53,7 @@ for p in srvtime-server srvtime-client lm-bench; do
 	[ -n "$runpath" ] || [ "$p" = lm-bench ] || { echo "$p: no RUNPATH"; exit 1; }
 	env -u LD_LIBRARY_PATH "$bin/$p" --help >/dev/null || { echo "installed $p does not start"; exit 1; }
 done
-export LM_RUNTIME_DIR="$tmp/run"
+LM_RUNTIME_DIR="$tmp/run"
 mkdir -m 700 "$LM_RUNTIME_DIR"
 env -u LD_LIBRARY_PATH "$bin/srvtime-server" --endpoint unix:installed &
 server=$!
