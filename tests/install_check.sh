@@ -44,6 +44,15 @@ cmake --build "$tmp/cm/build" >/dev/null
 LD_LIBRARY_PATH="$libdir" timeout 20 "$tmp/cm/build/embed" >/dev/null
 echo "find_package(libmessage): built and ran"
 
+# The man pages, where they are built, are installed under share/man.
+if grep -q '^LM_WITH_MAN:BOOL=ON$' "$bld/CMakeCache.txt"; then
+	while read -r page; do
+		[ -z "$page" ] || [ -f "$tmp/prefix/share/man/man${page##*.}/$page" ] ||
+			{ echo "man page $page not installed"; exit 1; }
+	done <"$bld/docs/man/pages.txt"
+	echo "man pages installed under share/man"
+fi
+
 # Installed programs start as installed: their RUNPATH finds the library
 # beside them, with no LD_LIBRARY_PATH; srvtime-server serves and
 # srvtime-client calls it, in a private runtime directory.
