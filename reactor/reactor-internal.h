@@ -148,6 +148,14 @@ struct lm_source *lm__heap_top(const lm_reactor *r);
 
 uint64_t lm__now_ns(void);
 
+/* A deadline that never comes: what every deadline computation saturates
+ * to (the timerfd is then disarmed, and the timer never fires). */
+#define LM__NEVER UINT64_MAX
+/* t + ns, or LM__NEVER where that would wrap. */
+uint64_t lm__deadline_add(uint64_t t, uint64_t ns);
+/* a * b, or UINT64_MAX where that would wrap. */
+uint64_t lm__mul_sat(uint64_t a, uint64_t b);
+
 /* Frees the fan-out ring, if one was made (fanout.c). */
 void lm__fanout_free(lm_reactor *r);
 /* Make the staged writes and call their done() (fanout.c). */

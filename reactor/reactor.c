@@ -104,7 +104,7 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 		return -ENOMEM;
 	r->timer_fd = r->signal_fd = r->post_fd = -1;
 	r->refs = 1;
-	r->timer_armed = UINT64_MAX;
+	r->timer_armed = LM__NEVER;
 	LIST_INIT(&r->sources);
 	TAILQ_INIT(&r->defers);
 	TAILQ_INIT(&r->defers_run);
@@ -423,7 +423,7 @@ static void run_flushes(lm_reactor *r)
  * already, as it is in most iterations (no call for nothing). */
 static inline int timers_arm(lm_reactor *r)
 {
-	uint64_t when = r->heap_len ? r->heap[0]->timer.deadline : UINT64_MAX;
+	uint64_t when = r->heap_len ? r->heap[0]->timer.deadline : LM__NEVER;
 
 	return when == r->timer_armed ? 0 : lm__timers_arm(r);
 }
@@ -480,7 +480,7 @@ static int lone_wait(lm_reactor *r, int64_t *timeout_ns)
 	if (*timeout_ns > 0 && *timeout_ns < slice)
 		slice = *timeout_ns;
 	if (r->heap_len || *timeout_ns > 0) {
-		uint64_t deadline = r->heap_len ? r->heap[0]->timer.deadline : UINT64_MAX;
+		uint64_t deadline = r->heap_len ? r->heap[0]->timer.deadline : LM__NEVER;
 
 		start = lm__now_ns();
 		if (deadline <= start)
@@ -858,7 +858,7 @@ static int timer_program(struct lm_source *s, uint64_t first_ns, uint64_t period
 	int err;
 
 	lm__heap_remove(r, s);
-	s->timer.deadline = first_ns > UINT64_MAX - now ? UINT64_MAX - 1 : now + first_ns;
+	s->timer.deadline = lm__deadline_add(now, first_ns);
 	s->timer.period = period_ns;
 	s->enabled = true;
 	err = lm__heap_push(r, s);

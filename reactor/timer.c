@@ -99,6 +99,20 @@ void lm__heap_remove(lm_reactor *r, struct lm_source *s)
 		sift_down(r, i);
 }
 
+uint64_t lm__deadline_add(uint64_t t, uint64_t ns)
+{
+	uint64_t sum;
+
+	return __builtin_add_overflow(t, ns, &sum) ? LM__NEVER : sum;
+}
+
+uint64_t lm__mul_sat(uint64_t a, uint64_t b)
+{
+	uint64_t p;
+
+	return __builtin_mul_overflow(a, b, &p) ? UINT64_MAX : p;
+}
+
 struct lm_source *lm__heap_top(const lm_reactor *r)
 {
 	return r->heap_len ? r->heap[0] : NULL;
@@ -107,12 +121,12 @@ struct lm_source *lm__heap_top(const lm_reactor *r)
 int lm__timers_arm(lm_reactor *r)
 {
 	struct lm_source *top = lm__heap_top(r);
-	uint64_t when = top ? top->timer.deadline : UINT64_MAX;
+	uint64_t when = top ? top->timer.deadline : LM__NEVER;
 	struct itimerspec its = {0};
 
 	if (when == r->timer_armed)
 		return 0;
-	if (when != UINT64_MAX) {
+	if (when != LM__NEVER) {
 		/* 0 would disarm: a deadline of 0 is long past anyway. */
 		if (when == 0)
 			when = 1;
@@ -136,7 +150,7 @@ int lm__timers_dispatch(lm_reactor *r)
 
 	if (read(r->timer_fd, &buf, sizeof(buf)) < 0 && errno != EAGAIN)
 		lm_log_warn("timerfd read: %m");
-	r->timer_armed = UINT64_MAX; /* it fired: it is disarmed now */
+	r->timer_armed = LM__NEVER; /* it fired: it is disarmed now */
 	now = lm__reactor_now(r);
 
 	while ((s = lm__heap_top(r)) && s->timer.deadline <= now && s->timer.seq < start_seq) {
@@ -145,7 +159,8 @@ int lm__timers_dispatch(lm_reactor *r)
 		lm__heap_remove(r, s);
 		if (s->timer.period) {
 			expirations += (now - s->timer.deadline) / s->timer.period;
-			s->timer.deadline += expirations * s->timer.period;
+			s->timer.deadline = lm__deadline_add(
+			    s->timer.deadline, lm__mul_sat(expirations, s->timer.period));
 			if (lm__heap_push(r, s) < 0) {
 				lm_log_error("timer heap: out of memory; timer disabled");
 				s->enabled = false;

@@ -164,7 +164,10 @@ LM_EXPORT int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t
  * (0: one-shot) keeping its phase: a late callback gets the number of
  * periods elapsed and the next deadline stays on the grid. Timers with the
  * same deadline fire in the order they were set. A one-shot timer is
- * disabled after it fires. */
+ * disabled after it fires. Any value is valid: a deadline past the end of
+ * the clock (now + first_ns, or the next period, beyond 2^64 - 1 ns)
+ * saturates to "never", so a timer with a huge period fires once and then
+ * stays enabled without firing again. */
 LM_EXPORT int lm_reactor_add_timer(lm_reactor *r, lm_source **ret, uint64_t first_ns,
 				   uint64_t period_ns, lm_timer_cb cb, void *userdata);
 
