@@ -85,6 +85,7 @@ struct lm_server {
 	size_t nmethods;
 	struct signal_entry *signals;
 	size_t nsignals;
+	struct method_entry introspect; /* lm.Introspect: built-in or lm_server_set_introspect */
 	LIST_HEAD(, peer) peers;
 	size_t npeers;
 	LIST_HEAD(, peer) dead;
@@ -444,15 +445,13 @@ static void introspect(lm_call *call, const void *payload, size_t len, void *use
 	free(buf);
 }
 
-static const struct method_entry introspect_entry = {"lm.Introspect", 13, introspect, NULL};
-
 static const struct method_entry *method_find(lm_server *s, const char *name, size_t nl)
 {
 	for (size_t i = 0; i < s->nmethods; i++)
 		if (s->methods[i].name_len == nl && memcmp(s->methods[i].name, name, nl) == 0)
 			return &s->methods[i];
-	if (nl == introspect_entry.name_len && memcmp(name, introspect_entry.name, nl) == 0)
-		return &introspect_entry;
+	if (nl == s->introspect.name_len && memcmp(name, s->introspect.name, nl) == 0)
+		return &s->introspect;
 	return NULL;
 }
 
@@ -484,7 +483,7 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 	call->serial = m->serial;
 	call->m = me;
 	LIST_INSERT_HEAD(&p->calls, call, link);
-	me->handler(call, m->payload, m->payload_len, me == &introspect_entry ? s : me->userdata);
+	me->handler(call, m->payload, m->payload_len, me->userdata);
 }
 
 static void peer_message(lm_conn *c, const void *data, size_t len, void *userdata)
@@ -645,6 +644,7 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	LIST_INIT(&s->orphans);
 	LIST_INIT(&s->cache);
 	s->uid = geteuid();
+	s->introspect = (struct method_entry){"lm.Introspect", 13, introspect, s};
 	s->max_message =
 	    opts->transport.max_message ? opts->transport.max_message : LM_DEFAULT_MAX_MESSAGE;
 	s->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
@@ -739,6 +739,15 @@ LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *method
 	for (size_t i = 0; i < n; i++)
 		s->methods[s->nmethods++] = (struct method_entry){
 		    methods[i].name, strlen(methods[i].name), methods[i].handler, userdata};
+	return 0;
+}
+
+LM_EXPORT int lm_server_set_introspect(lm_server *s, lm_method_cb cb, void *userdata)
+{
+	if (!s)
+		return -EINVAL;
+	s->introspect.handler = cb ? cb : introspect;
+	s->introspect.userdata = cb ? userdata : s;
 	return 0;
 }
 

@@ -158,6 +158,14 @@ LM_EXPORT void lm_client_free(lm_client *c);
 LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *methods, size_t n,
 				    void *userdata);
 
+/*
+ * Answer lm.Introspect with cb instead of the built-in description (NULL
+ * restores it). For a proxy that stands for another service (lm-bridge's
+ * imports): it replies with that service's own description, as it gave it.
+ * 0 or -EINVAL.
+ */
+LM_EXPORT int lm_server_set_introspect(lm_server *s, lm_method_cb cb, void *userdata);
+
 /* Declare a signal and its overflow policy. -EEXIST, -EINVAL. */
 LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overflow policy);
 
