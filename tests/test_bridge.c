@@ -494,6 +494,27 @@ Test(bridge, payload_at_the_size_limit, .timeout = 90)
 	lm_reactor_free(r);
 }
 
+/* A call the service never answers, on its way (60 s timeout). */
+static void hold_call(lm_reactor *r, lm_client *c, struct result *held)
+{
+	memset(held, 0, sizeof(*held));
+	cr_assert_eq(lm_client_call(c, "hold", NULL, 0, 60ll * 1000000000, on_reply, held), 0);
+	for (int i = 0; i < 10; i++)
+		lm_reactor_run_once(r, 10000000);
+	cr_assert_eq(held->done, 0);
+}
+
+/* The held call ends with a disconnection, long before its timeout. */
+static void expect_disconnected(lm_reactor *r, struct result *held)
+{
+	if (!run_until(r, &held->done, 1, 20000))
+		show_logs();
+	cr_assert_eq(held->done, 1);
+	cr_assert(held->status == -ECONNRESET ||
+		      (held->status == -EREMOTEIO && !strcmp(held->error, "lm.Disconnected")),
+		  "%s %s", strerror(-held->status), held->error);
+}
+
 Test(bridge, broker_restart, .timeout = 120)
 {
 	struct watch w = {0};
@@ -506,20 +527,11 @@ Test(bridge, broker_restart, .timeout = 120)
 	cr_assert_eq(lm_client_subscribe(c, "tick", on_tick_msg, &w), 0);
 	cr_assert(run_until(r, &w.ticks, 1, 20000));
 
-	memset(&held, 0, sizeof(held));
-	cr_assert_eq(lm_client_call(c, "hold", NULL, 0, 60ll * 1000000000, on_reply, &held), 0);
-	for (int i = 0; i < 10; i++)
-		lm_reactor_run_once(r, 10000000);
-	cr_assert_eq(held.done, 0);
+	hold_call(r, c, &held);
 
 	/* The broker goes: the call in flight fails long before its 60 s. */
 	broker_kill();
-	if (!run_until(r, &held.done, 1, 20000))
-		show_logs();
-	cr_assert_eq(held.done, 1);
-	cr_assert(held.status == -ECONNRESET ||
-		      (held.status == -EREMOTEIO && !strcmp(held.error, "lm.Disconnected")),
-		  "%s %s", strerror(-held.status), held.error);
+	expect_disconnected(r, &held);
 
 	/* It comes back: the bridges reconnect, resubscribe, and calls work. */
 	broker_start(NULL);
@@ -541,21 +553,13 @@ Test(bridge, exporter_killed, .timeout = 120)
 
 	setup("unix");
 	c = start_all(&r, &w, NULL, NULL);
-	memset(&held, 0, sizeof(held));
-	cr_assert_eq(lm_client_call(c, "hold", NULL, 0, 60ll * 1000000000, on_reply, &held), 0);
-	for (int i = 0; i < 10; i++)
-		lm_reactor_run_once(r, 10000000);
+	hold_call(r, c, &held);
 
 	/* kill -9 of the exporting bridge: its will tells the importer. */
 	kill(T.bridge[0], SIGKILL);
 	waitpid(T.bridge[0], NULL, 0);
 	T.bridge[0] = 0;
-	if (!run_until(r, &held.done, 1, 20000))
-		show_logs();
-	cr_assert_eq(held.done, 1);
-	cr_assert(held.status == -ECONNRESET ||
-		      (held.status == -EREMOTEIO && !strcmp(held.error, "lm.Disconnected")),
-		  "%s %s", strerror(-held.status), held.error);
+	expect_disconnected(r, &held);
 	cr_assert(run_until(r, &w.downs, 1, 20000), "the imported endpoint did not go");
 
 	/* The exporter comes back: so does the endpoint. */
@@ -565,15 +569,11 @@ Test(bridge, exporter_killed, .timeout = 120)
 	cr_assert_eq(res.status, 0, "%s %s", strerror(-res.status), res.error);
 
 	/* The service itself killed: the same, seen through the exporter. */
-	memset(&held, 0, sizeof(held));
-	cr_assert_eq(lm_client_call(c, "hold", NULL, 0, 60ll * 1000000000, on_reply, &held), 0);
-	for (int i = 0; i < 10; i++)
-		lm_reactor_run_once(r, 10000000);
+	hold_call(r, c, &held);
 	kill(T.server, SIGKILL);
 	waitpid(T.server, NULL, 0);
 	T.server = 0;
-	cr_assert(run_until(r, &held.done, 1, 20000));
-	cr_assert(held.status == -ECONNRESET || held.status == -EREMOTEIO);
+	expect_disconnected(r, &held);
 	lm_client_free(c);
 	lm_reactor_free(r);
 }
