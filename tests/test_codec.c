@@ -199,7 +199,7 @@ Test(codec, fuzz_corpus_replay)
 		exe[el] = 0;
 		snprintf(src, sizeof(src), "%s/../%s", dirname(dirname(exe)), __FILE__);
 	}
-	snprintf(dir, sizeof(dir), "%s/fuzz/corpus", dirname(src));
+	snprintf(dir, sizeof(dir), "%s/fuzz/corpus/codec", dirname(src));
 	d = opendir(dir);
 	cr_assert_not_null(d, "%s: %s", dir, strerror(errno));
 	while ((e = readdir(d))) {

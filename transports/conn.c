@@ -100,7 +100,10 @@ static int options_check(const struct lm_transport_ops *ops, const struct lm_tra
 
 	out->max_message = in && in->max_message ? in->max_message : LM_DEFAULT_MAX_MESSAGE;
 	out->max_queue = in && in->max_queue ? in->max_queue : LM_DEFAULT_MAX_QUEUE;
-	if (out->max_message > LM_LIMIT_MAX_MESSAGE || out->max_message > limit)
+	out->partial_timeout_ns =
+	    in && in->partial_timeout_ns ? in->partial_timeout_ns : LM_DEFAULT_PARTIAL_TIMEOUT_NS;
+	if (out->max_message > LM_LIMIT_MAX_MESSAGE || out->max_message > limit ||
+	    out->partial_timeout_ns < 0 || out->partial_timeout_ns > LM_LIMIT_PARTIAL_TIMEOUT_NS)
 		return -EINVAL;
 	return 0;
 }
@@ -137,7 +140,8 @@ static void conn_release(lm_conn *c)
 	lm_source_free(c->wsrc);
 	lm_source_free(c->hsrc);
 	lm_source_free(c->csrc);
-	c->rsrc = c->wsrc = c->hsrc = c->csrc = NULL;
+	lm_source_free(c->ptimer);
+	c->rsrc = c->wsrc = c->hsrc = c->csrc = c->ptimer = NULL;
 	if (!c->tp_closed && c->tp) {
 		c->ops->close(c->tp);
 		c->tp_closed = true;
@@ -472,6 +476,48 @@ static int conn_opened(lm_conn *c)
 	    c->ops->edge ? &c->edge : NULL);
 }
 
+static void conn_partial_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	lm_conn *c = userdata;
+
+	if (c->closed || c->freed || !c->ops->partial(c->tp))
+		return;
+	lm_log_info("%s connection: a message began %u ms ago and is still not whole: closing",
+		    c->ops->scheme, c->partial_ms);
+	c->busy++;
+	conn_fail(c, -ETIMEDOUT);
+	conn_unbusy(c);
+}
+
+/*
+ * After a receive: a message that began must be whole within partial_ms
+ * (lm_transport_options.partial_timeout_ns), or the connection closes. The
+ * stream is ordered, so while one message waits for its rest no other is
+ * delivered: a delivery means the message now waiting (if any) is a new
+ * one, and its time starts again.
+ */
+static void conn_partial_check(lm_conn *c)
+{
+	bool partial, armed;
+
+	if (!c->ops->partial || c->closed || c->freed)
+		return;
+	partial = c->ops->partial(c->tp);
+	armed = c->ptimer && lm_source_get_enabled(c->ptimer);
+	if (!partial) {
+		if (armed)
+			lm_source_set_enabled(c->ptimer, false);
+	} else if (!armed || c->progress) {
+		uint64_t ns = (uint64_t)c->partial_ms * 1000000u;
+
+		if (c->ptimer)
+			lm_timer_set(c->ptimer, ns, 0);
+		else
+			lm_reactor_add_timer(c->r, &c->ptimer, ns, 0, conn_partial_cb, c);
+	}
+	c->progress = false;
+}
+
 static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 {
 	lm_conn *c = userdata;
@@ -495,6 +541,7 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 			ret = c->ops->take(c, c->tp, data, len, !more);
 			if (ret < 0 && ret != -ECANCELED)
 				conn_fail(c, ret);
+			conn_partial_check(c);
 			conn_unbusy(c);
 			return;
 		}
@@ -519,6 +566,7 @@ static void conn_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 		else if (got && c->fds.late_eof && !c->closed && !c->freed &&
 			 (ret = conn_opened(c)) < 0)
 			conn_fail(c, ret);
+		conn_partial_check(c);
 	}
 	conn_unbusy(c);
 }
@@ -606,6 +654,7 @@ static int conn_new(lm_conn **ret, lm_reactor *r, const struct lm_transport_ops 
 	c->r = r;
 	c->max_message = opts->max_message;
 	c->max_queue = opts->max_queue;
+	c->partial_ms = (uint32_t)((opts->partial_timeout_ns + 999999) / 1000000);
 	c->flush.fn = conn_flush_cb;
 	c->stage.done = conn_stage_done;
 	c->fds.closefd = -1;
@@ -720,6 +769,7 @@ LM_EXPORT int lm_transport_deliver(lm_conn *c, const void *data, size_t len)
 {
 	if (c->closed || c->freed)
 		return -ECANCELED;
+	c->progress = true;
 	if (c->cb.message)
 		c->cb.message(c, data, len, c->userdata);
 	return c->closed || c->freed ? -ECANCELED : 0;
@@ -751,6 +801,7 @@ int lm__conn_wait(lm_conn *c, int64_t timeout_ns)
 		c->no_wait = true; /* not asked again: the reactor always waits */
 	else if (ret < 0 && ret != -ECANCELED && ret != -EINTR)
 		conn_fail(c, ret);
+	conn_partial_check(c);
 	conn_unbusy(c);
 	return ret;
 }
@@ -1101,6 +1152,11 @@ static void listener_destroy(lm_listener *l)
 {
 	lm_source_free(l->src);
 	l->src = NULL;
+	lm_source_free(l->retry);
+	l->retry = NULL;
+	if (l->spare >= 0)
+		close(l->spare);
+	l->spare = -1;
 	if (l->tp) {
 		l->ops->listen_close(l->tp);
 		l->tp = NULL;
@@ -1128,6 +1184,73 @@ static bool uid_allowed(const lm_listener *l, uid_t uid)
 	return false;
 }
 
+/* A listener out of fds even with its spare waits this long before trying
+ * again (watching it meanwhile would report it ready again at once). */
+#define LISTENER_RETRY_NS (100ull * 1000 * 1000)
+
+static void listener_watch(lm_listener *l)
+{
+	bool on = !l->paused && !l->waiting;
+
+	if (l->src && lm_source_get_enabled(l->src) != on)
+		lm_source_set_enabled(l->src, on);
+}
+
+static void listener_retry_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	lm_listener *l = userdata;
+
+	l->waiting = false;
+	listener_watch(l);
+}
+
+/* Stop watching l until the retry timer fires. */
+static void listener_wait(lm_listener *l)
+{
+	if (!l->retry &&
+	    lm_reactor_add_timer(l->r, &l->retry, LISTENER_RETRY_NS, 0, listener_retry_cb, l) < 0)
+		return; /* no memory for a timer: go on watching */
+	lm_timer_set(l->retry, LISTENER_RETRY_NS, 0);
+	l->waiting = true;
+	listener_watch(l);
+}
+
+/*
+ * accept() found no fd (EMFILE, ENFILE): a level-triggered listener would
+ * report the same waiting client again at once, for ever. Refuse it instead:
+ * give the spare fd back, take the connection with it and close it (the
+ * client sees its connection closed, and the queue empties), then take the
+ * spare again. Where even that finds no fd (the spare is gone, or the
+ * transport needs more than one), stop watching for LISTENER_RETRY_NS. One
+ * warning per shortage, not per client. Returns accept()'s result.
+ */
+static int listener_refuse(lm_listener *l, int err)
+{
+	void *tp;
+	int ret = err;
+
+	if (!l->starved) {
+		l->starved = true;
+		l->refused = 0;
+		lm_log_warn("listener %s: %s: refusing new connections until fds are freed",
+			    l->lockname, strerror(-err));
+	}
+	if (l->spare >= 0) {
+		close(l->spare);
+		l->spare = -1;
+		ret = l->ops->accept(l->tp, &tp);
+		if (ret == 1) {
+			l->ops->close(tp);
+			l->ops->free(tp);
+			l->refused++;
+		}
+		l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (ret < 0 && (l->spare < 0 || ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM))
+		listener_wait(l);
+	return ret;
+}
+
 static void listener_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
 {
 	lm_listener *l = userdata;
@@ -1138,15 +1261,24 @@ static void listener_io_cb(lm_source *s, int fd, uint32_t events, void *userdata
 
 	l->busy++;
 	/* A bounded batch per wake-up keeps the loop fair to the others. */
-	for (int i = 0; i < 32 && !l->freed; i++) {
+	for (int i = 0; i < 32 && !l->freed && !l->paused && !l->waiting; i++) {
 		ret = l->ops->accept(l->tp, &tp);
 		if (ret == 0)
 			break;
-		if (ret < 0) {
-			lm_log_debug("listener %s: accept: %s", l->lockname, strerror(-ret));
-			if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM)
+		if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM) {
+			if (listener_refuse(l, ret) == 0)
 				break;
 			continue;
+		}
+		if (ret < 0) {
+			lm_log_debug("listener %s: accept: %s", l->lockname, strerror(-ret));
+			continue;
+		}
+		if (l->starved) {
+			l->starved = false;
+			lm_log_info("listener %s: accepting again (%lu connections refused while "
+				    "out of fds)",
+				    l->lockname, l->refused);
 		}
 		if (l->ops->peer_cred(tp, &cred) < 0 || !uid_allowed(l, cred.uid)) {
 			lm_log_warn("listener %s: client uid %u refused (-EACCES)", l->lockname,
@@ -1187,6 +1319,9 @@ LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endp
 	l->userdata = userdata;
 	l->lockfd = -1;
 	l->dirfd = -1;
+	/* Held back for refusing clients when out of fds (listener_refuse);
+	 * none is no failure: then the listener only waits. */
+	l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	err = options_check(ops, opts, &l->opts);
 	if (err < 0)
 		goto fail;
@@ -1224,6 +1359,15 @@ LM_EXPORT void lm_listener_free(lm_listener *l)
 		return;
 	l->freed = true;
 	listener_destroy(l);
+}
+
+LM_EXPORT int lm_listener_pause(lm_listener *l, bool on)
+{
+	if (!l || l->freed)
+		return -EINVAL;
+	l->paused = on;
+	listener_watch(l);
+	return 0;
 }
 
 LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid)

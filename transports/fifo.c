@@ -485,6 +485,13 @@ static int fifo_send_batch(void *cstate, const unsigned char *buf, size_t len, s
 	return 1;
 }
 
+static bool fifo_partial(void *cstate)
+{
+	const struct fifo_conn *fc = cstate;
+
+	return fc->abuf || fc->rlen;
+}
+
 static int fifo_peer_cred(void *cstate, struct lm_peer_cred *ret)
 {
 	*ret = ((struct fifo_conn *)cstate)->cred;
@@ -539,4 +546,5 @@ const struct lm_transport_ops lm__transport_fifo = {
     .take = fifo_take,
     .edge = true,
     .flat = LM_TRANSPORT_FLAT_WRITE,
+    .partial = fifo_partial,
 };

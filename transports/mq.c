@@ -715,6 +715,11 @@ static void mq_conn_receive_wake(void *cstate)
 	wake_unit(((struct mq_conn *)cstate)->bq);
 }
 
+static bool mq_partial(void *cstate)
+{
+	return ((struct mq_conn *)cstate)->un.buf != NULL;
+}
+
 static int mq_peer_cred(void *cstate, struct lm_peer_cred *ret)
 {
 	*ret = ((struct mq_conn *)cstate)->cred;
@@ -778,4 +783,5 @@ const struct lm_transport_ops lm__transport_mq = {
     .peer_cred = mq_peer_cred,
     .close = mq_conn_close,
     .free = mq_conn_free,
+    .partial = mq_partial,
 };

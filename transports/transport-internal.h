@@ -32,11 +32,12 @@ struct lm_conn {
 	size_t max_message;
 	size_t max_queue;
 	struct lm_transport_fds fds;
-	lm_source *rsrc;  /* rfd (and wfd when equal) */
-	lm_source *wsrc;  /* wfd when it differs from rfd; created on demand */
-	lm_source *hsrc;  /* hupfd */
-	lm_source *csrc;  /* closefd */
-	lm_source *defer; /* delivers a close found while sending */
+	lm_source *rsrc;   /* rfd (and wfd when equal) */
+	lm_source *wsrc;   /* wfd when it differs from rfd; created on demand */
+	lm_source *hsrc;   /* hupfd */
+	lm_source *csrc;   /* closefd */
+	lm_source *defer;  /* delivers a close found while sending */
+	lm_source *ptimer; /* a message begun must be whole by then (ops->partial) */
 	/* Output not in the kernel yet: whole messages, each a 4-byte little-
 	 * endian length and the payload, back to back. [ohead, olen) is unsent;
 	 * oprog is the progress through it: bytes of it for ops->send_batch, the
@@ -47,6 +48,7 @@ struct lm_conn {
 	struct lm__flush flush; /* queued on the reactor while gathering */
 	int busy;               /* depth of our own dispatch: release memory after it */
 	int reason;             /* why it closed, for the deferred callback */
+	uint32_t partial_ms;    /* partial_timeout_ns of the options, in ms */
 	bool tp_closed;         /* ops->close() ran */
 	bool closed;            /* broken: sends get -ECONNRESET */
 	bool notified;          /* the closed callback ran (or will not) */
@@ -58,6 +60,7 @@ struct lm_conn {
 	bool no_wait;          /* ops->receive_wait() said it cannot, for this one */
 	bool fanning;          /* in a lm_conn_sendv_many() chunk not written yet */
 	bool no_flat;          /* the fan-out ring cannot write wfd: sendv always */
+	bool progress;         /* a message was delivered since conn_partial_check() */
 	struct lm__lone *lone; /* registered with r as its lone waiter, or NULL */
 	unsigned char ibuf[LM_INLINE_OUT];
 	/* The end of the round's write, when it is one small message: after
@@ -97,6 +100,12 @@ struct lm_listener {
 	int nallowed;
 	int busy;
 	bool freed;
+	bool paused;           /* lm_listener_pause() */
+	bool waiting;          /* out of fds even with the spare: the retry timer is armed */
+	bool starved;          /* out of fds since the last connection taken */
+	int spare;             /* an fd held back for refusing connections when out of fds */
+	lm_source *retry;      /* the timer that watches again after waiting */
+	unsigned long refused; /* connections refused while starved */
 };
 
 /* The runtime directory: open and check it (creating it 0700), return an

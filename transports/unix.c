@@ -365,6 +365,11 @@ static int unix_take(lm_conn *c, void *cstate, const void *data, size_t len, boo
 	return take_datagram(c, cstate, data, len, len > UNIT, last);
 }
 
+static bool unix_partial(void *cstate)
+{
+	return ((struct unix_conn *)cstate)->un.buf != NULL;
+}
+
 static int unix_peer_cred(void *cstate, struct lm_peer_cred *ret)
 {
 	struct unix_conn *uc = cstate;
@@ -410,4 +415,5 @@ const struct lm_transport_ops lm__transport_unix = {
     .send_batch = unix_send_batch,
     .take = unix_take,
     .flat = LM_TRANSPORT_FLAT_SEND,
+    .partial = unix_partial,
 };

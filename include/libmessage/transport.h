@@ -34,13 +34,21 @@ extern "C" {
 typedef struct lm_conn lm_conn;
 typedef struct lm_listener lm_listener;
 
-#define LM_DEFAULT_MAX_MESSAGE (1u << 20)  /* 1 MiB */
-#define LM_LIMIT_MAX_MESSAGE   (64u << 20) /* the largest max_message allowed */
-#define LM_DEFAULT_MAX_QUEUE   (4u << 20)  /* 4 MiB of queued output per connection */
+#define LM_DEFAULT_MAX_MESSAGE        (1u << 20)  /* 1 MiB */
+#define LM_LIMIT_MAX_MESSAGE          (64u << 20) /* the largest max_message allowed */
+#define LM_DEFAULT_MAX_QUEUE          (4u << 20)  /* 4 MiB of queued output per connection */
+#define LM_DEFAULT_PARTIAL_TIMEOUT_NS (30ll * 1000 * 1000 * 1000)   /* 30 s */
+#define LM_LIMIT_PARTIAL_TIMEOUT_NS   (3600ll * 1000 * 1000 * 1000) /* 1 hour */
 
 struct lm_transport_options {
 	size_t max_message; /* 0: LM_DEFAULT_MAX_MESSAGE; above LM_LIMIT_MAX_MESSAGE: -EINVAL */
 	size_t max_queue;   /* 0: LM_DEFAULT_MAX_QUEUE */
+	/* A message whose first part came must be whole within this, else the
+	 * connection closes (-ETIMEDOUT) and the part held is freed: a peer
+	 * that starts a big message and stalls holds nothing for long. 0:
+	 * LM_DEFAULT_PARTIAL_TIMEOUT_NS; negative or above
+	 * LM_LIMIT_PARTIAL_TIMEOUT_NS: -EINVAL. Counted in whole ms. */
+	int64_t partial_timeout_ns;
 };
 
 struct lm_peer_cred {
@@ -54,8 +62,9 @@ struct lm_peer_cred {
 /* One whole message arrived; data is valid only during the call. */
 typedef void (*lm_conn_message_cb)(lm_conn *c, const void *data, size_t len, void *userdata);
 /* The connection is over: reason is -ECONNRESET (peer gone), -EPROTO
- * (malformed frame), -EMSGSIZE (peer announced more than max_message), or
- * another -errno. Called once; the connection may be freed inside. */
+ * (malformed frame), -EMSGSIZE (peer announced more than max_message),
+ * -ETIMEDOUT (a message not whole within partial_timeout_ns), or another
+ * -errno. Called once; the connection may be freed inside. */
 typedef void (*lm_conn_closed_cb)(lm_conn *c, int reason, void *userdata);
 /* The output queue became empty again (optional). */
 typedef void (*lm_conn_drained_cb)(lm_conn *c, void *userdata);
@@ -165,6 +174,21 @@ LM_EXPORT int lm_runtime_dir(char *buf, size_t size);
  * logged), before the accept callback. -ENOSPC past 16 entries.
  */
 LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid);
+
+/*
+ * Stop (on) or resume taking new connections on l. While paused, clients
+ * wait where the kernel keeps them: in the socket's backlog (unix; a client
+ * finds it full with -EAGAIN), or their requests in the listener's FIFO or
+ * queue (fifo, mq). Safe from callbacks, the accept callback included (no
+ * further connection is taken in that batch). 0, or -EINVAL.
+ *
+ * Out of fds (EMFILE, ENFILE), a listener refuses clients rather than spin:
+ * it keeps one spare fd, which it gives back to take each waiting
+ * connection and close it at once; where that fails too it stops watching
+ * for 100 ms. It logs one warning when the shortage starts and one line when
+ * it takes a connection again.
+ */
+LM_EXPORT int lm_listener_pause(lm_listener *l, bool on);
 
 /* ---- writing a transport ----
  *
@@ -361,6 +385,12 @@ struct lm_transport_ops {
 	 * LM_TRANSPORT_FLAT_NONE: always send().
 	 */
 	enum lm_transport_flat flat;
+	/* Optional: whether part of a message was received and the rest is
+	 * awaited (a reassembly buffer, or a frame a read cut, is held). The
+	 * generic layer asks after each receive, and closes a connection whose
+	 * message is not whole within partial_timeout_ns
+	 * (lm_transport_options). NULL: never. */
+	bool (*partial)(void *cstate);
 };
 
 /* The longest datagram take() is given whole (64 KiB). */
