@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The libFuzzer targets (tests/fuzz/), built with clang in build-fuzz/.
 #
 #   scripts/fuzz.sh build                     configure and build them
@@ -93,18 +94,21 @@ smoke)
 		work=$(mktemp -d)
 		cp -r "tests/fuzz/corpus/$t/." "$work/"
 		echo "== fuzz smoke: $t, ${each}s"
-		(cd "$dir" && "./tests/fuzz/fuzz_$t" -max_len="$(max_len "$t")" -max_total_time="$each" \
-			-print_final_stats=1 "$work") 2>&1 | grep -E '^(stat::number_of_executed_units|#[0-9]+ +DONE)|ERROR|SUMMARY|crash-' || true
-		rc=${PIPESTATUS[0]}
+		rc=0
+		(cd "$dir" && "./tests/fuzz/fuzz_$t" -max_len="$(max_len "$t")" \
+			-max_total_time="$each" -print_final_stats=1 "$work") >"$dir/smoke-$t.log" 2>&1 ||
+			rc=$?
 		rm -rf "$work"
+		grep -E '^#[0-9]+ +DONE|^stat::number_of_executed_units' "$dir/smoke-$t.log" || true
 		if ((rc != 0)); then
+			grep -E -A30 'ERROR|SUMMARY' "$dir/smoke-$t.log" >&2 || tail -n 30 "$dir/smoke-$t.log" >&2
 			echo "fuzz smoke: $t failed (the crash input is in $dir/)" >&2
 			exit 1
 		fi
 	done
 	;;
 *)
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

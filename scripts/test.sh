@@ -52,8 +52,20 @@ wrap=(setarch "$(uname -m)" -R)
 TSAN_OPTIONS=halt_on_error=1 phase "ThreadSanitizer (tests that start threads)" build-tsan \
 	-DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=thread -- -L threads
 
+# Every corpus was replayed in the phases above (fuzz_replay_*); now a short
+# fuzzing run of each target with clang's libFuzzer, so a crash found later
+# becomes a corpus input (a regression test) at once.
+step "fuzz smoke (libFuzzer, about a minute in all)"
+rc=0
+scripts/fuzz.sh smoke 60 || rc=$?
+if [ $rc -eq 77 ]; then
+	echo "clang is missing: no fuzz smoke (the corpora were replayed above)"
+elif [ $rc -ne 0 ]; then
+	failed+=("fuzz smoke")
+fi
+
 if [ ${#failed[@]} -ne 0 ]; then
 	printf '\n== FAILED: %s\n' "${failed[@]}" >&2
 	exit 1
 fi
-step "all three builds passed"
+step "all three builds and the fuzz smoke passed"
