@@ -569,12 +569,50 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	}
 }
 
+/* Whether the SVG can be written at path: its directory exists and is
+ * writable, and so is the file if it exists. 0 or -1 with errno. */
+static int plot_writable(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+
+	if (!*path) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (access(dir, W_OK | X_OK) < 0)
+		return -1;
+	if (access(path, F_OK) == 0 && access(path, W_OK) < 0)
+		return -1;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_opts o;
 	int rc = bench_parse_args(&o, argc, argv, stderr);
 	if (rc)
 		return rc == 1 ? 0 : 2;
+	/* What would fail after the run, or in every case of it, fails now. */
+	if (o.plot && plot_writable(o.plot) < 0) {
+		fprintf(stderr, "lm-bench: --plot %s: cannot write there: %s\n", o.plot,
+			strerror(errno));
+		return 2;
+	}
+	lm_reactor *probe;
+	if (lm_reactor_new(&probe, NULL) == -EINVAL) {
+		/* libmessage said what is wrong with LM_BACKEND. */
+		fprintf(stderr, "lm-bench: unset LM_BACKEND or fix it (--backend chooses the "
+				"backends of the cases)\n");
+		return 2;
+	}
+	lm_reactor_free(probe);
 
 	struct sigaction sa = {.sa_handler = on_interrupt};
 	sigaction(SIGINT, &sa, NULL);

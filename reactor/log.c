@@ -14,16 +14,37 @@ static int log_level = LM_LOG_WARN;
 static lm_log_cb log_cb;
 static void *log_userdata;
 
+static void emit(enum lm_log_level level, const char *msg)
+{
+	static const char *const tags[] = {"error", "warning", "info", "debug"};
+	lm_log_cb cb = __atomic_load_n(&log_cb, __ATOMIC_ACQUIRE);
+
+	if (cb)
+		cb(level, msg, log_userdata);
+	else
+		fprintf(stderr, "libmessage: %s: %s\n", tags[level], msg);
+}
+
+/* Once per process. An unknown value is warned about (directly: the level
+ * is not known yet) and the default kept. */
 static void read_env_level(void)
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
 	const char *v = getenv("LM_LOG");
+	char msg[160];
 
-	if (!v)
+	if (!v || !*v)
 		return;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcasecmp(v, names[i]) == 0)
+		if (strcasecmp(v, names[i]) == 0) {
 			__atomic_store_n(&log_level, (int)i, __ATOMIC_RELAXED);
+			return;
+		}
+	snprintf(msg, sizeof(msg),
+		 "LM_LOG=%.64s: unknown level (error, warn, info or debug); "
+		 "warn is used",
+		 v);
+	emit(LM_LOG_WARN, msg);
 }
 
 void lm_set_log_handler(lm_log_cb cb, void *userdata)
@@ -55,21 +76,15 @@ bool lm__log_enabled(enum lm_log_level level)
 
 void lm__log(enum lm_log_level level, const char *fmt, ...)
 {
-	static const char *const tags[] = {"error", "warning", "info", "debug"};
 	char msg[512];
 	va_list ap;
-	lm_log_cb cb;
 
 	if (!lm__log_enabled(level))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	cb = __atomic_load_n(&log_cb, __ATOMIC_ACQUIRE);
-	if (cb)
-		cb(level, msg, log_userdata);
-	else
-		fprintf(stderr, "libmessage: %s: %s\n", tags[level], msg);
+	emit(level, msg);
 }
 
 int lm__env_long(const char *var, long lo, long hi, long *v)

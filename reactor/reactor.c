@@ -43,7 +43,7 @@ static int backend_from_env(enum lm_backend *ret)
 	else if (strcmp(v, "uring") == 0 || strcmp(v, "io_uring") == 0)
 		*ret = LM_BACKEND_URING;
 	else {
-		lm_log_error("LM_BACKEND=%s: expected epoll, uring or auto", v);
+		lm_log_error("LM_BACKEND=%s: expected epoll, uring (or io_uring) or auto", v);
 		return -EINVAL;
 	}
 	return 0;

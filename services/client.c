@@ -440,6 +440,17 @@ static int client_create(lm_client **ret, lm_reactor *r, const char *endpoint,
 	    opts->reconnect_max_ns < 0 || opts->transport.max_message > LM_LIMIT_MAX_MESSAGE ||
 	    (opts->name && !lm__proto_name_ok(opts->name, strlen(opts->name))))
 		return -EINVAL;
+	/* What no retry can mend fails here, said once (the library logs why):
+	 * a malformed endpoint, an unknown transport, a runtime directory that
+	 * cannot be used. */
+	err = lm__endpoint_check(endpoint);
+	if (err < 0)
+		return err;
+	err = lm__runtime_dir_open(NULL, 0);
+	if (err < 0)
+		return err;
+	close(err);
+	err = -ENOMEM;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;

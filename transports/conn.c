@@ -68,7 +68,7 @@ LM_EXPORT int lm_transport_register(const struct lm_transport_ops *ops)
 static int endpoint_parse(const char *endpoint, const struct lm_transport_ops **ops,
 			  const char **name)
 {
-	const char *colon, *scheme;
+	const char *colon, *scheme, *why;
 	size_t slen;
 
 	if (!endpoint)
@@ -87,10 +87,36 @@ static int endpoint_parse(const char *endpoint, const struct lm_transport_ops **
 	}
 	*ops = transport_find(scheme, slen);
 	if (!*ops) {
-		lm_log_error("endpoint %s: unknown transport '%.*s'", endpoint, (int)slen, scheme);
+		if (colon)
+			lm_log_error("endpoint %s: unknown transport '%.*s' (unix, fifo or mq)",
+				     endpoint, (int)slen, scheme);
+		else
+			lm_log_error("endpoint %s: LM_TRANSPORT=%s: unknown transport (unix, fifo "
+				     "or mq)",
+				     endpoint, scheme);
 		return -EPROTONOSUPPORT;
 	}
-	return lm__name_check(*name);
+	why = lm__name_problem(*name);
+	if (why) {
+		size_t n = strlen(*name);
+
+		if (n > LM_NAME_MAX)
+			lm_log_error("endpoint %.*s...: bad name: %s (%zu bytes, at most %d)",
+				     (int)(*name - endpoint) + 32, endpoint, why, n,
+				     (int)LM_NAME_MAX);
+		else
+			lm_log_error("endpoint %s: bad name: %s", endpoint, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int lm__endpoint_check(const char *endpoint)
+{
+	const struct lm_transport_ops *ops;
+	const char *name;
+
+	return endpoint_parse(endpoint, &ops, &name);
 }
 
 static int options_check(const struct lm_transport_ops *ops, const struct lm_transport_options *in,

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,19 +17,64 @@
 #include "log-internal.h"
 #include "transport-internal.h"
 
+/*
+ * A runtime directory error, logged once: a client retrying its connection
+ * meets the same one at every attempt, so the same line again goes to the
+ * debug level, until the directory is opened fine once.
+ */
+static pthread_mutex_t dir_error_lock = PTHREAD_MUTEX_INITIALIZER;
+static char dir_error_last[256];
+
+__attribute__((format(printf, 1, 2))) static void runtime_dir_error(const char *fmt, ...)
+{
+	char msg[sizeof(dir_error_last)];
+	bool again;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&dir_error_lock);
+	again = strcmp(msg, dir_error_last) == 0;
+	if (!again)
+		memcpy(dir_error_last, msg, sizeof(msg));
+	pthread_mutex_unlock(&dir_error_lock);
+	if (again)
+		lm_log_debug("%s (again)", msg);
+	else
+		lm_log_error("%s", msg);
+}
+
+static void runtime_dir_ok(void)
+{
+	pthread_mutex_lock(&dir_error_lock);
+	dir_error_last[0] = 0;
+	pthread_mutex_unlock(&dir_error_lock);
+}
+
+/* $LM_RUNTIME_DIR (absolute, else -EINVAL), else $XDG_RUNTIME_DIR/libmessage
+ * (a relative one is ignored, as the XDG spec says), else
+ * /tmp/libmessage-UID. */
 static int runtime_dir_path(char *buf, size_t size)
 {
 	const char *env = getenv("LM_RUNTIME_DIR");
 	int n;
 
+	if (env && *env && *env != '/') {
+		runtime_dir_error("LM_RUNTIME_DIR=%s: refused: not an absolute path", env);
+		return -EINVAL;
+	}
 	if (env && *env)
 		n = snprintf(buf, size, "%s", env);
-	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env)
+	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env == '/')
 		n = snprintf(buf, size, "%s/libmessage", env);
 	else
 		n = snprintf(buf, size, "/tmp/libmessage-%u", (unsigned)geteuid());
-	if (n < 0 || (size_t)n >= size)
+	if (n < 0 || (size_t)n >= size) {
+		runtime_dir_error("runtime directory %.64s...: refused: longer than %zu bytes", buf,
+				  size - 1);
 		return -ENAMETOOLONG;
+	}
 	return n;
 }
 
@@ -43,19 +89,27 @@ int lm__runtime_dir_open(char *path, size_t size)
 		return n;
 	/* mkdir never follows a symlink at the last component: it fails. */
 	if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
-		lm_log_error("runtime directory %s: cannot create: %s", buf, strerror(errno));
-		return -errno;
+		int err = errno;
+
+		if (err == ENOENT)
+			runtime_dir_error("runtime directory %s: cannot create it: its parent "
+					  "directory does not exist",
+					  buf);
+		else
+			runtime_dir_error("runtime directory %s: cannot create it: %s", buf,
+					  strerror(err));
+		return -err;
 	}
 	fd = open(buf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		int err = errno;
 
 		if (err == ELOOP || err == ENOTDIR) {
-			lm_log_error("runtime directory %s: refused: a symlink or not a directory",
-				     buf);
+			runtime_dir_error(
+			    "runtime directory %s: refused: a symlink or not a directory", buf);
 			return -EPERM;
 		}
-		lm_log_error("runtime directory %s: %s", buf, strerror(err));
+		runtime_dir_error("runtime directory %s: %s", buf, strerror(err));
 		return -err;
 	}
 	if (fstat(fd, &st) < 0) {
@@ -64,12 +118,13 @@ int lm__runtime_dir_open(char *path, size_t size)
 		return n;
 	}
 	if (st.st_uid != geteuid() || (st.st_mode & 022)) {
-		lm_log_error("runtime directory %s: refused: %s", buf,
-			     st.st_uid != geteuid() ? "not owned by us"
-						    : "group- or world-writable");
+		runtime_dir_error("runtime directory %s: refused: %s", buf,
+				  st.st_uid != geteuid() ? "not owned by us"
+							 : "group- or world-writable");
 		close(fd);
 		return -EPERM;
 	}
+	runtime_dir_ok();
 	if (path) {
 		if ((size_t)n >= size) {
 			close(fd);
@@ -97,16 +152,27 @@ LM_EXPORT int lm_runtime_dir(char *buf, size_t size)
 	return (int)strlen(path);
 }
 
-int lm__name_check(const char *name)
+const char *lm__name_problem(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
 
-	if (n == 0 || n > LM_NAME_MAX || strchr(name, '/') || strstr(name, ".."))
-		return -EINVAL;
+	if (n == 0)
+		return "the name is empty";
+	if (n > LM_NAME_MAX)
+		return "the name is too long";
+	if (strchr(name, '/'))
+		return "a name may not contain '/'";
+	if (strstr(name, ".."))
+		return "a name may not contain '..'";
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
-			return -EINVAL;
-	return 0;
+			return "a name may not contain control characters";
+	return NULL;
+}
+
+int lm__name_check(const char *name)
+{
+	return lm__name_problem(name) ? -EINVAL : 0;
 }
 
 ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt)

@@ -113,6 +113,13 @@ struct lm_listener {
 int lm__runtime_dir_open(char *path, size_t size);
 /* 0 if name is a valid endpoint name, else -EINVAL. */
 int lm__name_check(const char *name);
+/* NULL if name is a valid endpoint name, else the rule it breaks, as a
+ * static string for an error message. */
+const char *lm__name_problem(const char *name);
+/* Check an endpoint ("scheme:name" or a bare name) as lm_conn_connect() and
+ * lm_listener_new() will: 0, -EINVAL (a bad name) or -EPROTONOSUPPORT (an
+ * unknown scheme), with an error log line saying what is wrong. */
+int lm__endpoint_check(const char *endpoint);
 
 /* Helpers for framed transports: the encoding of a message is a 4-byte
  * little-endian length followed by the payload. Fill out[] with the part

@@ -34,7 +34,7 @@ typedef struct lm_source lm_source;
 
 enum lm_backend {
 	LM_BACKEND_AUTO =
-	    0, /* $LM_BACKEND (epoll|uring|auto), else the preferred one with fallback */
+	    0, /* $LM_BACKEND (epoll|uring|io_uring|auto), else the preferred one with fallback */
 	LM_BACKEND_EPOLL = 1,
 	LM_BACKEND_URING = 2,
 };

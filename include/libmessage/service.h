@@ -140,7 +140,11 @@ LM_EXPORT void lm_server_free(lm_server *s);
 /*
  * Connect to endpoint on r. The client connects at once if it can, else it
  * keeps trying with backoff (so a client may start before its server); either
- * way 0 is returned. opts may be NULL. -EINVAL, -ENOMEM.
+ * way 0 is returned. opts may be NULL. What no retry can mend fails at once,
+ * with one log line saying why: -EINVAL (a bad argument or endpoint name, a
+ * relative LM_RUNTIME_DIR), -EPROTONOSUPPORT (an unknown transport), the
+ * runtime directory's errors (-ENOENT: its parent is missing; -EPERM: it is
+ * refused); -ENOMEM.
  */
 LM_EXPORT int lm_client_new(lm_client **ret, lm_reactor *r, const char *endpoint,
 			    const struct lm_client_options *opts);

@@ -153,7 +153,9 @@ int main(int argc, char **argv)
 	}
 	err = lm_client_new(&c, r, w.endpoint, NULL);
 	if (err < 0) {
-		fprintf(stderr, "srvtime-client: bad endpoint %s: %s\n", w.endpoint,
+		/* A malformed endpoint, an unknown transport, an unusable runtime
+		 * directory: libmessage logged which, once. */
+		fprintf(stderr, "srvtime-client: cannot use %.120s: %s\n", w.endpoint,
 			strerror(-err));
 		lm_reactor_free(r);
 		return 1;
