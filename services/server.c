@@ -5,11 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cbor.h>
 
 #include <bsd/sys/queue.h>
 
 #include "libmessage/service.h"
+#include "libmessage/types.h"
 #include "log-internal.h"
 #include "protocol.h"
 
@@ -26,12 +30,14 @@ struct method_entry {
 	size_t name_len;
 	lm_method_cb handler;
 	void *userdata;
+	lm_type *args, *result; /* declared types, NULL: untyped */
 };
 
 struct signal_entry {
 	char *name;
 	size_t name_len;
 	enum lm_overflow policy;
+	lm_type *type;      /* declared type, NULL: untyped */
 	struct peer **subs; /* subscribers, unordered */
 	size_t nsubs, cap;
 };
@@ -86,6 +92,7 @@ struct lm_server {
 	struct signal_entry *signals;
 	size_t nsignals;
 	struct method_entry introspect; /* lm.Introspect: built-in or lm_server_set_introspect */
+	struct method_entry stats;      /* lm.Stats, built-in */
 	LIST_HEAD(, peer) peers;
 	size_t npeers;
 	LIST_HEAD(, peer) dead;
@@ -93,6 +100,9 @@ struct lm_server {
 	LIST_HEAD(, lm_call) cache;
 	unsigned ncache;
 	unsigned busy;
+	struct timespec started; /* CLOCK_MONOTONIC, for lm.Stats */
+	/* What lm.Stats reports (docs/protocol.md). */
+	uint64_t n_calls, n_calls_refused, n_emitted, n_dropped, n_overflow_kills;
 };
 
 static void peer_kill(struct peer *p, int reason);
@@ -189,6 +199,7 @@ static int call_finish(lm_call *call, int err)
 	if (err == -ENOBUFS) {
 		/* The client does not read its replies: disconnect it. */
 		lm_log_debug("server %s: client queue full, disconnecting", p->s->name);
+		p->s->n_overflow_kills++;
 		peer_kill(p, -ENOBUFS);
 	}
 	return err;
@@ -419,29 +430,145 @@ static void handle_subscribe(struct peer *p, const struct lm_proto_msg *m)
 		send_msg(p->conn, LM_PROTO_REPLY, m->serial, NULL, 0, NULL, 0, s->max_message);
 }
 
+/* A declared type's text in an introspection line: "-" when untyped. */
+static void put_type(FILE *f, const lm_type *t)
+{
+	char buf[512], *big;
+	size_t n;
+
+	if (!t) {
+		fputs("-", f);
+		return;
+	}
+	n = lm_type_format(t, buf, sizeof(buf));
+	if (n < sizeof(buf)) {
+		fputs(buf, f);
+	} else if ((big = malloc(n + 1))) {
+		lm_type_format(t, big, n + 1);
+		fputs(big, f);
+		free(big);
+	}
+}
+
+/*
+ * lm.Introspect: version 1 (empty arguments, what older clients send) is
+ * one line per member without types; a client that reads version 2 sends
+ * "2" and gets the types too, after an "introspect 2" first line. A client
+ * knows which one it got from that first line (docs/protocol.md).
+ */
 static void introspect(lm_call *call, const void *payload, size_t len, void *userdata)
 {
 	lm_server *s = userdata;
-	size_t size = 64 + strlen(s->name), off = 0;
-	char *buf;
+	bool v2 =
+	    len >= 1 && ((const char *)payload)[0] >= '2' && ((const char *)payload)[0] <= '9';
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
 
-	for (size_t i = 0; i < s->nmethods; i++)
-		size += 8 + s->methods[i].name_len;
-	for (size_t i = 0; i < s->nsignals; i++)
-		size += 24 + s->signals[i].name_len;
-	buf = malloc(size);
-	if (!buf) {
+	if (!f) {
 		lm_call_error(call, "lm.Failed", "out of memory");
 		return;
 	}
-	off += (size_t)snprintf(buf + off, size - off, "server %s\n", s->name);
-	for (size_t i = 0; i < s->nmethods; i++)
-		off += (size_t)snprintf(buf + off, size - off, "method %s\n", s->methods[i].name);
-	for (size_t i = 0; i < s->nsignals; i++)
-		off += (size_t)snprintf(
-		    buf + off, size - off, "signal %s %s\n", s->signals[i].name,
-		    s->signals[i].policy == LM_OVERFLOW_DISCONNECT ? "disconnect" : "drop-oldest");
-	lm_call_reply(call, buf, off);
+	if (v2)
+		fputs("introspect 2\n", f);
+	fprintf(f, "server %s\n", s->name);
+	for (size_t i = 0; i < s->nmethods; i++) {
+		const struct method_entry *m = &s->methods[i];
+
+		fprintf(f, "method %s", m->name);
+		if (v2 && (m->args || m->result)) {
+			fputc(' ', f);
+			put_type(f, m->args);
+			fputs(" -> ", f);
+			put_type(f, m->result);
+		}
+		fputc('\n', f);
+	}
+	for (size_t i = 0; i < s->nsignals; i++) {
+		fprintf(f, "signal %s %s", s->signals[i].name,
+			s->signals[i].policy == LM_OVERFLOW_DISCONNECT ? "disconnect"
+								       : "drop-oldest");
+		if (v2 && s->signals[i].type) {
+			fputc(' ', f);
+			put_type(f, s->signals[i].type);
+		}
+		fputc('\n', f);
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		lm_call_error(call, "lm.Failed", "out of memory");
+		return;
+	}
+	lm_call_reply(call, buf, size);
+	free(buf);
+}
+
+/* The type of lm.Stats' reply, as docs/protocol.md gives it. */
+#define STATS_TYPE                                                                        \
+	"{name: text, uptime_ns: uint, clients: uint, calls: uint, calls_refused: uint, " \
+	"signals_emitted: uint, signals_dropped: uint, overflow_disconnects: uint, "      \
+	"signals: [{name: text, subscribers: uint}]}"
+
+static bool map_put(cbor_item_t *map, const char *key, cbor_item_t *value)
+{
+	cbor_item_t *k = cbor_build_string(key);
+	bool ok = k && value && cbor_map_add(map, (struct cbor_pair){k, value});
+
+	if (k)
+		cbor_decref(&k);
+	if (value)
+		cbor_decref(&value);
+	return ok;
+}
+
+static uint64_t elapsed_ns(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)(now.tv_sec - since->tv_sec) * 1000000000u +
+	       (uint64_t)(now.tv_nsec - since->tv_nsec);
+}
+
+/* lm.Stats: what the server says about itself, one CBOR map of STATS_TYPE. */
+static void stats(lm_call *call, const void *payload, size_t len, void *userdata)
+{
+	lm_server *s = userdata;
+	cbor_item_t *map = cbor_new_definite_map(9), *sigs = cbor_new_definite_array(s->nsignals);
+	unsigned char *buf = NULL;
+	size_t size = 0, n = 0;
+	bool ok = map && sigs;
+
+	for (size_t i = 0; ok && i < s->nsignals; i++) {
+		cbor_item_t *e = cbor_new_definite_map(2);
+
+		ok = e && map_put(e, "name", cbor_build_string(s->signals[i].name)) &&
+		     map_put(e, "subscribers", cbor_build_uint64(s->signals[i].nsubs)) &&
+		     cbor_array_push(sigs, e);
+		if (e)
+			cbor_decref(&e);
+	}
+	ok = ok && map_put(map, "name", cbor_build_string(s->name)) &&
+	     map_put(map, "uptime_ns", cbor_build_uint64(elapsed_ns(&s->started))) &&
+	     map_put(map, "clients", cbor_build_uint64(s->npeers)) &&
+	     map_put(map, "calls", cbor_build_uint64(s->n_calls)) &&
+	     map_put(map, "calls_refused", cbor_build_uint64(s->n_calls_refused)) &&
+	     map_put(map, "signals_emitted", cbor_build_uint64(s->n_emitted)) &&
+	     map_put(map, "signals_dropped", cbor_build_uint64(s->n_dropped)) &&
+	     map_put(map, "overflow_disconnects", cbor_build_uint64(s->n_overflow_kills)) &&
+	     map_put(map, "signals", cbor_incref(sigs));
+	if (ok)
+		n = cbor_serialize_alloc(map, &buf, &size);
+	if (map)
+		cbor_decref(&map);
+	if (sigs)
+		cbor_decref(&sigs);
+	if (n == 0) {
+		free(buf);
+		lm_call_error(call, "lm.Failed", "out of memory");
+		return;
+	}
+	lm_call_reply(call, buf, n);
 	free(buf);
 }
 
@@ -452,7 +579,30 @@ static const struct method_entry *method_find(lm_server *s, const char *name, si
 			return &s->methods[i];
 	if (nl == s->introspect.name_len && memcmp(name, s->introspect.name, nl) == 0)
 		return &s->introspect;
+	if (nl == s->stats.name_len && memcmp(name, s->stats.name, nl) == 0)
+		return &s->stats;
 	return NULL;
+}
+
+/* A typed method's arguments do not match: lm.InvalidArgs says where. */
+static bool args_refused(struct peer *p, const struct lm_proto_msg *m,
+			 const struct method_entry *me)
+{
+	char why[300], type[200], msg[600];
+	int err = lm_type_check(me->args, m->payload, m->payload_len, why, sizeof(why));
+
+	if (err == 0)
+		return false;
+	p->s->n_calls_refused++;
+	if (err == -ENOMEM) {
+		send_error(p, m->serial, "lm.Failed", "out of memory");
+		return true;
+	}
+	if (lm_type_format(me->args, type, sizeof(type)) >= sizeof(type))
+		strcpy(type + sizeof(type) - 4, "...");
+	snprintf(msg, sizeof(msg), "%s: arguments do not match %s: %s", me->name, type, why);
+	send_error(p, m->serial, "lm.InvalidArgs", msg);
+	return true;
 }
 
 static void handle_call(struct peer *p, const struct lm_proto_msg *m)
@@ -470,9 +620,13 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 	if (!me) {
 		memcpy(name, m->name, m->name_len);
 		name[m->name_len] = 0;
+		s->n_calls_refused++;
 		send_error(p, m->serial, "lm.UnknownMethod", name);
 		return;
 	}
+	if (me->args && args_refused(p, m, me))
+		return;
+	s->n_calls++;
 	call = call_get(s);
 	if (!call) {
 		send_error(p, m->serial, "lm.Failed", "out of memory");
@@ -644,7 +798,9 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	LIST_INIT(&s->orphans);
 	LIST_INIT(&s->cache);
 	s->uid = geteuid();
-	s->introspect = (struct method_entry){"lm.Introspect", 13, introspect, s};
+	s->introspect = (struct method_entry){"lm.Introspect", 13, introspect, s, NULL, NULL};
+	s->stats = (struct method_entry){"lm.Stats", 8, stats, s, NULL, NULL};
+	clock_gettime(CLOCK_MONOTONIC, &s->started);
 	s->max_message =
 	    opts->transport.max_message ? opts->transport.max_message : LM_DEFAULT_MAX_MESSAGE;
 	s->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
@@ -703,6 +859,11 @@ LM_EXPORT void lm_server_free(lm_server *s)
 	for (size_t i = 0; i < s->nsignals; i++) {
 		free(s->signals[i].name);
 		free(s->signals[i].subs);
+		lm_type_free(s->signals[i].type);
+	}
+	for (size_t i = 0; i < s->nmethods; i++) {
+		lm_type_free(s->methods[i].args);
+		lm_type_free(s->methods[i].result);
 	}
 	free(s->signals);
 	free(s->methods);
@@ -737,8 +898,51 @@ LM_EXPORT int lm_server_add_methods(lm_server *s, const struct lm_method *method
 		return -ENOMEM;
 	s->methods = v;
 	for (size_t i = 0; i < n; i++)
-		s->methods[s->nmethods++] = (struct method_entry){
-		    methods[i].name, strlen(methods[i].name), methods[i].handler, userdata};
+		s->methods[s->nmethods++] = (struct method_entry){methods[i].name,
+								  strlen(methods[i].name),
+								  methods[i].handler,
+								  userdata,
+								  NULL,
+								  NULL};
+	return 0;
+}
+
+/* Parse an optional declared type: NULL stays NULL. */
+static int type_parse_opt(lm_type **ret, const char *text)
+{
+	int err;
+
+	*ret = NULL;
+	if (!text)
+		return 0;
+	err = lm_type_parse(ret, text, NULL, 0);
+	return err;
+}
+
+LM_EXPORT int lm_server_set_method_type(lm_server *s, const char *method, const char *args,
+					const char *result)
+{
+	struct method_entry *me = NULL;
+	lm_type *a, *r;
+	int err;
+
+	if (!s || !method)
+		return -EINVAL;
+	for (size_t i = 0; i < s->nmethods && !me; i++)
+		if (strcmp(s->methods[i].name, method) == 0)
+			me = &s->methods[i];
+	if (!me)
+		return -ENOENT;
+	if ((err = type_parse_opt(&a, args)) < 0)
+		return err;
+	if ((err = type_parse_opt(&r, result)) < 0) {
+		lm_type_free(a);
+		return err;
+	}
+	lm_type_free(me->args);
+	lm_type_free(me->result);
+	me->args = a;
+	me->result = r;
 	return 0;
 }
 
@@ -753,8 +957,16 @@ LM_EXPORT int lm_server_set_introspect(lm_server *s, lm_method_cb cb, void *user
 
 LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overflow policy)
 {
+	return lm_server_add_typed_signal(s, name, policy, NULL);
+}
+
+LM_EXPORT int lm_server_add_typed_signal(lm_server *s, const char *name, enum lm_overflow policy,
+					 const char *type)
+{
 	struct signal_entry *v;
+	lm_type *t;
 	size_t nl, idx;
+	int err;
 
 	if (!s || !name || (policy != LM_OVERFLOW_DROP_OLDEST && policy != LM_OVERFLOW_DISCONNECT))
 		return -EINVAL;
@@ -763,21 +975,28 @@ LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overf
 		return -EINVAL;
 	if (signal_find(s, name, nl, &idx))
 		return -EEXIST;
+	if ((err = type_parse_opt(&t, type)) < 0)
+		return err;
 	v = realloc(s->signals, (s->nsignals + 1) * sizeof(*v));
-	if (!v)
+	if (!v) {
+		lm_type_free(t);
 		return -ENOMEM;
+	}
 	s->signals = v;
-	v[s->nsignals] =
-	    (struct signal_entry){.name = strdup(name), .name_len = nl, .policy = policy};
-	if (!v[s->nsignals].name)
+	v[s->nsignals] = (struct signal_entry){
+	    .name = strdup(name), .name_len = nl, .policy = policy, .type = t};
+	if (!v[s->nsignals].name) {
+		lm_type_free(t);
 		return -ENOMEM;
+	}
 	s->nsignals++;
 	return 0;
 }
 
 /* A subscriber's queue is full: keep the newest signal, count the one it
  * replaces. Returns false if the subscriber must go. */
-static bool hold_signal(struct peer_signal *ps, const struct iovec *iov, int niov, size_t total)
+static bool hold_signal(lm_server *s, struct peer_signal *ps, const struct iovec *iov, int niov,
+			size_t total)
 {
 	void *msg = malloc(total);
 	size_t off = 0;
@@ -791,6 +1010,7 @@ static bool hold_signal(struct peer_signal *ps, const struct iovec *iov, int nio
 	if (ps->held) {
 		free(ps->held);
 		ps->dropped++;
+		s->n_dropped++;
 	}
 	ps->held = msg;
 	ps->held_len = total;
@@ -824,7 +1044,7 @@ static int emit_fan(struct emit_fan *f, const struct signal_entry *sig, size_t i
 		if (err == 0) {
 			reached++;
 		} else if (err == -ENOBUFS && sig->policy == LM_OVERFLOW_DROP_OLDEST &&
-			   hold_signal(&p->sig[idx], iov, niov, total)) {
+			   hold_signal(p->s, &p->sig[idx], iov, niov, total)) {
 			p->backlog = true;
 		} else {
 			p->kill_next = *kill;
@@ -878,7 +1098,7 @@ LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, cons
 		ps = p->backlog ? &p->sig[idx] : NULL;
 		if (ps && ps->held) {
 			/* Still backed up: this one waits in place of the older. */
-			if (!hold_signal(ps, iov, niov, total)) {
+			if (!hold_signal(s, ps, iov, niov, total)) {
 				p->kill_next = kill;
 				kill = p;
 			}
@@ -891,10 +1111,12 @@ LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, cons
 	}
 	if (fan.n)
 		reached += emit_fan(&fan, sig, idx, iov, niov, total, &kill);
+	s->n_emitted++;
 	/* Killing edits sig->subs, so it waits until the loop is over. */
 	server_enter(s);
 	while ((p = kill)) {
 		kill = p->kill_next;
+		s->n_overflow_kills++;
 		peer_kill(p, -ENOBUFS);
 	}
 	server_leave(s);

@@ -7,6 +7,7 @@
 #include "reactor.h"
 #include "transport.h"
 #include "service.h"
+#include "types.h"
 #include "srvtime.h"
 
 #endif

@@ -34,6 +34,10 @@ extern "C" {
  *   -ENOENT        no such signal (emit) or subscription (unsubscribe)
  *   -EADDRINUSE    a live server already serves the endpoint
  *   -EALREADY      a call was already replied to
+ *
+ * Errors a server sends (ERROR names, docs/protocol.md): lm.UnknownMethod,
+ * lm.UnknownSignal, lm.InvalidArgs (a typed method's arguments do not match
+ * its declared type), lm.AccessDenied, lm.VersionMismatch, lm.Failed.
  */
 
 /* ---- types ---- */
@@ -172,6 +176,32 @@ LM_EXPORT int lm_server_set_introspect(lm_server *s, lm_method_cb cb, void *user
 
 /* Declare a signal and its overflow policy. -EEXIST, -EINVAL. */
 LM_EXPORT int lm_server_add_signal(lm_server *s, const char *name, enum lm_overflow policy);
+
+/*
+ * Declared types (optional; the payload stays any bytes for members that
+ * declare none). A type is a text of the language in <libmessage/types.h>
+ * and docs/protocol.md ("{sec: int, iso: text}", "()" for no payload); a
+ * typed payload is one CBOR item of that type. lm.Introspect reports the
+ * types to tools (lmctl).
+ *
+ * lm_server_set_method_type: the types of an added method's arguments and
+ * result (either may be NULL: untyped). The server then checks each call's
+ * arguments before the handler runs and answers one that does not match
+ * with ERROR lm.InvalidArgs (the message says what is wrong and where); the
+ * handler never sees it. The result is not checked: the handler must send
+ * what it declares. -ENOENT: no such method; -EINVAL: a malformed type.
+ *
+ * lm_server_add_typed_signal: lm_server_add_signal with the type of the
+ * signal's payload (NULL: untyped). lm_server_emit does not check payloads.
+ *
+ * These are separate calls, not new members of struct lm_method, so that
+ * existing method tables keep their size (the ABI) and their positional
+ * initialisers (no -Wmissing-field-initializers).
+ */
+LM_EXPORT int lm_server_set_method_type(lm_server *s, const char *method, const char *args,
+					const char *result);
+LM_EXPORT int lm_server_add_typed_signal(lm_server *s, const char *name, enum lm_overflow policy,
+					 const char *type);
 
 /*
  * Send a signal to every subscriber, encoding it once. Returns the number of

@@ -13,17 +13,26 @@ extern "C" {
 #endif
 
 /*
- * Payload of the getdate reply and of the date signal: 48 bytes,
- * little-endian, from CLOCK_REALTIME:
+ * Payload of the getdate reply and of the date signal: the declared type
+ * LM_SRVTIME_TYPE, one CBOR map (RFC 8949) with the seconds since the epoch,
+ * the nanoseconds (0..999999999) and the ISO-8601 UTC text
+ * "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ", from CLOCK_REALTIME; at most
+ * LM_SRVTIME_CBOR_MAX bytes. getdate takes no arguments (type "()").
+ * lmctl shows it as JSON: {"sec": ..., "nsec": ..., "iso": "..."}.
+ *
+ * Servers of libmessage 0.1.0 sent the untyped layout below instead (48
+ * bytes, little-endian), which lm_srvtime_encode() still writes and
+ * lm_srvtime_decode() still reads:
  *   offset 0   int64  seconds since the epoch
  *   offset 8   uint32 nanoseconds (0..999999999)
  *   offset 12  uint32 0 (reserved)
  *   offset 16  char[32] ISO-8601 UTC text, "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ",
  *              NUL-padded
- * getdate takes no arguments.
  */
 #define LM_SRVTIME_ENDPOINT          "unix:srvtime"
 #define LM_SRVTIME_PAYLOAD_SIZE      48
+#define LM_SRVTIME_TYPE              "{sec: int, nsec: uint, iso: text}"
+#define LM_SRVTIME_CBOR_MAX          64
 #define LM_SRVTIME_DEFAULT_PERIOD_NS (1000ull * 1000 * 1000)
 
 struct lm_srvtime {
@@ -48,9 +57,10 @@ LM_EXPORT void lm_srvtime_server_free(lm_srvtime_server *s);
 /* The underlying server (to add methods, count clients). */
 LM_EXPORT lm_server *lm_srvtime_server_get(lm_srvtime_server *s);
 
-/* Encode t into out (48 bytes). */
+/* Encode t into out: the 48-byte layout of 0.1.0 servers. */
 LM_EXPORT void lm_srvtime_encode(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE], const struct timespec *t);
-/* Decode a payload. -EBADMSG if it is not 48 bytes of the layout above. */
+/* Decode a payload: the CBOR map of LM_SRVTIME_TYPE, or the 48-byte layout.
+ * -EBADMSG if it is neither. */
 LM_EXPORT int lm_srvtime_decode(struct lm_srvtime *ret, const void *payload, size_t len);
 
 /* getdate, waiting for the answer (see lm_client_call_sync). timeout_ns < 0:

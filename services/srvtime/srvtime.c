@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cbor.h>
+
 #include "libmessage/srvtime.h"
 
 struct lm_srvtime_server {
@@ -30,13 +32,65 @@ LM_EXPORT void lm_srvtime_encode(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE], const str
 	snprintf((char *)out + 16, 32, "%.19s.%09uZ", date, (unsigned)(nsec % 1000000000u));
 }
 
+/* The typed payload (LM_SRVTIME_TYPE, CBOR) into t; -EBADMSG if it is not. */
+static int decode_cbor(struct lm_srvtime *t, const void *payload, size_t len)
+{
+	struct cbor_load_result res;
+	cbor_item_t *it = cbor_load(payload, len, &res);
+	struct cbor_pair *pairs;
+	int found = 0, err = -EBADMSG;
+
+	if (!it)
+		return -EBADMSG;
+	if (res.read != len || !cbor_isa_map(it) || cbor_map_size(it) != 3)
+		goto out;
+	pairs = cbor_map_handle(it);
+	for (size_t i = 0; i < 3; i++) {
+		const cbor_item_t *k = pairs[i].key, *v = pairs[i].value;
+		size_t kl;
+
+		if (!cbor_isa_string(k) || !cbor_string_is_definite(k))
+			goto out;
+		kl = cbor_string_length(k);
+		if (kl == 3 && !memcmp(cbor_string_handle(k), "sec", 3) && cbor_is_int(v) &&
+		    cbor_get_int(v) <= INT64_MAX) {
+			t->sec = cbor_isa_uint(v) ? (int64_t)cbor_get_int(v)
+						  : -1 - (int64_t)cbor_get_int(v);
+			found |= 1;
+		} else if (kl == 4 && !memcmp(cbor_string_handle(k), "nsec", 4) &&
+			   cbor_isa_uint(v) && cbor_get_int(v) <= 999999999) {
+			t->nsec = (uint32_t)cbor_get_int(v);
+			found |= 2;
+		} else if (kl == 3 && !memcmp(cbor_string_handle(k), "iso", 3) &&
+			   cbor_isa_string(v) && cbor_string_is_definite(v) &&
+			   cbor_string_length(v) < sizeof(t->iso) &&
+			   !memchr(cbor_string_handle(v), 0, cbor_string_length(v))) {
+			memcpy(t->iso, cbor_string_handle(v), cbor_string_length(v));
+			t->iso[cbor_string_length(v)] = 0;
+			found |= 4;
+		}
+	}
+	if (found == 7)
+		err = 0;
+out:
+	cbor_decref(&it);
+	return err;
+}
+
 LM_EXPORT int lm_srvtime_decode(struct lm_srvtime *ret, const void *payload, size_t len)
 {
 	const uint8_t *p = payload;
+	struct lm_srvtime t = {0};
 	uint64_t sec = 0;
 	uint32_t nsec = 0;
 
-	if (!ret || !payload || len != LM_SRVTIME_PAYLOAD_SIZE || !memchr(p + 16, 0, 32))
+	if (!ret || !payload)
+		return -EBADMSG;
+	if (decode_cbor(&t, payload, len) == 0) {
+		*ret = t;
+		return 0;
+	}
+	if (len != LM_SRVTIME_PAYLOAD_SIZE || !memchr(p + 16, 0, 32))
 		return -EBADMSG;
 	for (int b = 0; b < 8; b++)
 		sec |= (uint64_t)p[b] << (8 * b);
@@ -50,20 +104,51 @@ LM_EXPORT int lm_srvtime_decode(struct lm_srvtime *ret, const void *payload, siz
 	return 0;
 }
 
-static void now_payload(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE])
+/* The time now as the typed payload (CBOR map of LM_SRVTIME_TYPE) into out;
+ * returns its length, 0 if out of memory. */
+static size_t now_payload(uint8_t out[LM_SRVTIME_CBOR_MAX])
 {
+	uint8_t legacy[LM_SRVTIME_PAYLOAD_SIZE];
+	struct lm_srvtime t;
 	struct timespec ts;
+	cbor_item_t *map = cbor_new_definite_map(3);
+	const char *keys[3] = {"sec", "nsec", "iso"};
+	cbor_item_t *vals[3];
+	size_t n = 0;
+	bool ok = map != NULL;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	lm_srvtime_encode(out, &ts);
+	lm_srvtime_encode(legacy, &ts); /* the ISO text, one way for both */
+	lm_srvtime_decode(&t, legacy, sizeof(legacy));
+	vals[0] = t.sec >= 0 ? cbor_build_uint64((uint64_t)t.sec)
+			     : cbor_build_negint64((uint64_t)(-1 - t.sec));
+	vals[1] = cbor_build_uint32(t.nsec);
+	vals[2] = cbor_build_string(t.iso);
+	for (int i = 0; i < 3; i++) {
+		cbor_item_t *k = cbor_build_string(keys[i]);
+
+		ok = ok && k && vals[i] && cbor_map_add(map, (struct cbor_pair){k, vals[i]});
+		if (k)
+			cbor_decref(&k);
+		if (vals[i])
+			cbor_decref(&vals[i]);
+	}
+	if (ok)
+		n = cbor_serialize(map, out, LM_SRVTIME_CBOR_MAX);
+	if (map)
+		cbor_decref(&map);
+	return n;
 }
 
 static void method_getdate(lm_call *call, const void *payload, size_t len, void *userdata)
 {
-	uint8_t out[LM_SRVTIME_PAYLOAD_SIZE];
+	uint8_t out[LM_SRVTIME_CBOR_MAX];
+	size_t n = now_payload(out);
 
-	now_payload(out);
-	lm_call_reply(call, out, sizeof(out));
+	if (n)
+		lm_call_reply(call, out, n);
+	else
+		lm_call_error(call, "lm.Failed", "out of memory");
 }
 
 static const struct lm_method srvtime_methods[] = {
@@ -73,10 +158,11 @@ static const struct lm_method srvtime_methods[] = {
 static void tick(lm_source *src, uint64_t expirations, void *userdata)
 {
 	lm_srvtime_server *s = userdata;
-	uint8_t out[LM_SRVTIME_PAYLOAD_SIZE];
+	uint8_t out[LM_SRVTIME_CBOR_MAX];
+	size_t n = now_payload(out);
 
-	now_payload(out);
-	lm_server_emit(s->server, "date", out, sizeof(out));
+	if (n)
+		lm_server_emit(s->server, "date", out, n);
 }
 
 LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint,
@@ -97,7 +183,9 @@ LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, cons
 	if (err < 0)
 		goto fail;
 	if ((err = lm_server_add_methods(s->server, srvtime_methods, 1, s)) < 0 ||
-	    (err = lm_server_add_signal(s->server, "date", LM_OVERFLOW_DROP_OLDEST)) < 0 ||
+	    (err = lm_server_set_method_type(s->server, "getdate", "()", LM_SRVTIME_TYPE)) < 0 ||
+	    (err = lm_server_add_typed_signal(s->server, "date", LM_OVERFLOW_DROP_OLDEST,
+					      LM_SRVTIME_TYPE)) < 0 ||
 	    (err = lm_reactor_add_timer(r, &s->timer, period_ns, period_ns, tick, s)) < 0)
 		goto fail;
 	*ret = s;
