@@ -5,12 +5,13 @@
 
 #include <stdint.h>
 
-/* One readiness report. tag is what was given to add()/mod(); events is a
+/* One readiness report. tag is what was given to add()/mod() (the reactor's
+ * handle of the source, checked before any use: see reactor-internal.h); events is a
  * mask of LM_IO_* bits. data: NULL, or (LM__IO_RECV, see below) one datagram
  * of len bytes the backend received for the fd, which the caller hands back
  * with recycle() once it has taken it. */
 struct lm_backend_event {
-	void *tag;
+	uint64_t tag;
 	uint32_t events;
 	uint32_t len;
 	const void *data;
@@ -70,12 +71,16 @@ struct lm_backend_ops {
 	void (*fini)(void *b);
 	/* Start watching fd for events (LM_IO_IN | LM_IO_OUT, maybe 0); -EEXIST
 	 * if fd is watched already, -errno from the kernel otherwise. */
-	int (*add)(void *b, int fd, uint32_t events, void *tag);
+	int (*add)(void *b, int fd, uint32_t events, uint64_t tag);
 	/* Change the interest (and tag) of a watched fd. */
-	int (*mod)(void *b, int fd, uint32_t events, void *tag);
-	/* Stop watching fd; see the guarantee above. Never fails in a way the
-	 * caller must handle (a closed fd is simply forgotten). */
-	void (*del)(void *b, int fd, void *tag);
+	int (*mod)(void *b, int fd, uint32_t events, uint64_t tag);
+	/* Stop watching fd, registered with tag; see the guarantee above. Never
+	 * fails in a way the caller must handle. An fd closed before its del()
+	 * is misuse the backend survives: what the kernel still holds for its
+	 * file (epoll: the registration, while a dup of the file is open) is
+	 * taken back where it can be; what it cannot take back reports tag,
+	 * which the reactor finds stale and drops. */
+	void (*del)(void *b, int fd, uint64_t tag);
 	/* Push pending changes, wait at most timeout_ns (-1: no limit, 0: do
 	 * not block) and write at most max events. Returns how many (0 on
 	 * timeout or EINTR) or -errno. */

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* The epoll backend: level-triggered epoll, ns timeouts through epoll_pwait2. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "log-internal.h"
 #include "libmessage/reactor.h"
 
 struct epoll_backend {
@@ -53,27 +58,89 @@ static void epoll_fini(void *p)
 	free(b);
 }
 
-static int ctl(struct epoll_backend *b, int op, int fd, uint32_t events, void *tag)
+static int ctl(struct epoll_backend *b, int op, int fd, uint32_t events, uint64_t tag)
 {
-	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = tag};
+	struct epoll_event ev = {.events = to_epoll(events), .data.u64 = tag};
 
 	return epoll_ctl(b->fd, op, fd, &ev) < 0 ? -errno : 0;
 }
 
-static int epoll_add(void *b, int fd, uint32_t events, void *tag)
+static int epoll_add(void *b, int fd, uint32_t events, uint64_t tag)
 {
 	return ctl(b, EPOLL_CTL_ADD, fd, events, tag);
 }
 
-static int epoll_mod(void *b, int fd, uint32_t events, void *tag)
+static int epoll_mod(void *b, int fd, uint32_t events, uint64_t tag)
 {
 	return ctl(b, EPOLL_CTL_MOD, fd, events, tag);
 }
 
-static void epoll_del(void *b, int fd, void *tag)
+/* The file registered under number fd, if there is one, is file m of ours:
+ * 0 same, > 0 another, < 0 -errno (-ENOENT: no registration under fd). */
+static int registered_as(struct epoll_backend *b, int m, int fd)
 {
-	/* EBADF/ENOENT: the fd was closed already, which removed it. */
-	(void)ctl(b, EPOLL_CTL_DEL, fd, 0, tag);
+	struct kcmp_epoll_slot slot = {.efd = (__u32)b->fd, .tfd = (__u32)fd, .toff = 0};
+	pid_t pid = getpid();
+	long r = syscall(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, m, &slot);
+
+	return r < 0 ? -errno : (int)r;
+}
+
+/*
+ * fd was closed before its del() (misuse): epoll forgets a registration
+ * only when its file is closed for good, so one that a dup keeps open
+ * outlives the number. It is keyed by (file, number), and EPOLL_CTL_DEL
+ * needs both: find a descriptor of that file among ours (kcmp), put a
+ * copy of it at the number again if the number is still free, delete,
+ * close the copy. The reactor drops whatever a registration left here
+ * reports (its handle is stale), but a level-triggered one would wake
+ * every wait.
+ */
+static void orphan_take_back(struct epoll_backend *b, int fd)
+{
+	DIR *d;
+	struct dirent *e;
+	int found = -1, copy;
+
+	/* The common case, a file closed for good: nothing registered. */
+	if (registered_as(b, b->fd, fd) < 0)
+		return;
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	while (found < 0 && (e = readdir(d))) {
+		int m = atoi(e->d_name);
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || m == dirfd(d) || m == b->fd)
+			continue;
+		if (registered_as(b, m, fd) == 0)
+			found = m;
+	}
+	closedir(d);
+	if (found < 0)
+		return;
+	copy = fcntl(found, F_DUPFD_CLOEXEC, fd);
+	if (copy == fd)
+		(void)epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, NULL);
+	else
+		lm_log_warn("fd %d was closed and its number reused before its source was freed: "
+			    "epoll keeps the old file's registration until that file is closed",
+			    fd);
+	if (copy >= 0)
+		close(copy);
+}
+
+static void epoll_del(void *p, int fd, uint64_t tag)
+{
+	struct epoll_backend *b = p;
+
+	/* The reactor calls this only for the source that holds the number.
+	 * EBADF: the number was closed; ENOENT: it was closed and reused by a
+	 * file not watched. Either way a dup may keep the old registration. */
+	int err = ctl(b, EPOLL_CTL_DEL, fd, 0, tag);
+
+	if (err == -EBADF || err == -ENOENT)
+		orphan_take_back(b, fd);
 }
 
 static int epoll_wait_ns(void *p, struct lm_backend_event *out, int max, int64_t timeout_ns)
@@ -100,7 +167,7 @@ static int epoll_wait_ns(void *p, struct lm_backend_event *out, int max, int64_t
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	for (int i = 0; i < n; i++) {
-		out[i].tag = b->ev[i].data.ptr;
+		out[i].tag = b->ev[i].data.u64;
 		out[i].events = from_epoll(b->ev[i].events);
 		out[i].len = 0;
 		out[i].data = NULL;

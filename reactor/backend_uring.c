@@ -122,7 +122,7 @@
 struct uring_rec {
 	int fd;
 	uint32_t events; /* LM_IO_IN | LM_IO_OUT */
-	void *tag;
+	uint64_t tag;
 	bool dead;                /* del()'d or replaced by mod(): completions are dropped */
 	bool in_flight;           /* a poll naming this rec is queued or in the kernel */
 	bool listed;              /* on the ready list */
@@ -782,7 +782,7 @@ static int check_pollable(int fd, bool *fifo)
 	return 0;
 }
 
-static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag, bool fifo)
+static int rec_new(struct uring_backend *b, int fd, uint32_t events, uint64_t tag, bool fifo)
 {
 	struct uring_rec *rec = calloc(1, sizeof(*rec));
 	int err;
@@ -814,7 +814,7 @@ static int rec_new(struct uring_backend *b, int fd, uint32_t events, void *tag, 
 	return 0;
 }
 
-static int uring_add(void *p, int fd, uint32_t events, void *tag)
+static int uring_add(void *p, int fd, uint32_t events, uint64_t tag)
 {
 	struct uring_backend *b = p;
 	bool fifo = false;
@@ -833,7 +833,7 @@ static int uring_add(void *p, int fd, uint32_t events, void *tag)
 	return rec_new(b, fd, events, tag, fifo);
 }
 
-static int uring_mod(void *p, int fd, uint32_t events, void *tag)
+static int uring_mod(void *p, int fd, uint32_t events, uint64_t tag)
 {
 	struct uring_backend *b = p;
 	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
@@ -864,13 +864,14 @@ static int uring_mod(void *p, int fd, uint32_t events, void *tag)
 	return rec_new(b, fd, events, tag, fifo);
 }
 
-static void uring_del(void *p, int fd, void *tag)
+static void uring_del(void *p, int fd, uint64_t tag)
 {
 	struct uring_backend *b = p;
 	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
 
-	(void)tag;
-	if (rec)
+	/* Requests are taken back by their user_data, not by the fd number:
+	 * an fd closed before this leaves nothing behind. */
+	if (rec && rec->tag == tag)
 		rec_kill(b, rec);
 }
 

@@ -32,6 +32,9 @@ TAILQ_HEAD(lm__source_list, lm_source);
 struct lm_source {
 	enum lm__source_type type;
 	lm_reactor *r;
+	/* Its handle, the tag of its backend registration (0: none): see
+	 * struct lm__slot. */
+	uint64_t handle;
 	void *userdata;
 	bool enabled;
 	bool floating; /* owned by the reactor: ret was NULL */
@@ -63,6 +66,20 @@ struct lm_source {
 			lm_source_cb cb;
 		} defer; /* and exit */
 	};
+};
+
+/*
+ * Events reach a source only through a handle the reactor checks: the
+ * backend's tag is a slot index (low 32 bits) and the slot's generation
+ * (high 32 bits), never the source's address. Freeing a source empties
+ * its slot and bumps the generation, so whatever the kernel still reports
+ * for it (later in the same batch, or from a registration its fd outlived
+ * when it was closed before the free) finds a stale handle and is dropped.
+ */
+struct lm__slot {
+	struct lm_source *s; /* NULL: free, next is the next free one */
+	uint32_t gen;
+	uint32_t next;
 };
 
 struct lm__post {
@@ -137,6 +154,13 @@ struct lm_reactor {
 	bool lone_waiting; /* under post_lock: a post kicks lone */
 	bool shutdown;     /* lm_reactor_free() has begun: posts fail */
 	int refs;
+
+	/* the handles (struct lm__slot); io_byfd: the io source that holds
+	 * each fd number, registered with the backend */
+	struct lm__slot *slots;
+	uint32_t nslots, slot_free;
+	struct lm_source **io_byfd;
+	size_t io_nfd;
 
 	struct lm_backend_event events[LM_MAX_EVENTS];
 };

@@ -74,13 +74,70 @@ static int backend_open(lm_reactor *r, enum lm_backend which)
 	return err;
 }
 
+/* ---- handles (struct lm__slot) ---- */
+
+#define SLOT_NONE UINT32_MAX
+
+static int slot_take(lm_reactor *r, struct lm_source *s)
+{
+	uint32_t i;
+
+	if (r->slot_free == SLOT_NONE) {
+		uint32_t n = r->nslots ? r->nslots * 2 : 64;
+		struct lm__slot *t;
+
+		if (r->nslots >= SLOT_NONE / 2)
+			return -ENOMEM;
+		t = reallocarray(r->slots, n, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		for (uint32_t k = r->nslots; k < n; k++)
+			t[k] = (struct lm__slot){
+			    .s = NULL, .gen = 1, .next = k + 1 < n ? k + 1 : SLOT_NONE};
+		r->slots = t;
+		r->slot_free = r->nslots;
+		r->nslots = n;
+	}
+	i = r->slot_free;
+	r->slot_free = r->slots[i].next;
+	r->slots[i].s = s;
+	s->handle = (uint64_t)r->slots[i].gen << 32 | i;
+	return 0;
+}
+
+/* The handle goes stale: the slot's next owner has another generation
+ * (never 0, so that no handle is 0). */
+static void slot_give(lm_reactor *r, struct lm_source *s)
+{
+	uint32_t i = (uint32_t)s->handle;
+
+	if (!s->handle)
+		return;
+	r->slots[i].s = NULL;
+	r->slots[i].gen = r->slots[i].gen == UINT32_MAX ? 1 : r->slots[i].gen + 1;
+	r->slots[i].next = r->slot_free;
+	r->slot_free = i;
+	s->handle = 0;
+}
+
+/* The live source a handle names, or NULL if it is stale. */
+static inline struct lm_source *slot_source(const lm_reactor *r, uint64_t handle)
+{
+	uint32_t i = (uint32_t)handle;
+
+	if (i >= r->nslots || r->slots[i].gen != (uint32_t)(handle >> 32))
+		return NULL;
+	return r->slots[i].s;
+}
+
 /* ---- lifetime ---- */
 
-static void internal_source(lm_reactor *r, struct lm_source *s, enum lm__source_type type)
+static int internal_source(lm_reactor *r, struct lm_source *s, enum lm__source_type type)
 {
 	s->type = type;
 	s->r = r;
 	s->enabled = true;
+	return slot_take(r, s);
 }
 
 /* LM_LONE_NS: how long a lone wait lasts at most (0: no lone waits), for
@@ -105,6 +162,7 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	r->timer_fd = r->signal_fd = r->post_fd = -1;
 	r->refs = 1;
 	r->timer_armed = LM__NEVER;
+	r->slot_free = SLOT_NONE;
 	LIST_INIT(&r->sources);
 	TAILQ_INIT(&r->defers);
 	TAILQ_INIT(&r->defers_run);
@@ -118,11 +176,13 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	r->lone_ns = lone_ns_from_env();
 	sigemptyset(&r->signal_mask);
 	pthread_mutex_init(&r->post_lock, NULL);
-	internal_source(r, &r->timerfd_src, LM__SRC_TIMERFD);
-	internal_source(r, &r->signalfd_src, LM__SRC_SIGNALFD);
-	internal_source(r, &r->post_src, LM__SRC_POSTFD);
-
-	err = backend_open(r, opts ? opts->backend : LM_BACKEND_AUTO);
+	err = internal_source(r, &r->timerfd_src, LM__SRC_TIMERFD);
+	if (err == 0)
+		err = internal_source(r, &r->signalfd_src, LM__SRC_SIGNALFD);
+	if (err == 0)
+		err = internal_source(r, &r->post_src, LM__SRC_POSTFD);
+	if (err == 0)
+		err = backend_open(r, opts ? opts->backend : LM_BACKEND_AUTO);
 	if (err < 0) {
 		r->ops = NULL;
 		goto fail;
@@ -133,9 +193,9 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 		err = -errno;
 		goto fail;
 	}
-	err = r->ops->add(r->backend, r->timer_fd, LM_IO_IN, &r->timerfd_src);
+	err = r->ops->add(r->backend, r->timer_fd, LM_IO_IN, r->timerfd_src.handle);
 	if (err == 0)
-		err = r->ops->add(r->backend, r->post_fd, LM_IO_IN, &r->post_src);
+		err = r->ops->add(r->backend, r->post_fd, LM_IO_IN, r->post_src.handle);
 	if (err < 0)
 		goto fail;
 	r->now = lm__now_ns();
@@ -184,11 +244,11 @@ void lm_reactor_free(lm_reactor *r)
 	}
 	if (r->ops) {
 		if (r->signal_fd >= 0)
-			r->ops->del(r->backend, r->signal_fd, &r->signalfd_src);
+			r->ops->del(r->backend, r->signal_fd, r->signalfd_src.handle);
 		if (r->timer_fd >= 0)
-			r->ops->del(r->backend, r->timer_fd, &r->timerfd_src);
+			r->ops->del(r->backend, r->timer_fd, r->timerfd_src.handle);
 		if (r->post_fd >= 0)
-			r->ops->del(r->backend, r->post_fd, &r->post_src);
+			r->ops->del(r->backend, r->post_fd, r->post_src.handle);
 		r->ops->fini(r->backend);
 	}
 	if (r->signal_fd >= 0)
@@ -197,6 +257,8 @@ void lm_reactor_free(lm_reactor *r)
 		close(r->timer_fd);
 	lm__fanout_free(r);
 	free(r->heap);
+	free(r->slots);
+	free(r->io_byfd);
 	free(r->scratch);
 	r->scratch = NULL;
 
@@ -322,9 +384,11 @@ static int dispatch_signals(lm_reactor *r)
 
 static int dispatch_event(lm_reactor *r, const struct lm_backend_event *ev)
 {
-	struct lm_source *s = ev->tag;
+	struct lm_source *s = slot_source(r, ev->tag);
 	uint32_t events;
 
+	if (!s)
+		return 0; /* stale: its source was freed */
 	switch (s->type) {
 	case LM__SRC_TIMERFD:
 		return lm__timers_dispatch(r);
@@ -669,17 +733,43 @@ static void source_release(struct lm_source *s)
 	free(s);
 }
 
+/* A number is held by one registered io source at a time (io_byfd): the
+ * reactor, not the backend, answers an add on a held number (-EEXIST), so
+ * both backends answer alike, whatever the file behind the number is now;
+ * and only the holder's free unregisters the number. */
+static int byfd_room(lm_reactor *r, int fd)
+{
+	size_t n = r->io_nfd ? r->io_nfd : 64;
+	struct lm_source **t;
+
+	if ((size_t)fd < r->io_nfd)
+		return 0;
+	while (n <= (size_t)fd)
+		n *= 2;
+	t = reallocarray(r->io_byfd, n, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	memset(t + r->io_nfd, 0, (n - r->io_nfd) * sizeof(*t));
+	r->io_byfd = t;
+	r->io_nfd = n;
+	return 0;
+}
+
 static void io_unwatch(struct lm_source *s)
 {
+	lm_reactor *r = s->r;
+
 	if (!s->io.watched)
 		return;
-	s->r->ops->del(s->r->backend, s->io.fd, s);
+	r->ops->del(r->backend, s->io.fd, s->handle);
+	r->io_byfd[s->io.fd] = NULL;
 	s->io.watched = false;
-	s->r->io_watched--;
+	r->io_watched--;
 }
 
 static int io_watch(struct lm_source *s)
 {
+	lm_reactor *r = s->r;
 	int err;
 
 	if (!s->enabled || !(s->io.events & (LM_IO_IN | LM_IO_OUT))) {
@@ -687,11 +777,17 @@ static int io_watch(struct lm_source *s)
 		return 0;
 	}
 	if (s->io.watched)
-		return s->r->ops->mod(s->r->backend, s->io.fd, s->io.events, s);
-	err = s->r->ops->add(s->r->backend, s->io.fd, s->io.events, s);
+		return r->ops->mod(r->backend, s->io.fd, s->io.events, s->handle);
+	err = byfd_room(r, s->io.fd);
+	if (err < 0)
+		return err;
+	if (r->io_byfd[s->io.fd])
+		return -EEXIST;
+	err = r->ops->add(r->backend, s->io.fd, s->io.events, s->handle);
 	if (err == 0) {
 		s->io.watched = true;
-		s->r->io_watched++;
+		r->io_byfd[s->io.fd] = s;
+		r->io_watched++;
 	}
 	return err;
 }
@@ -704,7 +800,7 @@ static int signal_mask_update(lm_reactor *r)
 	if (fd < 0)
 		return -errno;
 	if (r->signal_fd < 0) {
-		err = r->ops->add(r->backend, fd, LM_IO_IN, &r->signalfd_src);
+		err = r->ops->add(r->backend, fd, LM_IO_IN, r->signalfd_src.handle);
 		if (err < 0) {
 			close(fd);
 			return err;
@@ -756,6 +852,7 @@ void lm_source_free(lm_source *s)
 	default:
 		break;
 	}
+	slot_give(r, s);
 	s->dead = true;
 	s->enabled = false;
 	LIST_REMOVE(s, all_link);
@@ -776,6 +873,11 @@ static int add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io
 	s = source_new(r, LM__SRC_IO, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
+	err = slot_take(r, s);
+	if (err < 0) {
+		lm_source_free(s);
+		return err;
+	}
 	s->io.fd = fd;
 	s->io.events = events;
 	s->io.cb = cb;
@@ -825,7 +927,7 @@ const void *lm__source_data(const lm_source *s, size_t *len, bool *more)
 {
 	const struct lm_backend_event *ev = s->r->io_event;
 
-	if (!ev || !ev->data || ev->tag != s)
+	if (!ev || !ev->data || ev->tag != s->handle)
 		return NULL;
 	*len = ev->len;
 	*more = ev->events & LM__IO_MORE;

@@ -153,10 +153,26 @@ LM_EXPORT uint64_t lm_reactor_now(const lm_reactor *r);
  * and frees it with lm_source_free().
  */
 
-/* Watch fd (level-triggered, persistent) for events (LM_IO_IN | LM_IO_OUT).
- * -EINVAL on a negative fd or unknown bits; -EEXIST if fd is already watched
- * by this reactor; -EBADF/-EPERM from the kernel for a bad or unpollable fd.
- * The fd stays the caller's: free the source before closing it. */
+/*
+ * Watch fd (level-triggered, persistent) for events (LM_IO_IN | LM_IO_OUT).
+ * -EINVAL on a negative fd or unknown bits; -EEXIST if the number fd is held
+ * by another io source of this reactor (one that watches it: enabled, with
+ * events); -EBADF/-EPERM from the kernel for a bad or unpollable fd.
+ * The fd stays the caller's: free the source before closing it.
+ *
+ * Closing it first is misuse the reactor survives, on both backends alike
+ * (never memory corruption, never another source's events):
+ *  - the number stays the source's until it is freed: an add on it, even
+ *    for a new file that reused it, is -EEXIST;
+ *  - while the source lives, a dup of the closed fd kept open elsewhere
+ *    may still make its callback run (the kernel watches the file, not the
+ *    number), with the closed number as fd;
+ *  - once it is freed, nothing of it is reported, and what the kernel kept
+ *    for it is taken back: on epoll that needs the number free and kcmp(2);
+ *    where the number was reused meanwhile, epoll keeps the old file's
+ *    registration until that file is closed (events for it are dropped,
+ *    but they may wake the loop), and a warning is logged.
+ */
 LM_EXPORT int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events,
 				lm_io_cb cb, void *userdata);
 
