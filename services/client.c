@@ -223,9 +223,11 @@ static void handle_reply(lm_client *c, const struct lm_proto_msg *m)
 		if (c->state == LM_CLIENT_CONNECTING) {
 			bool denied =
 			    m->name_len == 15 && memcmp(m->name, "lm.AccessDenied", 15) == 0;
+			bool full =
+			    m->name_len == 17 && memcmp(m->name, "lm.LimitsExceeded", 17) == 0;
 			lm_log_warn("client %s: server refused the connection (%.*s)", c->endpoint,
 				    (int)m->name_len, m->name);
-			disconnect(c, denied ? -EACCES : -EPROTONOSUPPORT);
+			disconnect(c, denied ? -EACCES : full ? -EUSERS : -EPROTONOSUPPORT);
 		} else {
 			lm_log_debug("client %s: %.*s: %.*s", c->endpoint, (int)m->name_len,
 				     m->name, (int)m->payload_len, (const char *)m->payload);

@@ -56,6 +56,7 @@ struct peer {
 	lm_conn *conn;
 	bool backlog; /* some peer_signal holds a signal (never false if one does) */
 	bool ready;
+	bool over;               /* its uid has max_connections_per_uid connections already */
 	bool dead;               /* detached, freed when the server is no longer busy */
 	uint32_t nsig;           /* entries in sig */
 	struct peer_signal *sig; /* indexed like s->signals, from the first SUBSCRIBE */
@@ -64,6 +65,14 @@ struct peer {
 	lm_source *hs_timer; /* while in handshake */
 	struct peer *kill_next;
 	LIST_HEAD(, lm_call) calls; /* calls not replied to yet */
+	unsigned ncalls;            /* in calls */
+	struct uid_count *uc;       /* the uid's count, if another than the server's */
+};
+
+/* Connections of one uid other than the server's own. */
+struct uid_count {
+	uid_t uid;
+	unsigned n;
 };
 
 struct lm_call {
@@ -84,6 +93,8 @@ struct lm_server {
 	size_t max_message;
 	int64_t hs_timeout;
 	unsigned max_hs, n_hs;
+	unsigned max_calls, max_per_uid;
+	struct uid_count *uids; /* one per allowed uid (s->allow), in that order */
 	uid_t uid;
 	uid_t *allow;
 	size_t nallow;
@@ -169,6 +180,8 @@ static void call_put(lm_call *call)
 {
 	lm_server *s = call->s;
 
+	if (call->p)
+		call->p->ncalls--;
 	LIST_REMOVE(call, link);
 	if (s->ncache < CALL_CACHE_MAX) {
 		LIST_INSERT_HEAD(&s->cache, call, link);
@@ -271,6 +284,7 @@ static void calls_abandon(struct peer *p)
 		LIST_REMOVE(call, link);
 		LIST_INSERT_HEAD(&s->orphans, call, link);
 		call->p = NULL;
+		p->ncalls--;
 		if (call->abandoned) {
 			call->in_abandon = true;
 			call->abandoned(call, call->abandoned_ud);
@@ -291,6 +305,14 @@ static void sub_remove(struct signal_entry *sig, struct peer *p)
 	}
 }
 
+/* One connection fewer in handshake: below max_handshakes, take new ones
+ * again (on_accept stopped the listener at the cap). */
+static void handshake_done(lm_server *s)
+{
+	if (s->n_hs-- == s->max_hs && s->l)
+		lm_listener_pause(s->l, false);
+}
+
 /* Detach p from everything at once; its memory goes when the server is not
  * in the middle of a callback that may still look at it. */
 static void peer_kill(struct peer *p, int reason)
@@ -303,8 +325,10 @@ static void peer_kill(struct peer *p, int reason)
 	p->dead = true;
 	LIST_REMOVE(p, link);
 	s->npeers--;
+	if (p->uc)
+		p->uc->n--;
 	if (!p->ready)
-		s->n_hs--;
+		handshake_done(s);
 	lm_source_free(p->hs_timer);
 	p->hs_timer = NULL;
 	lm_conn_free(p->conn);
@@ -365,13 +389,20 @@ static void handle_hello(struct peer *p, const struct lm_proto_msg *m)
 		peer_kill(p, -EACCES);
 		return;
 	}
+	if (p->over) {
+		lm_log_info("server %s: uid %u has %u connections already: refusing one more",
+			    s->name, (unsigned)cred.uid, s->max_per_uid);
+		send_error(p, 0, "lm.LimitsExceeded", "too many connections for this uid");
+		peer_kill(p, -EUSERS);
+		return;
+	}
 	if (send_msg(p->conn, LM_PROTO_WELCOME, 0, s->name, strlen(s->name), NULL, 0,
 		     s->max_message) < 0) {
 		peer_kill(p, -ECONNRESET);
 		return;
 	}
 	p->ready = true;
-	s->n_hs--;
+	handshake_done(s);
 	lm_source_free(p->hs_timer);
 	p->hs_timer = NULL;
 }
@@ -624,6 +655,14 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 		send_error(p, m->serial, "lm.UnknownMethod", name);
 		return;
 	}
+	if (p->ncalls >= s->max_calls) {
+		lm_log_debug("server %s: %u calls await a reply on one connection: refusing more",
+			     s->name, p->ncalls);
+		s->n_calls_refused++;
+		send_error(p, m->serial, "lm.LimitsExceeded",
+			   "too many calls await a reply on this connection");
+		return;
+	}
 	if (me->args && args_refused(p, m, me))
 		return;
 	s->n_calls++;
@@ -637,6 +676,7 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 	call->serial = m->serial;
 	call->m = me;
 	LIST_INSERT_HEAD(&p->calls, call, link);
+	p->ncalls++;
 	me->handler(call, m->payload, m->payload_len, me->userdata);
 }
 
@@ -742,14 +782,29 @@ static void peer_hs_timeout(lm_source *src, uint64_t expirations, void *userdata
 	server_leave(p->s);
 }
 
+/* The count of c's uid, NULL for the server's own uid (or one the
+ * listener let in without our knowing, which cannot happen: it refuses the
+ * uids we did not allow it). */
+static struct uid_count *uid_count_of(lm_server *s, lm_conn *c)
+{
+	struct lm_peer_cred cred;
+
+	if (lm_conn_peer_cred(c, &cred) < 0 || cred.uid == s->uid)
+		return NULL;
+	for (size_t i = 0; i < s->nallow; i++)
+		if (s->uids[i].uid == cred.uid)
+			return &s->uids[i];
+	return NULL;
+}
+
 static void on_accept(lm_listener *l, lm_conn *c, void *userdata)
 {
 	lm_server *s = userdata;
+	struct uid_count *uc = uid_count_of(s, c);
 	struct peer *p;
 
 	if (s->n_hs >= s->max_hs) {
-		lm_log_debug("server %s: %u connections in handshake, closing a new one", s->name,
-			     s->n_hs);
+		/* Not reached: the listener is paused at the cap. */
 		lm_conn_free(c);
 		return;
 	}
@@ -769,7 +824,16 @@ static void on_accept(lm_listener *l, lm_conn *c, void *userdata)
 	}
 	LIST_INSERT_HEAD(&s->peers, p, link);
 	s->npeers++;
-	s->n_hs++;
+	/* One over the cap is refused at its HELLO (handle_hello): closed with
+	 * its HELLO unread, it would see a reset and not the ERROR. */
+	if (uc && uc->n >= s->max_per_uid)
+		p->over = true;
+	else if ((p->uc = uc))
+		uc->n++;
+	/* At the cap, take no more until one is through: the others wait in
+	 * the kernel (backlog, FIFO, queue) rather than be closed. */
+	if (++s->n_hs == s->max_hs)
+		lm_listener_pause(l, true);
 	lm_conn_set_callbacks(c, &peer_callbacks, p);
 }
 
@@ -806,6 +870,9 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	s->hs_timeout = opts->handshake_timeout_ns ? opts->handshake_timeout_ns
 						   : LM_DEFAULT_HANDSHAKE_TIMEOUT_NS;
 	s->max_hs = opts->max_handshakes ? opts->max_handshakes : LM_DEFAULT_MAX_HANDSHAKES;
+	s->max_calls = opts->max_calls ? opts->max_calls : LM_DEFAULT_MAX_CALLS;
+	s->max_per_uid = opts->max_connections_per_uid ? opts->max_connections_per_uid
+						       : LM_DEFAULT_MAX_CONNECTIONS_PER_UID;
 	name = opts->name ? opts->name : endpoint;
 	if (strchr(name, ':'))
 		name = strchr(name, ':') + 1;
@@ -818,6 +885,11 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 		if (!s->allow)
 			goto fail;
 		memcpy(s->allow, opts->allow_uids, opts->n_allow_uids * sizeof(uid_t));
+		s->uids = calloc(opts->n_allow_uids, sizeof(*s->uids));
+		if (!s->uids)
+			goto fail;
+		for (size_t i = 0; i < opts->n_allow_uids; i++)
+			s->uids[i].uid = opts->allow_uids[i];
 		s->nallow = opts->n_allow_uids;
 	}
 	err = lm_listener_new(&s->l, r, endpoint, &opts->transport, on_accept, s);
@@ -842,6 +914,7 @@ LM_EXPORT void lm_server_free(lm_server *s)
 	if (!s)
 		return;
 	lm_listener_free(s->l);
+	s->l = NULL;
 	server_enter(s);
 	while ((p = LIST_FIRST(&s->peers))) {
 		send_msg(p->conn, LM_PROTO_BYE, 0, NULL, 0, NULL, 0, s->max_message);
@@ -868,6 +941,7 @@ LM_EXPORT void lm_server_free(lm_server *s)
 	free(s->signals);
 	free(s->methods);
 	free(s->allow);
+	free(s->uids);
 	free(s->name);
 	free(s);
 }

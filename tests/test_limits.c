@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Holding under exhaustion and abuse: out of fds, and the caps on what one peer makes a server hold. */
+/* Holding under exhaustion and abuse: out of fds, and the caps on what one peer makes a server
+ * hold. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -83,7 +85,7 @@ static void on_reply(lm_client *c, const struct lm_reply *reply, void *ud)
 }
 
 /* One call of method on c, waited for on r (bounded). */
-__attribute__((unused)) static struct reply_state call_once(lm_reactor *r, lm_client *c, const char *method)
+static struct reply_state call_once(lm_reactor *r, lm_client *c, const char *method)
 {
 	struct reply_state rs = {0};
 	int err = lm_client_call(c, method, "x", 1, 10 * SEC, on_reply, &rs);
@@ -271,17 +273,17 @@ static struct combo combos[] = {
     {LM_BACKEND_URING, "fifo"}, {LM_BACKEND_EPOLL, "mq"},   {LM_BACKEND_URING, "mq"},
 };
 
-#define LIMITS_TEST(name, ...)                                                                \
-	static void limits_##name##_body(const struct combo *k);                              \
-	ParameterizedTestParameters(limits, name)                                             \
-	{                                                                                     \
-		return cr_make_param_array(struct combo, combos,                              \
-					   sizeof(combos) / sizeof(combos[0]));               \
-	}                                                                                     \
-	ParameterizedTest(struct combo *kp, limits, name, .timeout = 90, ##__VA_ARGS__)       \
-	{                                                                                     \
-		limits_##name##_body(kp);                                                     \
-	}                                                                                     \
+#define LIMITS_TEST(name, ...)                                                          \
+	static void limits_##name##_body(const struct combo *k);                        \
+	ParameterizedTestParameters(limits, name)                                       \
+	{                                                                               \
+		return cr_make_param_array(struct combo, combos,                        \
+					   sizeof(combos) / sizeof(combos[0]));         \
+	}                                                                               \
+	ParameterizedTest(struct combo *kp, limits, name, .timeout = 90, ##__VA_ARGS__) \
+	{                                                                               \
+		limits_##name##_body(kp);                                               \
+	}                                                                               \
 	static void limits_##name##_body(const struct combo *k)
 
 /* mq queue names are global: unique per test process. */
@@ -418,4 +420,302 @@ LIMITS_TEST(half_sent_message_is_dropped)
 	waitpid(pid, NULL, 0);
 	lm_server_free(s);
 	lm_reactor_free(r);
+}
+
+/* Calls held by m_hold, answered by the test. */
+static lm_call *held[64];
+static int nheld;
+
+static void m_hold(lm_call *call, const void *p, size_t len, void *ud)
+{
+	cr_assert_lt(nheld, 64);
+	held[nheld++] = call;
+}
+
+static const struct lm_method hold_methods[] = {{"hold", m_hold}};
+
+/*
+ * One connection may make the server hold max_calls calls awaiting a reply
+ * (deferred), no more: a call past it is answered at once with
+ * lm.LimitsExceeded, its handler never called; once replies go out, calls
+ * are taken again.
+ */
+LIMITS_TEST(deferred_calls_capped_per_connection)
+{
+	struct lm_server_options o = {.max_calls = 8};
+	struct reply_state rs[10] = {{0}}, more = {0};
+	lm_reactor *r;
+	lm_server *s;
+	lm_client *c;
+	char ep[64];
+	int ok = 0, refused = 0;
+
+	lm_test_runtime_dir();
+	endpoint_of(ep, sizeof(ep), k, "calls");
+	r = lm_test_reactor(k->backend);
+	s = server_for(k, r, ep, &o);
+	cr_assert_eq(lm_server_add_methods(s, hold_methods, 1, NULL), 0);
+	cr_assert_eq(lm_client_new(&c, r, ep, NULL), 0);
+	nheld = 0;
+	for (int i = 0; i < 10; i++) {
+		while (lm_client_call(c, "hold", "x", 1, 30 * SEC, on_reply, &rs[i]) == -ENOTCONN)
+			lm_reactor_run_once(r, 10 * MS);
+	}
+	cr_assert(run_until(r, &rs[9].done, 10 * SEC), "the 10th call was not refused");
+	cr_assert(rs[8].done);
+	cr_assert_eq(nheld, 8, "%d calls reached the handler", nheld);
+	for (int i = 8; i < 10; i++) {
+		cr_assert_eq(rs[i].status, -EREMOTEIO);
+		cr_assert_str_eq(rs[i].error_name, "lm.LimitsExceeded");
+	}
+	for (int i = 0; i < 8; i++)
+		cr_assert_not(rs[i].done);
+	/* Answered, they leave room. */
+	for (int i = 0; i < nheld; i++)
+		cr_assert_eq(lm_call_reply(held[i], "y", 1), 0);
+	nheld = 0;
+	cr_assert(run_until(r, &rs[7].done, 10 * SEC));
+	for (int i = 0; i < 10; i++) {
+		run_until(r, &rs[i].done, 5 * SEC);
+		ok += rs[i].done && rs[i].status == 0;
+		refused += rs[i].done && rs[i].status == -EREMOTEIO;
+	}
+	cr_assert_eq(ok, 8);
+	cr_assert_eq(refused, 2);
+	cr_assert_eq(lm_client_call(c, "hold", "x", 1, 30 * SEC, on_reply, &more), 0);
+	for (int i = 0; i < 500 && nheld == 0; i++)
+		lm_reactor_run_once(r, 10 * MS);
+	cr_assert_eq(nheld, 1, "a call after the replies was not taken");
+	cr_assert_eq(lm_call_reply(held[0], "y", 1), 0);
+	cr_assert(run_until(r, &more.done, 10 * SEC));
+	cr_assert_eq(more.status, 0);
+	lm_client_free(c);
+	lm_server_free(s);
+	lm_reactor_free(r);
+}
+
+/* ---- connections per uid ---- */
+
+struct uid_client {
+	bool up, down;
+	int reason;
+};
+
+static void uid_state(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	struct uid_client *u = ud;
+
+	if (st == LM_CLIENT_CONNECTED)
+		u->up = true;
+	if (st == LM_CLIENT_DISCONNECTED && !u->up) {
+		u->down = true;
+		u->reason = reason;
+	}
+}
+
+/* As uid 65534 in dir: four clients of unix:peruid. The fourth is refused
+ * (-EUSERS) while three are in; once one goes it gets in. Exit 0 if so. */
+static void other_uid_clients(const char *dir)
+{
+	struct uid_client u[4] = {{0}};
+	lm_client *c[4];
+	lm_reactor *r;
+
+	if (setgid(65534) < 0 || setuid(65534) < 0)
+		_exit(2);
+	setenv("LM_RUNTIME_DIR", dir, 1);
+	if (lm_reactor_new(&r, NULL) < 0)
+		_exit(3);
+	for (int i = 0; i < 4; i++) {
+		if (lm_client_new(&c[i], r, "unix:peruid", NULL) < 0)
+			_exit(4);
+		lm_client_set_state_cb(c[i], uid_state, &u[i]);
+		for (int t = 0; t < 1000 && !u[i].up && !u[i].down; t++)
+			lm_reactor_run_once(r, 10 * MS);
+		if (i < 3 && !u[i].up)
+			_exit(10 + i);
+	}
+	if (!u[3].down || u[3].reason != -EUSERS)
+		_exit(u[3].down ? 100 + (-u[3].reason & 0x7f) : 20);
+	lm_client_free(c[0]);
+	for (int t = 0; t < 2000 && !u[3].up; t++)
+		lm_reactor_run_once(r, 10 * MS);
+	if (!u[3].up)
+		_exit(21);
+	for (int i = 1; i < 4; i++)
+		lm_client_free(c[i]);
+	lm_reactor_free(r);
+	_exit(0);
+}
+
+/*
+ * A uid other than the server's own may hold max_connections_per_uid
+ * connections at once: one more is refused with lm.LimitsExceeded (its
+ * client sees -EUSERS and retries), and gets in once one of the others
+ * left. The server's own uid is not counted. The other uid reaches the
+ * server through its own runtime directory, holding a hard link to the
+ * server's socket (as an administrator would expose a service to it).
+ */
+LM_BACKEND_TEST(limits, connections_capped_per_uid, .timeout = 90)
+{
+	uid_t other = 65534;
+	struct lm_server_options o = {
+	    .max_connections_per_uid = 3, .allow_uids = &other, .n_allow_uids = 1};
+	char odir[] = "/tmp/lm-test-uid-XXXXXX", src[512], dst[512];
+	lm_client *own[5];
+	const char *dir;
+	lm_reactor *r;
+	lm_server *s;
+	pid_t pid;
+	int st = 0;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run clients as another uid");
+	dir = lm_test_runtime_dir();
+	r = lm_test_reactor(backend);
+	cr_assert_eq(lm_server_new(&s, r, "unix:peruid", &o), 0);
+	cr_assert_eq(lm_server_add_methods(s, methods, 1, NULL), 0);
+
+	/* The server's own uid: not capped. */
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(lm_client_new(&own[i], r, "unix:peruid", NULL), 0);
+	for (int i = 0; i < 500 && lm_server_client_count(s) < 5; i++)
+		lm_reactor_run_once(r, 10 * MS);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(call_once(r, own[i], "echo").status, 0);
+
+	cr_assert_not_null(mkdtemp(odir));
+	cr_assert_eq(chown(odir, other, other), 0);
+	snprintf(src, sizeof(src), "%s/peruid.unix", dir);
+	snprintf(dst, sizeof(dst), "%s/peruid.unix", odir);
+	cr_assert_eq(chmod(src, 0666), 0);
+	cr_assert_eq(link(src, dst), 0, "link: %s", strerror(errno));
+	cr_assert_eq(chmod(dir, 0711), 0);
+
+	pid = lm_test_fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		other_uid_clients(odir);
+	for (int i = 0; i < 6000; i++) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+
+		cr_assert_neq(w, -1);
+		if (w == pid)
+			break;
+		lm_reactor_run_once(r, 10 * MS);
+	}
+	unlink(dst);
+	rmdir(odir);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other uid's clients: status %#x", st);
+	for (int i = 0; i < 5; i++)
+		lm_client_free(own[i]);
+	lm_server_free(s);
+	lm_reactor_free(r);
+}
+
+/* ---- a burst of connections ---- */
+
+/* A datagram of unix framing whose first message is a WELCOME. */
+static bool is_welcome(const uint8_t *buf, ssize_t n)
+{
+	struct lm_proto_msg m;
+	uint32_t len;
+
+	if (n < 4)
+		return false;
+	memcpy(&len, buf, 4);
+	return len <= (size_t)n - 4 && lm__proto_decode(&m, buf + 4, len, 4096) == 0 &&
+	       m.kind == LM_PROTO_WELCOME;
+}
+
+/* Serve unix:burst on backend with the default options until SIGTERM. */
+static void burst_server(enum lm_backend backend, int ready)
+{
+	struct lm_reactor_options ro = {.backend = backend};
+	struct rlimit rl = {4096, 4096};
+	lm_reactor *r;
+	lm_server *s;
+
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || lm_reactor_new(&r, &ro) < 0 ||
+	    lm_reactor_add_signal(r, NULL, SIGTERM, starved_stop, NULL) < 0 ||
+	    lm_server_new(&s, r, "unix:burst", NULL) < 0 || write(ready, "r", 1) != 1)
+		_exit(2);
+	if (lm_reactor_run(r) < 0)
+		_exit(3);
+	lm_server_free(s);
+	lm_reactor_free(r);
+	_exit(0);
+}
+
+/*
+ * 1000 peers connect and send HELLO at once: past the 64 connections in
+ * handshake, the server takes no more until some are through, and the rest
+ * wait in the kernel's backlog: every one gets its WELCOME, none is closed,
+ * on either backend.
+ */
+LM_BACKEND_TEST(limits, connection_burst_queued_not_closed, .timeout = 120)
+{
+	enum { N = 1000 };
+	static int fds[N];
+	static struct pollfd pf[N];
+	const char *dir = lm_test_runtime_dir();
+	uint8_t hello[LM_PROTO_HEADER_SIZE];
+	struct rlimit rl = {4096, 4096};
+	int ready[2], welcomed = 0, closed = 0, left = N, st;
+	lm_reactor *r = lm_test_reactor(backend);
+	int64_t end;
+	pid_t pid;
+	char b;
+
+	lm_reactor_free(r); /* only to skip where io_uring is refused */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	pid = lm_test_fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		burst_server(backend, ready[1]);
+	cr_assert_eq(read(ready[0], &b, 1), 1, "the server child did not start");
+
+	/* Each frame: a 4-byte length then the message (unix framing). */
+	cr_assert_eq(
+	    lm__proto_encode(hello, sizeof(hello), LM_PROTO_HELLO, 0, NULL, 0, NULL, 0, 4096),
+	    LM_PROTO_HEADER_SIZE);
+	for (int i = 0; i < N; i++) {
+		uint8_t frame[4 + LM_PROTO_HEADER_SIZE];
+		uint32_t len = LM_PROTO_HEADER_SIZE;
+
+		fds[i] = raw_unix_connect(dir, "burst");
+		memcpy(frame, &len, 4);
+		memcpy(frame + 4, hello, sizeof(hello));
+		cr_assert_eq(send(fds[i], frame, sizeof(frame), MSG_NOSIGNAL),
+			     (ssize_t)sizeof(frame));
+		pf[i] = (struct pollfd){fds[i], POLLIN, 0};
+	}
+	end = now_ns() + 60 * SEC;
+	while (left > 0 && now_ns() < end) {
+		cr_assert_geq(poll(pf, N, 1000), 0);
+		for (int i = 0; i < N; i++) {
+			uint8_t buf[512];
+			ssize_t n;
+
+			if (pf[i].fd < 0 || !pf[i].revents)
+				continue;
+			n = recv(pf[i].fd, buf, sizeof(buf), MSG_DONTWAIT);
+			if (n < 0 && errno == EAGAIN)
+				continue;
+			if (is_welcome(buf, n))
+				welcomed++;
+			else
+				closed++;
+			pf[i].fd = -1;
+			left--;
+		}
+	}
+	cr_assert_eq(closed, 0, "%d of %d peers closed before their WELCOME", closed, N);
+	cr_assert_eq(welcomed, N, "%d of %d peers welcomed in 60 s", welcomed, N);
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	kill(pid, SIGTERM);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %#x", st);
 }

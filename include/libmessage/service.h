@@ -34,10 +34,13 @@ extern "C" {
  *   -ENOENT        no such signal (emit) or subscription (unsubscribe)
  *   -EADDRINUSE    a live server already serves the endpoint
  *   -EALREADY      a call was already replied to
+ *   -EUSERS        the server has max_connections_per_uid connections of
+ *                  this uid already (the client retries with its backoff)
  *
  * Errors a server sends (ERROR names, docs/protocol.md): lm.UnknownMethod,
  * lm.UnknownSignal, lm.InvalidArgs (a typed method's arguments do not match
- * its declared type), lm.AccessDenied, lm.VersionMismatch, lm.Failed.
+ * its declared type), lm.AccessDenied, lm.VersionMismatch, lm.LimitsExceeded,
+ * lm.Failed.
  */
 
 /* ---- types ---- */
@@ -46,13 +49,15 @@ typedef struct lm_server lm_server;
 typedef struct lm_client lm_client;
 typedef struct lm_call lm_call;
 
-#define LM_DEFAULT_CALL_TIMEOUT_NS      (25ll * 1000 * 1000 * 1000)
-#define LM_DEFAULT_MAX_PENDING          128
-#define LM_LIMIT_MAX_PENDING            65535
-#define LM_DEFAULT_HANDSHAKE_TIMEOUT_NS (5ll * 1000 * 1000 * 1000)
-#define LM_DEFAULT_MAX_HANDSHAKES       64
-#define LM_DEFAULT_RECONNECT_MIN_NS     (100ll * 1000 * 1000)
-#define LM_DEFAULT_RECONNECT_MAX_NS     (5ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_CALL_TIMEOUT_NS         (25ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_PENDING             128
+#define LM_LIMIT_MAX_PENDING               65535
+#define LM_DEFAULT_HANDSHAKE_TIMEOUT_NS    (5ll * 1000 * 1000 * 1000)
+#define LM_DEFAULT_MAX_HANDSHAKES          64
+#define LM_DEFAULT_MAX_CALLS               1024
+#define LM_DEFAULT_MAX_CONNECTIONS_PER_UID 256
+#define LM_DEFAULT_RECONNECT_MIN_NS        (100ll * 1000 * 1000)
+#define LM_DEFAULT_RECONNECT_MAX_NS        (5ll * 1000 * 1000 * 1000)
 
 /* What happens to a subscriber whose output queue is full. */
 enum lm_overflow {
@@ -67,9 +72,21 @@ struct lm_server_options {
 	const char *name; /* sent in WELCOME and lm.Introspect; NULL: the endpoint */
 	struct lm_transport_options transport; /* max_message, max_queue per peer */
 	int64_t handshake_timeout_ns;          /* 0: 5 s */
-	unsigned max_handshakes;               /* 0: 64 connections in handshake at once */
-	const uid_t *allow_uids;               /* besides the server's own uid (copied) */
+	/* 0: 64 connections in handshake at once; while that many are, the
+	 * server takes no new one (they wait in the kernel's backlog, or their
+	 * requests in the listener's FIFO or queue) */
+	unsigned max_handshakes;
+	const uid_t *allow_uids; /* besides the server's own uid (copied) */
 	size_t n_allow_uids;
+	/* 0: LM_DEFAULT_MAX_CALLS calls awaiting a reply (deferred) per
+	 * connection; a call past it is answered at once with the ERROR
+	 * lm.LimitsExceeded, its handler not called */
+	unsigned max_calls;
+	/* 0: LM_DEFAULT_MAX_CONNECTIONS_PER_UID connections at once per uid
+	 * other than the server's own (which may stop the server anyway); one
+	 * past it gets the ERROR lm.LimitsExceeded and is closed (its client
+	 * sees -EUSERS and retries with its backoff) */
+	unsigned max_connections_per_uid;
 };
 
 struct lm_client_options {
