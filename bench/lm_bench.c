@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libmessage/transport.h>
+
 #include "lm_bench.h"
 
 /* ---- helpers the roles share ---- */
@@ -310,7 +312,7 @@ static pid_t spawn(struct bench_ctx *x, bool server, int close_fds[2], const sig
 	int rc;
 	if (x->index == -2)
 		rc = x->c->impl == IMPL_CONN ? bench_conn_crowd(x) : bench_service_crowd(x);
-	else if (x->c->impl == IMPL_FLOOR || x->c->impl == IMPL_LOOP)
+	else if (BENCH_IMPL_BARE(x->c->impl))
 		rc = server ? bench_floor_server(x) : bench_floor_client(x);
 	else if (x->c->impl == IMPL_CONN)
 		rc = server ? bench_conn_server(x) : bench_conn_client(x);
@@ -452,7 +454,9 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	cpu_label(c->cpu, r->cpu, sizeof(r->cpu));
 	snprintf(label, sizeof(label), "%s %s %s%s", bench_mode_name(c->mode), bench_tp_name(c->tp),
 		 c->impl == IMPL_LOOP ? "loop " : "",
-		 c->impl == IMPL_FLOOR ? "floor" : bench_backend_name(c->backend));
+		 c->impl == IMPL_FLOOR         ? "floor"
+		 : c->impl == IMPL_FLOOR_BATCH ? "floor-batch"
+					       : bench_backend_name(c->backend));
 	if (c->cpu == CPU_SPLIT && cpus[1] < 0) {
 		r->status = 1;
 		snprintf(r->why, sizeof(r->why), "split needs two CPUs, this process has one");
@@ -540,7 +544,7 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(ready[0]);
 	close(ctl[0]);
-	bool bare = c->impl == IMPL_FLOOR || c->impl == IMPL_LOOP;
+	bool bare = BENCH_IMPL_BARE(c->impl);
 	if (!bare && c->tp == TP_MQ)
 		bench_reclaim_mq(&x);
 	remove_dir(runtime_dir);
@@ -567,6 +571,23 @@ static void run_case(const struct bench_case *c, const struct bench_opts *o, uns
 		if (r->hist)
 			memcpy(r->hist, &shm->hist, sizeof(*r->hist));
 	}
+}
+
+/* Whether libmessage writes this signal case's emissions to all subscribers
+ * in io_uring submissions, as floor-batch does: lm_conn_sendv_many() and
+ * lm_server_emit() on unix or fifo, to LM__FANOUT_MIN (4) or more
+ * subscribers, a message the transport writes in one flat call (its
+ * encoding, with the 4-byte length and for lm_service the 16-byte protocol
+ * header and the signal's name, at most LM_TRANSPORT_FLAT_MAX bytes),
+ * unless LM_FANOUT_URING=0. */
+static bool batched_like_floor(const struct bench_case *c, const struct bench_opts *o)
+{
+	const char *env = getenv("LM_FANOUT_URING");
+	size_t encoded = 4 + o->size + (c->impl == IMPL_SERVICE ? 16 + strlen("Tick") : 0);
+
+	return c->mode == MODE_SIGNAL && (c->impl == IMPL_CONN || c->impl == IMPL_SERVICE) &&
+	       c->tp != TP_MQ && c->peers >= 4 && encoded <= LM_TRANSPORT_FLAT_MAX &&
+	       !(env && !strcmp(env, "0"));
 }
 
 /* Whether the SVG can be written at path: its directory exists and is
@@ -631,7 +652,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 7, n = 0, failed = 0;
+	int max_cases = MODE_COUNT * CPU_COUNT * TP_COUNT * 12, n = 0, failed = 0;
 	struct bench_result *rs = calloc((size_t)max_cases, sizeof(*rs));
 	if (!rs)
 		return 1;
@@ -660,9 +681,12 @@ int main(int argc, char **argv)
 				int peers = (m == MODE_CALL || m == MODE_THROUGHPUT)
 						? o.clients
 						: o.subscribers;
-				struct bench_case cs[11];
+				struct bench_case cs[12];
 				int nc = 0;
 				cs[nc++] = (struct bench_case){m, tp, IMPL_FLOOR, 0, cpu, peers};
+				if (m == MODE_SIGNAL && tp != TP_MQ)
+					cs[nc++] = (struct bench_case){m, tp,  IMPL_FLOOR_BATCH,
+								       0, cpu, peers};
 				for (int b = 1; b <= 2 && !o.floor_only; b++)
 					if ((m == MODE_CALL || m == MODE_SIGNAL) &&
 					    (o.backends & (1u << b)))
@@ -684,13 +708,21 @@ int main(int argc, char **argv)
 					if (m == MODE_THROUGHPUT && (o.backends & (1u << b)))
 						cs[nc++] = (struct bench_case){m, tp,  IMPL_EMIT,
 									       b, cpu, peers};
-				int floor_at = n;
+				int floor_at = n, batch_at = -1;
 				for (int k = 0; k < nc && !interrupted; k++) {
 					struct bench_result *r = &rs[n];
 					run_case(&cs[k], &o, (unsigned)getpid() * 64u + (unsigned)n,
 						 r);
-					if (k > 0 && rs[floor_at].status == 0)
+					if (cs[k].impl == IMPL_FLOOR_BATCH)
+						batch_at = n;
+					else if (k > 0 && rs[floor_at].status == 0)
 						r->floor = &rs[floor_at];
+					/* Where libmessage writes the signal to every
+					 * subscriber in one submission, it is measured
+					 * against the floor that does the same. */
+					if (batch_at >= 0 && rs[batch_at].status == 0 &&
+					    batched_like_floor(&cs[k], &o))
+						r->floor = &rs[batch_at];
 					if (r->status == 2)
 						failed = 1;
 					if (o.json)

@@ -17,14 +17,22 @@ enum bench_tp { TP_UNIX, TP_FIFO, TP_MQ, TP_COUNT };
 enum bench_cpu { CPU_SAME, CPU_SPLIT, CPU_ANY, CPU_COUNT };
 /* What carries the messages: the bare kernel, or libmessage at some layer. */
 enum bench_impl {
-	IMPL_FLOOR,   /* bare blocking kernel objects */
-	IMPL_CONN,    /* transport.h connections through the reactor */
-	IMPL_SERVICE, /* service.h: calls, emit, pipelined calls */
-	IMPL_EMIT,    /* service.h, throughput only: pipelined lm_server_emit */
-	IMPL_LOOP,    /* call and signal only: the floor's messages, each receive
-		       * after a readiness wait (epoll or io_uring poll) */
-	IMPL_SYNC,    /* call only: service.h, lm_client_call_sync() */
+	IMPL_FLOOR,       /* bare blocking kernel objects */
+	IMPL_CONN,        /* transport.h connections through the reactor */
+	IMPL_SERVICE,     /* service.h: calls, emit, pipelined calls */
+	IMPL_EMIT,        /* service.h, throughput only: pipelined lm_server_emit */
+	IMPL_LOOP,        /* call and signal only: the floor's messages, each receive
+			   * after a readiness wait (epoll or io_uring poll) */
+	IMPL_SYNC,        /* call only: service.h, lm_client_call_sync() */
+	IMPL_FLOOR_BATCH, /* signal only, unix and fifo: the floor's writes to the
+			   * subscribers in one io_uring submission, no library */
 };
+/* Whether the floor cases (no library) are impl. */
+#define BENCH_IMPL_BARE(impl) \
+	((impl) == IMPL_FLOOR || (impl) == IMPL_LOOP || (impl) == IMPL_FLOOR_BATCH)
+/* The most writes per io_uring submission of floor-batch, as libmessage's
+ * fan-out makes them (LM__FANOUT_MAX in reactor/hooks-internal.h). */
+#define BENCH_BATCH_MAX 64
 
 #define BENCH_MAX_PEERS 1000
 #define BENCH_MIN_SIZE  16 /* the message header below */

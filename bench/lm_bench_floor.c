@@ -337,6 +337,66 @@ static long recv_any(struct link *links, int n, struct pollfd *pfds, int *from, 
 	}
 }
 
+/* floor-batch: the ring its writes go through. */
+static struct io_uring batch_ring;
+
+static int batch_init(struct bench_ctx *x)
+{
+	struct io_uring_params p = {.flags =
+					IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
+	int err = io_uring_queue_init_params(BENCH_BATCH_MAX, &batch_ring, &p);
+
+	if (err == -EINVAL)
+		err = io_uring_queue_init(BENCH_BATCH_MAX, &batch_ring, 0);
+	if (err < 0)
+		bench_fail(x->shm, 1, "io_uring: %s", strerror(-err));
+	return err;
+}
+
+/*
+ * The same writes as link_send() makes to each of links[0, n), in one
+ * io_uring submission per BENCH_BATCH_MAX of them (send(2) with MSG_NOSIGNAL
+ * on unix, write(2) on fifo), waiting for their completions: the floor of a
+ * fan-out made as libmessage makes it, with no library.
+ */
+static int batch_send(struct link *links, int n, const void *buf, size_t len)
+{
+	for (int i = 0; i < n; i += BENCH_BATCH_MAX) {
+		int k = n - i < BENCH_BATCH_MAX ? n - i : BENCH_BATCH_MAX, err = 0;
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+
+		for (int j = 0; j < k; j++) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&batch_ring);
+
+			if (links[i + j].tp == TP_UNIX)
+				io_uring_prep_send(sqe, links[i + j].wfd, buf, len, MSG_NOSIGNAL);
+			else
+				io_uring_prep_write(sqe, links[i + j].wfd, buf, (unsigned)len, 0);
+		}
+		int r = io_uring_submit_and_wait(&batch_ring, (unsigned)k);
+		if (r < 0)
+			return r;
+		while ((int)seen < k) {
+			unsigned got = 0;
+
+			io_uring_for_each_cqe(&batch_ring, head, cqe)
+			{
+				if (cqe->res != (int)len && !err)
+					err = cqe->res < 0 ? cqe->res : -EIO;
+				got++;
+			}
+			io_uring_cq_advance(&batch_ring, got);
+			seen += got;
+			if ((int)seen < k && (r = io_uring_wait_cqe(&batch_ring, &cqe)) < 0)
+				return r;
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int floor_emit(struct bench_ctx *x, struct link *links, int n, void *buf, uint32_t kind)
 {
 	struct bench_hdr *h = buf;
@@ -344,7 +404,14 @@ static int floor_emit(struct bench_ctx *x, struct link *links, int n, void *buf,
 	__atomic_store_n(&x->shm->fan_ack, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&x->shm->fan_last, 0, __ATOMIC_RELAXED);
 	h->t0 = bench_now();
-	for (int i = 0; i < n; i++) {
+	if (x->c->impl == IMPL_FLOOR_BATCH) {
+		int r = batch_send(links, n, buf, x->o->size);
+		if (r < 0) {
+			bench_fail(x->shm, 2, "io_uring send: %s", strerror(-r));
+			return r;
+		}
+	}
+	for (int i = 0; i < n && x->c->impl != IMPL_FLOOR_BATCH; i++) {
 		int r = link_send(&links[i], buf, x->o->size);
 		if (r < 0) {
 			bench_fail(x->shm, 2, "send: %s", strerror(-r));
@@ -371,6 +438,8 @@ int bench_floor_server(struct bench_ctx *x)
 	for (int i = 0; i < n; i++)
 		pfds[i] = (struct pollfd){.fd = links[i].rfd, .events = POLLIN};
 	if (loop_init(x, n) < 0)
+		return 1;
+	if (x->c->impl == IMPL_FLOOR_BATCH && batch_init(x) < 0)
 		return 1;
 	loop.nfds = n;
 	for (int i = 0; loop.backend && x->c->mode == MODE_CALL && i < n; i++)

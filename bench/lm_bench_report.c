@@ -8,8 +8,8 @@
 
 static const char *impl_name(enum bench_impl i)
 {
-	static const char *const names[] = {"floor",   "lm_conn", "lm_service",
-					    "lm_emit", "loop",    "lm_sync"};
+	static const char *const names[] = {"floor", "lm_conn", "lm_service", "lm_emit",
+					    "loop",  "lm_sync", "floor-batch"};
 	return names[i];
 }
 
@@ -64,6 +64,8 @@ void bench_print_row(FILE *f, const struct bench_result *r)
 		fprintf(f, "%6.2f %6s", fl->msgs_per_s / r->msgs_per_s, "-");
 	else
 		fprintf(f, "%6s %6s", "-", "-");
+	if (fl && fl->c.impl == IMPL_FLOOR_BATCH)
+		fputs("  (x: to floor-batch)", f);
 	if (r->idle_clients)
 		fprintf(f, "  +%d idle clients, server RSS %+.0f B/client", r->idle_clients,
 			r->rss_per_idle_client);
@@ -125,33 +127,57 @@ void bench_print_json(FILE *f, const struct bench_result *r, const struct bench_
 			r->idle_clients, r->rss_per_idle_client);
 	const struct bench_result *fl = r->floor;
 	if (fl && h && fl->hist && h->count && fl->hist->count)
-		fprintf(f, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f",
+		fprintf(f, ",\"ratio_p50\":%.3f,\"ratio_p99\":%.3f,\"ratio_to\":\"%s\"",
 			(double)hist_percentile(h, 50) / (double)hist_percentile(fl->hist, 50),
-			(double)hist_percentile(h, 99) / (double)hist_percentile(fl->hist, 99));
+			(double)hist_percentile(h, 99) / (double)hist_percentile(fl->hist, 99),
+			impl_name(fl->c.impl));
 	fputs("}\n", f);
 }
 
 /* ---- SVG: latency (log) against percentile on the 1/(1-p) log scale ---- */
 
-#define W  960.0
-#define H  540.0
-#define ML 70.0
-#define MR 250.0
-#define MT 40.0
-#define MB 60.0
+#define PW            640.0 /* the plot area */
+#define PH            440.0
+#define ML            70.0
+#define MR            20.0
+#define MT            40.0
+#define MB            60.0
+#define LEGEND_ROW    16.0
+#define LEGEND_CHAR_W 7.5 /* a generous width of one 12 px sans-serif character */
 
+/* Each series gets its own pair of colour and dash pattern: 10 x 4 before a
+ * pair comes again. */
 static const char *const colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
 				     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+static const char *const dashes[] = {"", " stroke-dasharray=\"7,3\"", " stroke-dasharray=\"2,2\"",
+				     " stroke-dasharray=\"9,3,2,3\""};
+#define N_COLORS (sizeof(colors) / sizeof(colors[0]))
+#define N_DASHES (sizeof(dashes) / sizeof(dashes[0]))
+
+static void legend_label(const struct bench_result *r, char *buf, size_t n)
+{
+	char name[40];
+
+	case_name(r, name, sizeof(name));
+	snprintf(buf, n, "%s %s %s %s n=%d", name, bench_tp_name(r->c.tp),
+		 bench_backend_name(r->c.backend), r->cpu, r->c.peers);
+}
 
 int bench_write_plot(const char *path, struct bench_result *rs, int n)
 {
 	double lo = INFINITY, hi = 0, xmax = 4; /* x: log10(1/(1-p)), 4 is 99.99 % */
+	size_t longest = 0;
+	int series = 0;
+	char label[160];
 	for (int i = 0; i < n; i++) {
 		const struct hist *h = rs[i].status ? NULL : rs[i].hist;
 		if (!h || !h->count)
 			continue;
 		lo = fmin(lo, log10(fmax(us(h->min), 0.01)));
 		hi = fmax(hi, log10(fmax(us(h->max), 0.01)));
+		legend_label(&rs[i], label, sizeof(label));
+		longest = strlen(label) > longest ? strlen(label) : longest;
+		series++;
 	}
 	if (!(lo < INFINITY)) {
 		lo = 0;
@@ -161,10 +187,14 @@ int bench_write_plot(const char *path, struct bench_result *rs, int n)
 	hi = ceil(hi);
 	if (hi <= lo)
 		hi = lo + 1;
+	/* The legend sits right of the plot, as wide as its longest label and
+	 * as tall as its rows: nothing is cut off. */
+	double lx = ML + PW + 20, lw = 40 + LEGEND_CHAR_W * (double)longest;
+	double W = lx + lw + MR, H = fmax(MT + PH + MB, MT + 14 + LEGEND_ROW * series + MB);
+	double pw = PW, ph = PH;
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return -errno;
-	double pw = W - ML - MR, ph = H - MT - MB;
 	fprintf(f,
 		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
 		"font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -196,16 +226,14 @@ int bench_write_plot(const char *path, struct bench_result *rs, int n)
 		"<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">percentile</text>\n"
 		"<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
 		"stroke=\"#444\"/>\n",
-		ML + pw / 2, H - 16, ML, MT, pw, ph);
+		ML + pw / 2, MT + ph + 40, ML, MT, pw, ph);
 	int shown = 0;
 	for (int i = 0; i < n; i++) {
 		const struct hist *h = rs[i].status ? NULL : rs[i].hist;
 		if (!h || !h->count)
 			continue;
-		const char *col = colors[shown % 10];
-		const char *dash = rs[i].c.impl == IMPL_FLOOR  ? " stroke-dasharray=\"5,3\""
-				   : rs[i].c.impl == IMPL_LOOP ? " stroke-dasharray=\"2,2\""
-							       : "";
+		const char *col = colors[(size_t)shown % N_COLORS];
+		const char *dash = dashes[((size_t)shown / N_COLORS) % N_DASHES];
 		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"",
 			col, dash);
 		/* Stop where the data runs out: 1/(1-p) cannot pass the count. */
@@ -218,16 +246,12 @@ int bench_write_plot(const char *path, struct bench_result *rs, int n)
 				MT + ph - ph * (y - lo) / (hi - lo));
 		}
 		fputs("\"/>\n", f);
-		char name[40];
-		case_name(&rs[i], name, sizeof(name));
-		double ly = MT + 14 + 16 * shown;
-		fprintf(
-		    f,
-		    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-		    "stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s %s %s %s n=%d</text>\n",
-		    W - MR + 10, ly - 4, W - MR + 34, ly - 4, col, dash, W - MR + 40, ly, name,
-		    bench_tp_name(rs[i].c.tp), bench_backend_name(rs[i].c.backend), rs[i].cpu,
-		    rs[i].c.peers);
+		legend_label(&rs[i], label, sizeof(label));
+		double ly = MT + 14 + LEGEND_ROW * shown;
+		fprintf(f,
+			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+			"stroke-width=\"2\"%s/><text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
+			lx, ly - 4, lx + 30, ly - 4, col, dash, lx + 36, ly, label);
 		shown++;
 	}
 	fputs("</svg>\n", f);

@@ -211,11 +211,12 @@ Test(bench_args, help_explains_every_field, .timeout = 30)
 	static struct run r;
 	run_bench(&r, (const char *[]){"--help", NULL}, 0);
 	cr_assert_eq(r.status, 0);
-	const char *words[] = {"--mode",        "--transport", "--backend",  "--size",
-			       "--count",       "--duration",  "--warmup",   "--clients",
-			       "--subscribers", "--cpu",       "--json",     "--plot",
-			       "p50",           "msgs/s",      "cpu_us/msg", "wake/s",
-			       "x50",           "x99",         "floor",      "loop"};
+	const char *words[] = {
+	    "--mode",   "--transport", "--backend",     "--size",    "--count",   "--duration",
+	    "--warmup", "--clients",   "--subscribers", "--cpu",     "--json",    "--plot",
+	    "p50",      "msgs/s",      "cpu_us/msg",    "wake/s",    "x50",       "x99",
+	    "floor",    "loop",        "floor-batch",   "peers",     "ratio_p50", "ratio_p99",
+	    "ratio_to", "p50_us",      "msgs_per_s",    "wake_per_s"};
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		cr_assert(strstr(r.out, words[i]), "--help lacks %s", words[i]);
 }
@@ -288,9 +289,77 @@ Test(bench_run, signal_every_transport_json_and_reaped, .timeout = 120)
 				   "10", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 12, "%s", r.out);
+	/* floor, floor-batch (not mq), loop, lm_conn, lm_service per transport */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 14, "%s", r.out);
+	/* Three subscribers: libmessage writes them one at a time, so every ratio
+	 * is to the floor. */
+	cr_assert(!strstr(r.out, "\"ratio_to\":\"floor-batch\""), "%s", r.out);
 	cr_assert_geq(floors, 2, "the unix and fifo floors always run");
 	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+}
+
+/* The line of out with impl and transport tp (JSON), or NULL; *end its end. */
+static const char *json_case(const char *out, const char *impl, const char *tp, const char **end)
+{
+	char key[96];
+	const char *l;
+
+	snprintf(key, sizeof(key), "\"impl\":\"%s\",\"transport\":\"%s\"", impl, tp);
+	l = strstr(out, key);
+	*end = l ? strchr(l, '\n') : NULL;
+	return l;
+}
+
+/* Four subscribers or more on unix and fifo: libmessage writes a signal to
+ * all of them in io_uring submissions, and floor-batch makes the same
+ * writes with no library; the libmessage cases' ratios are to it (the loop's
+ * and the floor's own writes stay one at a time: theirs are to floor). With
+ * LM_FANOUT_URING=0 libmessage writes one at a time: ratios to floor. */
+Test(bench_run, signal_ratio_to_the_batched_floor, .timeout = 120)
+{
+	static struct run r, o;
+	const char *l, *end;
+	int floors = 0;
+
+	run_bench(&r,
+		  (const char *[]){"--mode", "signal", "--transport", "unix,fifo", "--backend",
+				   "epoll", "--subscribers", "4", "--count", "100", "--warmup",
+				   "10", "--json", NULL},
+		  0);
+	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 10, "%s", r.out);
+	for (int t = 0; t < 2; t++) {
+		const char *tp = t ? "fifo" : "unix";
+
+		l = json_case(r.out, "floor-batch", tp, &end);
+		cr_assert(l, "no floor-batch on %s: %s", tp, r.out);
+		cr_assert(in_line(l, end, "\"backend\":null"), "%s", l);
+		if (!in_line(l, end, "\"status\":\"ok\""))
+			cr_skip_test("io_uring refused here: %.*s", (int)(end - l), l);
+		cr_assert(in_line(l, end, "\"p50_us\":") && !in_line(l, end, "\"ratio_p50\""),
+			  "%.*s", (int)(end - l), l);
+		l = json_case(r.out, "loop", tp, &end);
+		cr_assert(l && in_line(l, end, "\"ratio_to\":\"floor\""), "%s", r.out);
+		for (int k = 0; k < 2; k++) {
+			l = json_case(r.out, k ? "lm_service" : "lm_conn", tp, &end);
+			cr_assert(l, "%s", r.out);
+			if (in_line(l, end, "\"status\":\"ok\""))
+				cr_assert(in_line(l, end, "\"ratio_to\":\"floor-batch\""), "%.*s",
+					  (int)(end - l), l);
+		}
+	}
+	cr_assert_eq(r.leftover, 0, "lm-bench left %d processes", r.leftover);
+
+	setenv("LM_FANOUT_URING", "0", 1);
+	run_bench(&o,
+		  (const char *[]){"--mode", "signal", "--transport", "unix", "--backend", "epoll",
+				   "--subscribers", "4", "--count", "100", "--warmup", "10",
+				   "--json", NULL},
+		  0);
+	unsetenv("LM_FANOUT_URING");
+	cr_assert_eq(o.status, 0, "exit %d: %s %s", o.status, o.out, o.err);
+	cr_assert(!strstr(o.out, "\"ratio_to\":\"floor-batch\""), "%s", o.out);
+	cr_assert_eq(o.leftover, 0, "lm-bench left %d processes", o.leftover);
 }
 
 /* The readiness loop runs on each backend asked for (io_uring: or says why
@@ -331,6 +400,39 @@ Test(bench_run, loop_case_per_backend, .timeout = 120)
 	cr_assert(!strstr(t.out, "\"impl\":\"loop\""), "%s", t.out);
 }
 
+/* The SVG's series: n polylines, no two with the same colour and dash
+ * pattern; every legend label ends inside the picture, at a generous 8 px
+ * per character of 12 px sans-serif. */
+static void expect_readable_plot(const char *svg, int n)
+{
+	char styles[64][96];
+	double width = 0;
+	int lines = 0;
+
+	cr_assert_eq(sscanf(strstr(svg, "width=\""), "width=\"%lf\"", &width), 1);
+	for (const char *p = strstr(svg, "<polyline"); p; p = strstr(p + 1, "<polyline")) {
+		const char *pts = strstr(p, " points=");
+
+		cr_assert(pts && lines < 64);
+		snprintf(styles[lines], sizeof(styles[0]), "%.*s", (int)(pts - p), p);
+		for (int k = 0; k < lines; k++)
+			cr_assert(strcmp(styles[k], styles[lines]), "two series drawn as %s",
+				  styles[k]);
+		lines++;
+	}
+	cr_assert_eq(lines, n, "%d series drawn", lines);
+	for (const char *p = strstr(svg, "<text x=\""); p; p = strstr(p + 1, "<text x=\"")) {
+		double x;
+		const char *gt = strchr(p, '>'), *lt = gt ? strchr(gt, '<') : NULL;
+
+		cr_assert(lt && sscanf(p, "<text x=\"%lf\"", &x) == 1);
+		if (strstr(p, "text-anchor") && strstr(p, "text-anchor") < gt)
+			continue; /* centred or right-aligned axis labels */
+		cr_assert_leq(x + 8.0 * (double)(lt - gt - 1), width, "cut off: %.*s",
+			      (int)(lt - gt - 1), gt + 1);
+	}
+}
+
 Test(bench_run, table_shape_and_plot, .timeout = 120)
 {
 	static struct run r;
@@ -339,8 +441,8 @@ Test(bench_run, table_shape_and_plot, .timeout = 120)
 	cr_assert_geq(fd, 0);
 	close(fd);
 	run_bench(&r,
-		  (const char *[]){"--transport", "unix", "--backend", "epoll", "--count", "200",
-				   "--warmup", "10", "--plot", svg, NULL},
+		  (const char *[]){"--transport", "unix,fifo", "--backend", "epoll,uring",
+				   "--count", "200", "--warmup", "10", "--plot", svg, NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
 	cr_assert(strncmp(r.out, "# lm-bench:", 11) == 0, "%s", r.out);
@@ -353,13 +455,20 @@ Test(bench_run, table_shape_and_plot, .timeout = 120)
 	cr_assert(strstr(r.out, "\ncall floor "), "%s", r.out);
 	cr_assert(strstr(r.out, "\ncall loop "), "%s", r.out);
 	cr_assert(strstr(r.out, "\ncall lm_conn "), "%s", r.out);
-	char buf[256] = "";
+	static char buf[262144];
 	FILE *f = fopen(svg, "r");
 	cr_assert(f);
 	cr_assert(fread(buf, 1, sizeof(buf) - 1, f) > 0);
 	fclose(f);
 	unlink(svg);
-	cr_assert(strstr(buf, "<svg"), "not an SVG: %s", buf);
+	cr_assert(strstr(buf, "<svg"), "not an SVG: %.200s", buf);
+	/* One series per case that ran: more than ten, so colours alone would
+	 * repeat. */
+	int ran = 0;
+	for (const char *l = strstr(r.out, "\ncall "); l; l = strstr(l + 1, "\ncall "))
+		ran += !in_line(l, strchr(l + 1, '\n'), "n/a:");
+	cr_assert_gt(ran, 10, "%s", r.out);
+	expect_readable_plot(buf, ran);
 	cr_assert_eq(r.leftover, 0);
 }
 
@@ -395,8 +504,8 @@ Test(bench_run, signal_emitted_from_a_callback, .timeout = 120)
 				   "--emit-from", "callback", "--json", NULL},
 		  0);
 	cr_assert_eq(r.status, 0, "exit %d: %s %s", r.status, r.out, r.err);
-	/* floor, loop, lm_conn, lm_service */
-	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 4, "%s", r.out);
+	/* floor, floor-batch, loop, lm_conn, lm_service */
+	cr_assert_eq(check_json(r.out, "\"mode\":\"signal\"", &floors), 5, "%s", r.out);
 	for (const char *l = r.out; *l; l = strchr(l, '\n') + 1) {
 		const char *end = strchr(l, '\n');
 		const char *tag = strstr(l, "\"emit_from\":\"callback\"");
