@@ -1,26 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-/* Logging: a replaceable handler, a level from $LM_LOG, stderr by default. */
+/* Logging: a replaceable handler, a level from $LM_LOG, stderr (journal-aware) by default. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "log-internal.h"
 
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 static int log_level = LM_LOG_WARN;
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static bool stderr_journal;
 static lm_log_cb log_cb;
 static void *log_userdata;
 
 static void emit(enum lm_log_level level, const char *msg)
 {
 	static const char *const tags[] = {"error", "warning", "info", "debug"};
+	static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 	lm_log_cb cb = __atomic_load_n(&log_cb, __ATOMIC_ACQUIRE);
 
 	if (cb)
 		cb(level, msg, log_userdata);
+	else if (lm_log_stderr_is_journal())
+		/* journald reads "<N>" at a line's start as its priority. */
+		fprintf(stderr, "<%d>libmessage: %s: %s\n", priorities[level], tags[level], msg);
 	else
 		fprintf(stderr, "libmessage: %s: %s\n", tags[level], msg);
 }
@@ -45,6 +54,29 @@ static void read_env_level(void)
 		 "warn is used",
 		 v);
 	emit(LM_LOG_WARN, msg);
+}
+
+/* systemd connects stderr to the journal and says so in JOURNAL_STREAM,
+ * "device:inode" of that stream; a stderr redirected since does not match. */
+static void read_journal_stream(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	int n = 0;
+
+	if (!v || sscanf(v, "%llu:%llu%n", &dev, &ino, &n) != 2 || v[n] != '\0')
+		return;
+	if (fstat(STDERR_FILENO, &st) < 0)
+		return;
+	stderr_journal =
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+bool lm_log_stderr_is_journal(void)
+{
+	pthread_once(&journal_once, read_journal_stream);
+	return stderr_journal;
 }
 
 void lm_set_log_handler(lm_log_cb cb, void *userdata)

@@ -839,15 +839,17 @@ static void on_accept(lm_listener *l, lm_conn *c, void *userdata)
 
 /* ---- the server ---- */
 
-LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
-			    const struct lm_server_options *opts)
+/* Serve endpoint, or when it is NULL, the listening fd with the transport
+ * of scheme. */
+static int server_new(lm_server **ret, lm_reactor *r, const char *endpoint, const char *scheme,
+		      int fd, const struct lm_server_options *opts)
 {
 	static const struct lm_server_options defaults;
 	lm_server *s;
 	const char *name;
 	int err;
 
-	if (!ret || !r || !endpoint)
+	if (!ret || !r || (!endpoint && (!scheme || fd < 0)))
 		return -EINVAL;
 	if (!opts)
 		opts = &defaults;
@@ -873,7 +875,7 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 	s->max_calls = opts->max_calls ? opts->max_calls : LM_DEFAULT_MAX_CALLS;
 	s->max_per_uid = opts->max_connections_per_uid ? opts->max_connections_per_uid
 						       : LM_DEFAULT_MAX_CONNECTIONS_PER_UID;
-	name = opts->name ? opts->name : endpoint;
+	name = opts->name ? opts->name : endpoint ? endpoint : scheme;
 	if (strchr(name, ':'))
 		name = strchr(name, ':') + 1;
 	s->name = strdup(name);
@@ -892,7 +894,10 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 			s->uids[i].uid = opts->allow_uids[i];
 		s->nallow = opts->n_allow_uids;
 	}
-	err = lm_listener_new(&s->l, r, endpoint, &opts->transport, on_accept, s);
+	if (endpoint)
+		err = lm_listener_new(&s->l, r, endpoint, &opts->transport, on_accept, s);
+	else
+		err = lm_listener_new_fd(&s->l, r, scheme, fd, &opts->transport, on_accept, s);
 	if (err < 0)
 		goto fail;
 	/* The transport refuses other uids at accept already; widen it too. */
@@ -904,6 +909,22 @@ LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint
 fail:
 	lm_server_free(s);
 	return err;
+}
+
+LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
+			    const struct lm_server_options *opts)
+{
+	if (!endpoint)
+		return -EINVAL;
+	return server_new(ret, r, endpoint, NULL, -1, opts);
+}
+
+LM_EXPORT int lm_server_new_fd(lm_server **ret, lm_reactor *r, const char *scheme, int fd,
+			       const struct lm_server_options *opts)
+{
+	if (!scheme || fd < 0)
+		return -EINVAL;
+	return server_new(ret, r, NULL, scheme, fd, opts);
 }
 
 LM_EXPORT void lm_server_free(lm_server *s)

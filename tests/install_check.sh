@@ -31,6 +31,24 @@ for ex in "$src"/examples/*.c; do
 	echo "pkg-config: $(basename "$ex") built against the installed copy and ran"
 done
 
+# libmessage-systemd, when built (LM_WITH_SYSTEMD): its .pc, header and
+# library, and the srvtime example units.
+if [ -f "$pc/libmessage-systemd.pc" ]; then
+	cat >"$tmp/sd.c" <<'C'
+#include <libmessage/systemd.h>
+int main(void) { return lm_systemd_ready() == 0 ? 0 : 1; }
+C
+	# shellcheck disable=SC2046
+	cc -std=gnu11 -Wall -Werror -o "$tmp/sd" "$tmp/sd.c" $(PKG_CONFIG_PATH="$pc" pkg-config --cflags --libs libmessage-systemd)
+	env -u NOTIFY_SOCKET LD_LIBRARY_PATH="$libdir" "$tmp/sd"
+	for u in srvtime.socket srvtime.service; do
+		[ -f "$tmp/prefix/lib/systemd/user/$u" ] || { echo "$u not installed"; exit 1; }
+	done
+	grep -q "^ExecStart=/.*/srvtime-server$" "$tmp/prefix/lib/systemd/user/srvtime.service" ||
+		{ echo "srvtime.service: no ExecStart"; exit 1; }
+	echo "pkg-config: libmessage-systemd built against the installed copy and ran; units installed"
+fi
+
 mkdir -p "$tmp/cm"
 cat >"$tmp/cm/CMakeLists.txt" <<CM
 cmake_minimum_required(VERSION 3.25)

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -2467,4 +2468,100 @@ LM_BACKEND_TEST(transport, fan_out_callback_sends_to_a_written_one, .timeout = 3
 	cr_assert_eq(lm_reactor_run_once(f.r, 0) >= 0, true);
 	cr_assert_eq(f.cl[3].received, 2, "once each");
 	fan_free(&f);
+}
+
+/* ---- serving on a passed listening fd (socket activation) ---- */
+
+/* A unix socket of type at <runtime dir>/<name>.unix, listening if asked. */
+static int passed_socket(const char *name, int type, bool listening)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.unix", getenv("LM_RUNTIME_DIR"), name);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "bind: %s", strerror(errno));
+	if (listening)
+		cr_assert_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+static void no_accept(lm_listener *l, lm_conn *c, void *userdata)
+{
+	lm_conn_free(c);
+}
+
+/* Every bad fd or argument gets its own error, and the fd stays the caller's. */
+Test(transport, listener_new_fd_refuses)
+{
+	lm_reactor *r = lm_test_reactor(LM_BACKEND_EPOLL);
+	lm_listener *l = NULL;
+	int pipefd[2], stream, unbound, fd;
+
+	lm_test_runtime_dir();
+	fd = passed_socket("ok", SOCK_SEQPACKET, true);
+	cr_assert_eq(lm_listener_new_fd(NULL, r, "unix", fd, NULL, no_accept, NULL), -EINVAL);
+	cr_assert_eq(lm_listener_new_fd(&l, NULL, "unix", fd, NULL, no_accept, NULL), -EINVAL);
+	cr_assert_eq(lm_listener_new_fd(&l, r, NULL, fd, NULL, no_accept, NULL), -EINVAL);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", -1, NULL, no_accept, NULL), -EINVAL);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", fd, NULL, NULL, NULL), -EINVAL);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "nope", fd, NULL, no_accept, NULL),
+		     -EPROTONOSUPPORT);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "fifo", fd, NULL, no_accept, NULL), -EOPNOTSUPP);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "mq", fd, NULL, no_accept, NULL), -EOPNOTSUPP);
+	struct lm_transport_options big = {.max_message = LM_LIMIT_MAX_MESSAGE + 1};
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", fd, &big, no_accept, NULL), -EINVAL);
+	cr_assert_eq(fcntl(fd, F_GETFD), FD_CLOEXEC, "the fd stays open and as it was");
+
+	cr_assert_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", pipefd[0], NULL, no_accept, NULL),
+		     -ENOTSOCK);
+	cr_assert_geq(fcntl(pipefd[0], F_GETFD), 0);
+	close(pipefd[0]);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", pipefd[0], NULL, no_accept, NULL), -EBADF);
+	close(pipefd[1]);
+
+	stream = passed_socket("stream", SOCK_STREAM, true);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", stream, NULL, no_accept, NULL), -EPROTOTYPE);
+	cr_assert_geq(fcntl(stream, F_GETFD), 0);
+	close(stream);
+	unbound = passed_socket("quiet", SOCK_SEQPACKET, false);
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", unbound, NULL, no_accept, NULL), -EINVAL,
+		     "a socket not listening");
+	cr_assert_geq(fcntl(unbound, F_GETFD), 0);
+	close(unbound);
+	cr_assert_null(l, "ret untouched on failure");
+	close(fd);
+	lm_reactor_free(r);
+}
+
+/* A listener on a passed socket serves clients of its name, takes the fd
+ * (closes it, made non-blocking), takes no lock, and leaves the socket's file
+ * to its maker when freed. */
+LM_BACKEND_TEST(transport, listener_new_fd_serves, .timeout = 30)
+{
+	static struct lm_tt_server srv = {.echo = true};
+	static struct lm_tt_peer cl;
+	lm_reactor *r = lm_test_reactor(backend);
+	const char *dir = lm_test_runtime_dir();
+	char path[512];
+	struct stat st;
+	int fd = passed_socket("passed", SOCK_SEQPACKET, true);
+
+	cr_assert_eq(lm_listener_new_fd(&srv.l, r, "unix", fd, NULL, lm_tt_accept, &srv), 0);
+	cr_assert_eq(fcntl(fd, F_GETFD), -1, "the listener took the fd");
+	cr_assert_eq(lm_conn_connect(&cl.c, r, "unix:passed", NULL, &lm_tt_callbacks, &cl), 0);
+	cr_assert_eq(lm_conn_send(cl.c, "ping", 4), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "the echo came back");
+	cr_assert_eq(cl.last_len, 4);
+	cr_assert_eq(memcmp(cl.last, "ping", 4), 0);
+	snprintf(path, sizeof(path), "%s/passed.unix.lock", dir);
+	cr_assert_eq(stat(path, &st), -1, "no lock file: the name is the fd maker's");
+	lm_tt_peer_clear(&cl);
+	lm_tt_server_free(&srv);
+	snprintf(path, sizeof(path), "%s/passed.unix", dir);
+	cr_assert_eq(stat(path, &st), 0, "the socket's file stays");
+	cr_assert(S_ISSOCK(st.st_mode));
+	lm_reactor_run_once(r, 0);
+	lm_reactor_free(r);
 }

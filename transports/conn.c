@@ -1321,6 +1321,33 @@ static void listener_io_cb(lm_source *s, int fd, uint32_t events, void *userdata
 		free(l);
 }
 
+/* A listener not yet serving: the fields every kind shares. */
+static int listener_alloc(lm_listener **ret, lm_reactor *r, const struct lm_transport_ops *ops,
+			  const struct lm_transport_options *opts, lm_accept_cb cb, void *userdata)
+{
+	lm_listener *l = calloc(1, sizeof(*l));
+	int err;
+
+	if (!l)
+		return -ENOMEM;
+	l->ops = ops;
+	l->r = r;
+	l->cb = cb;
+	l->userdata = userdata;
+	l->lockfd = -1;
+	l->dirfd = -1;
+	/* Held back for refusing clients when out of fds (listener_refuse);
+	 * none is no failure: then the listener only waits. */
+	l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	err = options_check(ops, opts, &l->opts);
+	if (err < 0) {
+		listener_destroy(l);
+		return err;
+	}
+	*ret = l;
+	return 0;
+}
+
 LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endpoint,
 			      const struct lm_transport_options *opts, lm_accept_cb cb,
 			      void *userdata)
@@ -1336,21 +1363,9 @@ LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endp
 	err = endpoint_parse(endpoint, &ops, &name);
 	if (err < 0)
 		return err;
-	l = calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	l->ops = ops;
-	l->r = r;
-	l->cb = cb;
-	l->userdata = userdata;
-	l->lockfd = -1;
-	l->dirfd = -1;
-	/* Held back for refusing clients when out of fds (listener_refuse);
-	 * none is no failure: then the listener only waits. */
-	l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	err = options_check(ops, opts, &l->opts);
+	err = listener_alloc(&l, r, ops, opts, cb, userdata);
 	if (err < 0)
-		goto fail;
+		return err;
 	l->dirfd = lm__runtime_dir_open(NULL, 0);
 	if (l->dirfd < 0) {
 		err = l->dirfd;
@@ -1375,6 +1390,56 @@ LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endp
 	*ret = l;
 	return 0;
 fail:
+	listener_destroy(l);
+	return err;
+}
+
+LM_EXPORT int lm_listener_new_fd(lm_listener **ret, lm_reactor *r, const char *scheme, int fd,
+				 const struct lm_transport_options *opts, lm_accept_cb cb,
+				 void *userdata)
+{
+	const struct lm_transport_ops *ops;
+	lm_listener *l;
+	int copy, err;
+
+	if (!ret || !r || !cb || !scheme || fd < 0)
+		return -EINVAL;
+	ops = transport_find(scheme, strlen(scheme));
+	if (!ops) {
+		lm_log_error("listener on fd %d: unknown transport '%s'", fd, scheme);
+		return -EPROTONOSUPPORT;
+	}
+	if (ops != &lm__transport_unix) {
+		lm_log_error("listener on fd %d: the %s transport cannot serve on a passed fd", fd,
+			     scheme);
+		return -EOPNOTSUPP;
+	}
+	err = listener_alloc(&l, r, ops, opts, cb, userdata);
+	if (err < 0)
+		return err;
+	/* No name and no lock of ours: the fd's maker keeps both. */
+	snprintf(l->lockname, sizeof(l->lockname), "%s fd %d", scheme, fd);
+	/* The transport takes a duplicate, so that a failure at any step
+	 * leaves the caller's fd open; it is closed only on success. */
+	copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (copy < 0) {
+		err = -errno;
+		goto fail;
+	}
+	err = lm__unix_listen_adopt(copy, &l->tp);
+	if (err < 0) {
+		close(copy);
+		l->tp = NULL;
+		goto fail;
+	}
+	err = lm_reactor_add_io(r, &l->src, ops->listen_fd(l->tp), LM_IO_IN, listener_io_cb, l);
+	if (err < 0)
+		goto fail;
+	close(fd);
+	*ret = l;
+	return 0;
+fail:
+	lm_log_error("listener %s: %s", l->lockname, strerror(-err));
 	listener_destroy(l);
 	return err;
 }

@@ -180,6 +180,13 @@ pid_t lm__server_pid(int dirfd, const char *name, const char *scheme);
 int lm__pidfd_open(pid_t pid);
 
 extern const struct lm_transport_ops lm__transport_unix;
+/* The unix transport's listen() on a listening socket someone else made
+ * (lm_listener_new_fd()): check that fd is an AF_UNIX SOCK_SEQPACKET
+ * listener (-EPROTOTYPE, -EINVAL, -ENOTSOCK, -EBADF otherwise), set
+ * O_NONBLOCK and FD_CLOEXEC, and take it: listen_close() then closes it
+ * but removes no file. On failure fd is left alone. (Not a member of
+ * lm_transport_ops: that struct's size is part of the ABI.) */
+int lm__unix_listen_adopt(int fd, void **lstate);
 extern const struct lm_transport_ops lm__transport_fifo;
 extern const struct lm_transport_ops lm__transport_mq;
 

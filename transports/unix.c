@@ -106,6 +106,38 @@ fail:
 	return err;
 }
 
+int lm__unix_listen_adopt(int fd, void **lstate)
+{
+	struct unix_listener *ul;
+	int domain, type, listening, flags;
+	socklen_t len = sizeof(int);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return -errno;
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return -errno;
+	len = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+		return -errno;
+	if (domain != AF_UNIX || type != SOCK_SEQPACKET)
+		return -EPROTOTYPE;
+	if (!listening)
+		return -EINVAL;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	ul = calloc(1, sizeof(*ul));
+	if (!ul)
+		return -ENOMEM;
+	/* No dirfd and no file: listen_close() only closes the socket. */
+	ul->fd = fd;
+	ul->dirfd = -1;
+	*lstate = ul;
+	return 0;
+}
+
 static int unix_listen_fd(void *lstate)
 {
 	return ((struct unix_listener *)lstate)->fd;
@@ -141,11 +173,12 @@ static void unix_listen_close(void *lstate)
 {
 	struct unix_listener *ul = lstate;
 
-	if (ul->fd >= 0) {
+	if (ul->dirfd >= 0) {
 		unlinkat(ul->dirfd, ul->file, 0);
-		close(ul->fd);
 		close(ul->dirfd);
 	}
+	if (ul->fd >= 0)
+		close(ul->fd);
 	free(ul);
 }
 

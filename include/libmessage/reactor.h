@@ -250,6 +250,12 @@ LM_EXPORT void lm_source_free(lm_source *s);
 LM_EXPORT void lm_set_log_handler(lm_log_cb cb, void *userdata);
 LM_EXPORT void lm_set_log_level(enum lm_log_level level);
 LM_EXPORT enum lm_log_level lm_get_log_level(void);
+/* Whether stderr is systemd's journal stream ($JOURNAL_STREAM names its
+ * device and inode; read once, at the first call or log line). The default
+ * output then starts each line with its syslog priority ("<3>" error, "<4>"
+ * warning, "<6>" info, "<7>" debug), which journald takes as the line's
+ * priority. */
+LM_EXPORT bool lm_log_stderr_is_journal(void);
 
 #ifdef __cplusplus
 }

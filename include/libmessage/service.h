@@ -152,6 +152,15 @@ struct lm_method {
  */
 LM_EXPORT int lm_server_new(lm_server **ret, lm_reactor *r, const char *endpoint,
 			    const struct lm_server_options *opts);
+/*
+ * Serve on fd, a listening socket passed by systemd or another supervisor,
+ * with the transport of scheme ("unix"): see lm_listener_new_fd(), whose
+ * errors it returns, for what fd must be and who owns it (the server, on
+ * success). The server's name (WELCOME, lm.Introspect) is opts->name, else
+ * the scheme.
+ */
+LM_EXPORT int lm_server_new_fd(lm_server **ret, lm_reactor *r, const char *scheme, int fd,
+			       const struct lm_server_options *opts);
 /* Disconnect every client (BYE), free every call, subscription and timer,
  * remove the endpoint. Not from inside one of the server's own handlers
  * (stop the reactor, then free). Calls still held are freed: their handles

@@ -53,6 +53,10 @@ typedef void (*lm_srvtime_watch_cb)(lm_client *c, const struct lm_srvtime *t, ui
  * date every period_ns (0: 1 s). Errors of lm_server_new(). */
 LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint,
 				    uint64_t period_ns);
+/* The same on fd, a listening unix socket passed by systemd or another
+ * supervisor (see lm_server_new_fd(): the server owns fd on success). */
+LM_EXPORT int lm_srvtime_server_new_fd(lm_srvtime_server **ret, lm_reactor *r, int fd,
+				       uint64_t period_ns);
 LM_EXPORT void lm_srvtime_server_free(lm_srvtime_server *s);
 /* The underlying server (to add methods, count clients). */
 LM_EXPORT lm_server *lm_srvtime_server_get(lm_srvtime_server *s);

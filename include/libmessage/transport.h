@@ -89,6 +89,23 @@ typedef void (*lm_accept_cb)(lm_listener *l, lm_conn *c, void *userdata);
 LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endpoint,
 			      const struct lm_transport_options *opts, lm_accept_cb cb,
 			      void *userdata);
+/*
+ * Serve on fd, a listening socket someone else made and bound (systemd's
+ * socket activation: lm_systemd_listen_fd() in libmessage-systemd; or any
+ * supervisor that passes one), with the transport of scheme ("unix": an
+ * AF_UNIX SOCK_SEQPACKET socket on which listen() was called). On success
+ * the listener owns fd (made non-blocking and close-on-exec; closed by
+ * lm_listener_free(), which removes no file: the socket's name is its
+ * maker's) and no lock file is taken (the maker keeps the name). On failure
+ * fd is left as it was. -EINVAL (NULL argument, negative fd, or a socket not
+ * listening), -EPROTONOSUPPORT (unknown scheme), -EOPNOTSUPP (the transport
+ * cannot serve on a passed fd: fifo, mq; docs/systemd.md says why),
+ * -ENOTSOCK, -EBADF, -EPROTOTYPE (a socket of another family or type).
+ * Only the built-in unix transport serves on a passed fd.
+ */
+LM_EXPORT int lm_listener_new_fd(lm_listener **ret, lm_reactor *r, const char *scheme, int fd,
+				 const struct lm_transport_options *opts, lm_accept_cb cb,
+				 void *userdata);
 /* Stop serving, remove the endpoint's files. Accepted connections live on.
  * Safe from callbacks. NULL-safe. */
 LM_EXPORT void lm_listener_free(lm_listener *l);

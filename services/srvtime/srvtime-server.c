@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include <libmessage/libmessage.h>
+#ifdef LM_SRVTIME_SYSTEMD
+#include <libmessage/systemd.h>
+#endif
 
 static void usage(FILE *f)
 {
@@ -15,6 +18,12 @@ static void usage(FILE *f)
 		   "Serve the time: method getdate, and signal date every N ms (default 1000).\n"
 		   "E is scheme:name (unix:, fifo:, mq:), default " LM_SRVTIME_ENDPOINT ".\n"
 		   "Stops cleanly on SIGINT or SIGTERM.\n"
+#ifdef LM_SRVTIME_SYSTEMD
+		   "Under systemd: serves the socket a .socket unit passes (named as E's name,\n"
+		   "or the only one), says READY=1 and STOPPING=1, feeds the watchdog, logs\n"
+		   "to the journal (docs/systemd.md).\n"
+#endif
+
 		   "Exit status: 0 stopped by a signal, 1 could not serve, 2 bad usage.\n");
 }
 
@@ -22,6 +31,26 @@ static void on_stop(lm_source *s, const struct signalfd_siginfo *si, void *userd
 {
 	fprintf(stderr, "srvtime-server: %s, stopping\n", strsignal((int)si->ssi_signo));
 	lm_reactor_stop(lm_source_get_reactor(s), 0);
+}
+
+/* The listening socket systemd passed for endpoint: 1 and *fd, 0 when not
+ * socket-activated, -errno. */
+static int activated_fd(const char *endpoint, int *fd)
+{
+#ifdef LM_SRVTIME_SYSTEMD
+	const char *colon = strchr(endpoint, ':');
+	const char *scheme = getenv("LM_TRANSPORT");
+	int err = lm_systemd_listen_fd(colon ? colon + 1 : endpoint, fd);
+
+	if (err <= 0)
+		return err;
+	if (colon ? strncmp(endpoint, "unix:", 5) != 0
+		  : scheme && *scheme && strcmp(scheme, "unix"))
+		return -EOPNOTSUPP; /* activation serves unix endpoints only */
+	return 1;
+#else
+	return 0;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -37,7 +66,7 @@ int main(int argc, char **argv)
 	lm_srvtime_server *srv;
 	lm_reactor *r;
 	char *end;
-	int opt, err;
+	int opt, err, fd = -1;
 
 	while ((opt = getopt_long(argc, argv, "e:p:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -74,7 +103,20 @@ int main(int argc, char **argv)
 			strerror(-err));
 		return 1;
 	}
-	err = lm_srvtime_server_new(&srv, r, endpoint, period_ms * 1000000ull);
+#ifdef LM_SRVTIME_SYSTEMD
+	lm_systemd_journal_install();
+#endif
+	err = activated_fd(endpoint, &fd);
+	if (err < 0) {
+		fprintf(stderr, "srvtime-server: socket activation for %s: %s\n", endpoint,
+			strerror(-err));
+		lm_reactor_free(r);
+		return 1;
+	}
+	if (err > 0)
+		err = lm_srvtime_server_new_fd(&srv, r, fd, period_ms * 1000000ull);
+	else
+		err = lm_srvtime_server_new(&srv, r, endpoint, period_ms * 1000000ull);
 	if (err == -EADDRINUSE) {
 		fprintf(stderr, "srvtime-server: a server already runs at %s\n", endpoint);
 		lm_reactor_free(r);
@@ -92,8 +134,21 @@ int main(int argc, char **argv)
 		lm_reactor_free(r);
 		return 1;
 	}
-	fprintf(stderr, "srvtime-server: serving %s (date every %lu ms)\n", endpoint, period_ms);
+#ifdef LM_SRVTIME_SYSTEMD
+	if ((err = lm_systemd_watchdog_start(r, NULL)) < 0) {
+		fprintf(stderr, "srvtime-server: cannot feed the watchdog: %s\n", strerror(-err));
+		lm_srvtime_server_free(srv);
+		lm_reactor_free(r);
+		return 1;
+	}
+	lm_systemd_ready();
+#endif
+	fprintf(stderr, "srvtime-server: serving %s%s (date every %lu ms)\n", endpoint,
+		fd >= 0 ? " on the socket passed by systemd" : "", period_ms);
 	lm_reactor_run(r);
+#ifdef LM_SRVTIME_SYSTEMD
+	lm_systemd_stopping();
+#endif
 	lm_srvtime_server_free(srv);
 	lm_reactor_free(r);
 	return 0;

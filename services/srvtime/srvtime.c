@@ -165,21 +165,23 @@ static void tick(lm_source *src, uint64_t expirations, void *userdata)
 		lm_server_emit(s->server, "date", out, n);
 }
 
-LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint,
-				    uint64_t period_ns)
+/* Serve on endpoint, or when it is NULL, on the listening unix socket fd. */
+static int srvtime_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint, int fd,
+		       uint64_t period_ns)
 {
 	struct lm_server_options o = {.name = "srvtime"};
 	lm_srvtime_server *s;
 	int err;
 
-	if (!ret || !r)
-		return -EINVAL;
 	if (!period_ns)
 		period_ns = LM_SRVTIME_DEFAULT_PERIOD_NS;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	err = lm_server_new(&s->server, r, endpoint ? endpoint : LM_SRVTIME_ENDPOINT, &o);
+	if (endpoint)
+		err = lm_server_new(&s->server, r, endpoint, &o);
+	else
+		err = lm_server_new_fd(&s->server, r, "unix", fd, &o);
 	if (err < 0)
 		goto fail;
 	if ((err = lm_server_add_methods(s->server, srvtime_methods, 1, s)) < 0 ||
@@ -193,6 +195,22 @@ LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, cons
 fail:
 	lm_srvtime_server_free(s);
 	return err;
+}
+
+LM_EXPORT int lm_srvtime_server_new(lm_srvtime_server **ret, lm_reactor *r, const char *endpoint,
+				    uint64_t period_ns)
+{
+	if (!ret || !r)
+		return -EINVAL;
+	return srvtime_new(ret, r, endpoint ? endpoint : LM_SRVTIME_ENDPOINT, -1, period_ns);
+}
+
+LM_EXPORT int lm_srvtime_server_new_fd(lm_srvtime_server **ret, lm_reactor *r, int fd,
+				       uint64_t period_ns)
+{
+	if (!ret || !r || fd < 0)
+		return -EINVAL;
+	return srvtime_new(ret, r, NULL, fd, period_ns);
 }
 
 LM_EXPORT void lm_srvtime_server_free(lm_srvtime_server *s)
