@@ -2518,8 +2518,9 @@ Test(transport, listener_new_fd_refuses)
 		     -ENOTSOCK);
 	cr_assert_geq(fcntl(pipefd[0], F_GETFD), 0);
 	close(pipefd[0]);
-	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", pipefd[0], NULL, no_accept, NULL), -EBADF);
 	close(pipefd[1]);
+	cr_assert_eq(fcntl(4000, F_GETFD), -1, "fd 4000 is not open");
+	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", 4000, NULL, no_accept, NULL), -EBADF);
 
 	stream = passed_socket("stream", SOCK_STREAM, true);
 	cr_assert_eq(lm_listener_new_fd(&l, r, "unix", stream, NULL, no_accept, NULL), -EPROTOTYPE);

@@ -40,8 +40,12 @@ static int activated_fd(const char *endpoint, int *fd)
 #ifdef LM_SRVTIME_SYSTEMD
 	const char *colon = strchr(endpoint, ':');
 	const char *scheme = getenv("LM_TRANSPORT");
-	int err = lm_systemd_listen_fd(colon ? colon + 1 : endpoint, fd);
+	const char *name = colon ? colon + 1 : endpoint;
+	int err;
 
+	if (!*name)
+		return 0; /* a bad endpoint: lm_srvtime_server_new() says why */
+	err = lm_systemd_listen_fd(name, fd);
 	if (err <= 0)
 		return err;
 	if (colon ? strncmp(endpoint, "unix:", 5) != 0
