@@ -67,7 +67,9 @@ struct lm_backend_ops {
 	 * (io_uring refused by the kernel gives its error here). */
 	int (*init)(void **ret);
 	/* Release the state; fds still watched stay open (they are the
-	 * caller's). */
+	 * caller's). Tells the kernel nothing but the close of the backend's
+	 * own fds, so that in a child after fork() it releases the child's
+	 * copies and leaves the parent's registrations alone. */
 	void (*fini)(void *b);
 	/* Start watching fd for events (LM_IO_IN | LM_IO_OUT, maybe 0); -EEXIST
 	 * if fd is watched already, -errno from the kernel otherwise. */
@@ -85,8 +87,13 @@ struct lm_backend_ops {
 	 * not block) and write at most max events. Returns how many (0 on
 	 * timeout or EINTR) or -errno. */
 	int (*wait)(void *b, struct lm_backend_event *ev, int max, int64_t timeout_ns);
-	/* An fd that is readable whenever wait() would report something. */
+	/* An fd that is readable whenever wait() would report something, once
+	 * flush() has run after the callbacks of the last wait's reports. */
 	int (*fd)(void *b);
+	/* Optional: push what the last wait left pending (re-arming) to the
+	 * kernel; called after the callbacks of its reports ran, when fd() was
+	 * asked (a foreign loop polls it). */
+	void (*flush)(void *b);
 	/* Optional (edge triggering, see above): report fd again at the next
 	 * wait, which then does not block. */
 	void (*again)(void *b, int fd);

@@ -158,9 +158,11 @@ struct uring_backend {
 	uint64_t submit_seq; /* bumped before every submit: older SQEs are the kernel's */
 	int event_fd;        /* registered on the first fd() call, -1 before */
 	unsigned entries;
-	unsigned flags;    /* the IORING_SETUP_* the ring was made with */
+	int err;           /* the ring is gone (a rebuild failed): what every call says */
+	unsigned mode;     /* index in ring_modes[] of the mode the ring was made in */
+	bool live;         /* ring is set up (io_uring_queue_exit() not called) */
 	bool defer;        /* IORING_SETUP_DEFER_TASKRUN */
-	bool no_defer;     /* LM_URING_DEFER=0 */
+	bool no_defer;     /* LM_URING_DEFER=0, or embedded (fd() was asked) */
 	bool enabled;      /* R_DISABLED lifted: a thread owns the ring */
 	bool no_multishot; /* the kernel refused one: edge recs use one-shot polls */
 	bool no_recv;      /* LM_URING_RECV=0, or the kernel refused: recv recs poll */
@@ -352,6 +354,8 @@ static void complete(struct uring_backend *b, const struct io_uring_cqe *cqe)
  * keeps what did not fit and hands it over on the next GETEVENTS enter). */
 static void reap(struct uring_backend *b)
 {
+	if (!b->live)
+		return;
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
@@ -397,7 +401,7 @@ static int submit_ex(struct uring_backend *b, unsigned wait_nr, struct __kernel_
 
 	for (;;) {
 		struct io_uring_cqe *cqe;
-		int ret = ring_enable(b);
+		int ret = b->live ? ring_enable(b) : b->err;
 
 		if (ret < 0)
 			return ret;
@@ -437,6 +441,8 @@ static struct io_uring_sqe *get_sqe(struct uring_backend *b)
 {
 	struct io_uring_sqe *sqe;
 
+	if (!b->live)
+		return NULL;
 	while (!(sqe = io_uring_get_sqe(&b->ring))) {
 		int ret = submit(b, 0, NULL);
 
@@ -589,8 +595,8 @@ static bool recv_ready(struct uring_backend *b)
 	void *p;
 	int err;
 
-	if (b->no_recv || b->br)
-		return !b->no_recv;
+	if (b->no_recv || b->br || !b->live)
+		return !b->no_recv && b->live;
 	probe = io_uring_get_probe_ring(&b->ring);
 	b->no_recv = !probe || !io_uring_opcode_supported(probe, IORING_OP_RECV) ||
 		     !io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
@@ -612,31 +618,51 @@ static bool recv_ready(struct uring_backend *b)
 	return !b->no_recv;
 }
 
-/* Make the ring with the best task-work mode the kernel has (see the top). */
-static int ring_setup(struct uring_backend *b)
+/* The task-work modes, best first (see the top). */
+static const unsigned ring_modes[] = {
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+	IORING_SETUP_R_DISABLED,
+    /* 5.19: no DEFER_TASKRUN */
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+    /* older: none of these */
+    0,
+};
+
+/*
+ * Make the ring in the best mode from ring_modes[first] on that the kernel
+ * takes. What the mode is, is kept as its index: never read back from
+ * ring.flags, where liburing adds flags of its own (IORING_SETUP_NO_SQARRAY
+ * since 2.6).
+ */
+static int ring_setup(struct uring_backend *b, unsigned first)
 {
-	static const unsigned modes[] = {
-	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
-		IORING_SETUP_R_DISABLED,
-	    /* 5.19: no DEFER_TASKRUN */
-	    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-	    /* older: none of these */
-	    0,
-	};
 	int err = -EINVAL;
 
-	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
-		struct io_uring_params p = {.flags = modes[i]};
+	for (unsigned i = first; i < sizeof(ring_modes) / sizeof(ring_modes[0]); i++) {
+		struct io_uring_params p = {.flags = ring_modes[i]};
 
-		if (b->flags && modes[i] != b->flags)
-			continue; /* a rebuild: the mode that worked */
-		if ((modes[i] & IORING_SETUP_DEFER_TASKRUN) && b->no_defer)
+		if ((ring_modes[i] & IORING_SETUP_DEFER_TASKRUN) && b->no_defer)
 			continue;
 		err = io_uring_queue_init_params(b->entries, &b->ring, &p);
+		if (err == 0) {
+			b->mode = i;
+			b->live = true;
+			b->defer = ring_modes[i] & IORING_SETUP_DEFER_TASKRUN;
+			b->enabled = !(ring_modes[i] & IORING_SETUP_R_DISABLED);
+			return 0;
+		}
 		if (err != -EINVAL)
 			break;
 	}
 	return err;
+}
+
+/* Close the ring, once. */
+static void ring_exit(struct uring_backend *b)
+{
+	if (b->live)
+		io_uring_queue_exit(&b->ring);
+	b->live = false;
 }
 
 static int uring_init(void **ret)
@@ -665,14 +691,11 @@ static int uring_init(void **ret)
 	b->event_fd = -1;
 	LIST_INIT(&b->all);
 	TAILQ_INIT(&b->ready);
-	err = ring_setup(b);
+	err = ring_setup(b, 0);
 	if (err < 0) {
 		free(b);
 		return err;
 	}
-	b->flags = b->ring.flags;
-	b->defer = b->flags & IORING_SETUP_DEFER_TASKRUN;
-	b->enabled = !(b->flags & IORING_SETUP_R_DISABLED);
 	probe = io_uring_get_probe_ring(&b->ring);
 	if (!probe || !io_uring_opcode_supported(probe, IORING_OP_POLL_ADD) ||
 	    !io_uring_opcode_supported(probe, IORING_OP_POLL_REMOVE) ||
@@ -680,7 +703,7 @@ static int uring_init(void **ret)
 		err = -ENOSYS;
 	io_uring_free_probe(probe);
 	if (err < 0) {
-		io_uring_queue_exit(&b->ring);
+		ring_exit(b);
 		free(b);
 		return err;
 	}
@@ -688,8 +711,12 @@ static int uring_init(void **ret)
 	return 0;
 }
 
-/* Another thread runs the reactor now: close the ring (which cancels every
- * poll) and make one it owns, with every live registration armed again. */
+/* Another thread runs the reactor now, or a foreign loop embeds it (no
+ * DEFER_TASKRUN from then on): close the ring (which cancels every poll) and
+ * make one this thread owns, in the same mode or the next one the kernel
+ * takes, with every live registration armed again. If that fails the
+ * backend is unusable: every later call says why (b->err), and the ring is
+ * never closed twice. */
 static int ring_rebuild(struct uring_backend *b)
 {
 	struct uring_rec *rec, *next;
@@ -697,31 +724,35 @@ static int ring_rebuild(struct uring_backend *b)
 
 	/* Datagrams the kernel posted are ours: taken before the ring goes. */
 	reap(b);
-	io_uring_queue_exit(&b->ring);
+	ring_exit(b);
 	b->submit_seq++; /* queued SQEs went with the ring */
 	for (rec = LIST_FIRST(&b->all); rec; rec = next) {
 		next = LIST_NEXT(rec, all_link);
 		rec->in_flight = rec->out_flight = false;
 		rec_gone(rec);
 	}
-	err = ring_setup(b);
+	err = ring_setup(b, b->mode);
 	if (err < 0)
-		return err; /* the backend is unusable: every wait says so */
-	b->enabled = !(b->flags & IORING_SETUP_R_DISABLED);
+		goto fail;
 	if (b->event_fd >= 0 && (err = io_uring_register_eventfd(&b->ring, b->event_fd)) < 0)
-		return err;
+		goto fail;
 	if (b->br && (err = recv_register(b)) < 0)
-		return err;
+		goto fail;
 	LIST_FOREACH(rec, &b->all, all_link)
 	{
 		if (rec->dead || rec->listed)
 			continue;
 		if (!rec->failed && (err = arm(b, rec)) < 0)
-			return err;
+			goto fail;
 		if ((err = arm_out(b, rec)) < 0)
-			return err;
+			goto fail;
 	}
 	return 0;
+fail:
+	ring_exit(b);
+	b->submit_seq++;
+	b->err = err;
+	return err;
 }
 
 static void uring_fini(void *p)
@@ -731,8 +762,10 @@ static void uring_fini(void *p)
 
 	if (!b)
 		return;
-	/* Tearing the ring down cancels every poll; the recs are ours again. */
-	io_uring_queue_exit(&b->ring);
+	/* Tearing the ring down cancels every poll; the recs are ours again.
+	 * In a child after fork() this closes only the child's copy of the
+	 * ring: the parent's polls stay. */
+	ring_exit(b);
 	while ((rec = LIST_FIRST(&b->all)))
 		rec_free(rec);
 	if (b->event_fd >= 0)
@@ -820,6 +853,8 @@ static int uring_add(void *p, int fd, uint32_t events, uint64_t tag)
 	bool fifo = false;
 	int err;
 
+	if (!b->live)
+		return b->err;
 	if (fd < 0)
 		return -EBADF;
 	err = fd_room(b, fd);
@@ -839,6 +874,8 @@ static int uring_mod(void *p, int fd, uint32_t events, uint64_t tag)
 	struct uring_rec *rec = fd >= 0 && (size_t)fd < b->nfd ? b->byfd[fd] : NULL;
 	bool fifo;
 
+	if (!b->live)
+		return b->err;
 	if (!rec)
 		return -ENOENT;
 	if (events == rec->events) {
@@ -939,8 +976,10 @@ static int uring_wait(void *p, struct lm_backend_event *out, int max, int64_t ti
 {
 	struct uring_backend *b = p;
 	struct __kernel_timespec ts;
-	int ret = 0, n;
+	int ret = 0;
 
+	if (!b->live)
+		return b->err;
 	if (b->event_fd >= 0) {
 		uint64_t v;
 
@@ -965,17 +1004,27 @@ static int uring_wait(void *p, struct lm_backend_event *out, int max, int64_t ti
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN)
 		return ret;
 	reap(b);
-	n = report(b, out, max);
-	if (b->event_fd >= 0) {
-		/* Embedded: the foreign loop sees only event_fd. Submit the
-		 * re-arms now (a still-ready fd completes at once and signals
-		 * it), and signal it ourselves for what is left to report. */
-		if (io_uring_sq_ready(&b->ring))
-			(void)submit(b, 0, NULL);
-		if (!TAILQ_EMPTY(&b->ready) || b->qlen || io_uring_cq_ready(&b->ring))
-			(void)eventfd_write(b->event_fd, 1);
-	}
-	return n;
+	/* The re-arms report() queues go to the kernel with the next wait,
+	 * or, embedded, with flush() after the callbacks: not before they
+	 * ran, or a poll would find the fd still ready with what they are
+	 * about to read, and report it a second time. */
+	return report(b, out, max);
+}
+
+/* Embedded (fd() was asked), after the callbacks of a wait's reports ran:
+ * the re-arms they left queued go to the kernel now, so that an fd that
+ * becomes ready (or still is) signals event_fd; what is left to report
+ * signals it at once. */
+static void uring_flush(void *p)
+{
+	struct uring_backend *b = p;
+
+	if (!b->live || b->event_fd < 0)
+		return;
+	if (io_uring_sq_ready(&b->ring))
+		(void)submit(b, 0, NULL);
+	if (!TAILQ_EMPTY(&b->ready) || b->qlen || io_uring_cq_ready(&b->ring))
+		(void)eventfd_write(b->event_fd, 1);
 }
 
 static void uring_again(void *p, int fd)
@@ -993,13 +1042,34 @@ static void uring_again(void *p, int fd)
 		(void)eventfd_write(b->event_fd, 1);
 }
 
+/*
+ * The eventfd a foreign loop polls. Under DEFER_TASKRUN a completion is
+ * posted, and the eventfd signalled, only when the thread enters the ring
+ * to ask for it, or late (the kernel signals such an eventfd from an RCU
+ * callback): the loop would see readiness milliseconds after it came. So an
+ * embedded reactor's ring is rebuilt without DEFER_TASKRUN (COOP_TASKRUN:
+ * the completion's task work runs as soon as the thread sleeping in the
+ * loop's poll() is woken, and posting it signals the eventfd).
+ */
 static int uring_fd(void *p)
 {
 	struct uring_backend *b = p;
 	int fd, err;
 
+	if (!b->live)
+		return b->err;
 	if (b->event_fd >= 0)
 		return b->event_fd;
+	if (b->defer) {
+		b->no_defer = true;
+		/* What completed is taken first (with DEFER_TASKRUN, its
+		 * completion run now); the rebuild arms the rest again. */
+		if (b->enabled)
+			(void)submit_ex(b, 0, NULL, true);
+		err = ring_rebuild(b);
+		if (err < 0)
+			return err;
+	}
 	/* Registered only now: without an embedding loop nobody reads it, and
 	 * every completion would signal it for nothing. */
 	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1012,12 +1082,8 @@ static int uring_fd(void *p)
 	}
 	b->event_fd = fd;
 	/* Polls queued before go to the kernel now, so that their readiness
-	 * signals the eventfd; what completed before (with DEFER_TASKRUN: its
-	 * completion run now) is signalled by hand. */
-	if (io_uring_sq_ready(&b->ring) || b->defer)
-		(void)submit_ex(b, 0, NULL, true);
-	if (!TAILQ_EMPTY(&b->ready) || b->qlen || io_uring_cq_ready(&b->ring))
-		(void)eventfd_write(fd, 1);
+	 * signals the eventfd; what completed before is signalled by hand. */
+	uring_flush(b);
 	return fd;
 }
 
@@ -1039,6 +1105,7 @@ const struct lm_backend_ops lm__backend_uring = {
     .del = uring_del,
     .wait = uring_wait,
     .fd = uring_fd,
+    .flush = uring_flush,
     .again = uring_again,
     .recycle = uring_recycle,
 };

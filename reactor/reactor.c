@@ -637,9 +637,15 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	err = timers_arm(r);
 	if (err < 0)
 		lm_log_warn("timerfd: %s", strerror(-err));
-	/* A foreign loop only polls our fd: make it readable for what waits. */
-	if (r->embedded && !TAILQ_EMPTY(&r->defers))
-		kick(r);
+	/* A foreign loop only polls our fd: make it readable for what waits,
+	 * and let the backend tell the kernel what to watch now that the
+	 * callbacks ran (no report of what they read). */
+	if (r->embedded) {
+		if (!TAILQ_EMPTY(&r->defers))
+			kick(r);
+		if (r->ops->flush)
+			r->ops->flush(r->backend);
+	}
 	return count;
 }
 

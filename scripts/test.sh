@@ -64,6 +64,45 @@ elif [ $rc -ne 0 ]; then
 	failed+=("fuzz smoke")
 fi
 
+# liburing releases other than the system's: Debian 13's 2.9 (since 2.6 liburing
+# keeps IORING_SETUP_NO_SQARRAY in the ring's flags) and the newest, 2.15. Each
+# is built from the shared vendor folder (../shared/vendor beside the repo, or
+# $LM_VENDOR_DIR) into build-liburing-V/prefix, never the system, and the
+# reactor, io_uring and transport suites run against it (normal build only).
+vendor=${LM_VENDOR_DIR:-$PWD/../shared/vendor}
+liburing_phase() {
+	local v=$1 dir=build-liburing-$1 tarball prefix
+	tarball=$vendor/liburing-$v.tar.gz
+	prefix=$PWD/$dir/prefix
+	step "liburing $v"
+	if [ ! -f "$tarball" ]; then
+		printf 'SKIPPED: no %s (the shared vendor folder is absent; set LM_VENDOR_DIR)\n' \
+			"$tarball"
+		return
+	fi
+	if [ ! -f "$prefix/lib/pkgconfig/liburing.pc" ]; then
+		rm -rf "$dir/src" && mkdir -p "$dir/src"
+		if ! (tar xzf "$tarball" -C "$dir/src" --strip-components=1 &&
+			cd "$dir/src" && ./configure --prefix="$prefix" >/dev/null &&
+			make -C src -j2 >/dev/null && make -C src install >/dev/null); then
+			failed+=("liburing $v (building liburing)")
+			return
+		fi
+	fi
+	PKG_CONFIG_PATH=$prefix/lib/pkgconfig LD_LIBRARY_PATH=$prefix/lib LM_JOBS=2 \
+		phase "liburing $v: reactor, io_uring and transport suites" "$dir" \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_BUILD_RPATH="$prefix/lib" \
+		-- -R '^test_(reactor|reactor_uring|reactor_post|transport)$'
+	# The library really is the one built here, not the system's.
+	if [ -x "$dir/tests/test_reactor_uring" ] &&
+		! ldd "$dir/tests/test_reactor_uring" | grep -q "$prefix/lib/liburing"; then
+		failed+=("liburing $v (tests not linked against it)")
+	fi
+}
+wrap=()
+liburing_phase 2.9
+liburing_phase 2.15
+
 if [ ${#failed[@]} -ne 0 ]; then
 	printf '\n== FAILED: %s\n' "${failed[@]}" >&2
 	exit 1

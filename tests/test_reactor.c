@@ -685,6 +685,107 @@ LM_BACKEND_TEST(embed, poll_loop_drives_the_reactor)
 	lm_reactor_free(r);
 }
 
+/* One byte read per callback: a level-triggered source is called again
+ * while bytes are left, and never for an empty fd. */
+struct embed_io {
+	int reads, empty;
+};
+
+static void embed_read_one(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	struct embed_io *st = userdata;
+	char c;
+
+	if (read(fd, &c, 1) == 1)
+		st->reads++;
+	else
+		st->empty++;
+}
+
+/* The foreign loop: poll() the reactor's fd alone, run_once(r, 0) when it
+ * says so, until want reads (bounded). */
+static void embed_drive(lm_reactor *r, struct embed_io *st, int want)
+{
+	struct pollfd pfd = {.fd = lm_reactor_fd(r), .events = POLLIN};
+
+	for (int guard = 0; st->reads < want && guard < 10 * want + 10; guard++) {
+		cr_assert_eq(poll(&pfd, 1, 5000), 1, "the fd is not readable with %d of %d read",
+			     st->reads, want);
+		cr_assert_geq(lm_reactor_run_once(r, 0), 0);
+	}
+	cr_assert_eq(st->reads, want);
+}
+
+/* Readiness reaches the foreign loop at once and is reported once: a write
+ * made in this thread makes the fd readable before write() returns, each
+ * report finds a byte to read (never EAGAIN), and an fd drained by its
+ * callback is not reported again. */
+LM_BACKEND_TEST(embed, io_reported_at_once_and_only_while_ready)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct pollfd pfd = {.fd = lm_reactor_fd(r), .events = POLLIN};
+	struct embed_io st = {0};
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(r, NULL, p[0], LM_IO_IN, embed_read_one, &st), 0);
+	pfd.fd = lm_reactor_fd(r);
+	cr_assert_geq(pfd.fd, 0);
+	/* Five bytes one at a time, the loop driven after each. */
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(write(p[1], "x", 1), 1);
+		cr_assert_eq(poll(&pfd, 1, 0), 1, "write %d: the fd is not readable at once", i);
+		embed_drive(r, &st, i + 1);
+	}
+	/* Five at once: five reports, one per byte, as long as one is left. */
+	cr_assert_eq(write(p[1], "xxxxx", 5), 5);
+	embed_drive(r, &st, 10);
+	/* Nothing left: no callback however often the loop calls in. */
+	for (int i = 0; i < 5; i++)
+		cr_assert_geq(lm_reactor_run_once(r, 0), 0);
+	cr_assert_eq(st.reads, 10);
+	cr_assert_eq(st.empty, 0, "%d callbacks for an empty fd (a read gave EAGAIN)", st.empty);
+	lm_reactor_free(r);
+	close(p[0]);
+	close(p[1]);
+}
+
+struct embed_tick {
+	int calls;
+	int late; /* callbacks that found more than one period elapsed */
+};
+
+static void embed_tick_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	struct embed_tick *t = userdata;
+
+	t->calls++;
+	if (expirations > 1)
+		t->late++;
+}
+
+/* A timer seen through the foreign loop is not held back: a 5 ms periodic
+ * timer, driven only by poll() on the fd, mostly finds one period elapsed
+ * (a loop woken a period or more late would count overruns at every
+ * callback). A count, not a timed assertion: a busy machine may delay a few. */
+LM_BACKEND_TEST(embed, timer_not_held_back, .timeout = 30)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct pollfd pfd = {.fd = lm_reactor_fd(r), .events = POLLIN};
+	struct embed_tick t = {0};
+	int wakeups = 0;
+
+	cr_assert_eq(lm_reactor_add_timer(r, NULL, 5 * MS, 5 * MS, embed_tick_cb, &t), 0);
+	while (t.calls < 40 && wakeups++ < 400) {
+		cr_assert_eq(poll(&pfd, 1, 5000), 1, "the fd never became readable");
+		cr_assert_geq(lm_reactor_run_once(r, 0), 0);
+	}
+	cr_assert_eq(t.calls, 40);
+	cr_assert_leq(t.late, 10, "%d of 40 callbacks came a period or more late", t.late);
+	cr_assert_leq(wakeups, 80, "%d wake-ups of the foreign loop for 40 ticks", wakeups);
+	lm_reactor_free(r);
+}
+
 /* ---- idle ---- */
 
 LM_BACKEND_TEST(idle, far_timer_sleeps_in_the_kernel, .timeout = 10)

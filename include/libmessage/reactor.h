@@ -135,8 +135,14 @@ LM_EXPORT int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns);
 LM_EXPORT void lm_reactor_stop(lm_reactor *r, int code);
 
 /*
- * One fd that becomes readable when lm_reactor_run_once(r, 0) has work:
- * put it in a foreign poll()/GLib/libuv loop to embed the reactor.
+ * One fd that is readable whenever lm_reactor_run_once(r, 0) has work (an
+ * fd ready, a timer due, a post, a defer), from the moment the work is
+ * there: put it in a foreign poll()/GLib/libuv loop to embed the reactor,
+ * and call lm_reactor_run_once(r, 0) when it is readable. Callbacks are
+ * those of lm_reactor_run(): an io source is called only while its fd is
+ * ready. The fd may be readable with nothing left to run (run_once then
+ * returns 0). On io_uring the first call rebuilds the ring out of
+ * DEFER_TASKRUN (docs/backends.md); it can fail with the kernel's error.
  */
 LM_EXPORT int lm_reactor_fd(const lm_reactor *r);
 
