@@ -90,8 +90,8 @@ static void set_state(lm_client *c, enum lm_client_state st, int reason)
 		c->state_cb(c, st, reason, c->state_ud);
 }
 
-static int send_msg(lm_client *c, uint8_t kind, uint32_t serial, const char *name, size_t nl,
-		    const void *payload, size_t len)
+static int send_msg_flags(lm_client *c, uint8_t kind, uint16_t flags, uint32_t serial,
+			  const char *name, size_t nl, const void *payload, size_t len)
 {
 	uint8_t hdr[LM_PROTO_HEADER_SIZE];
 	struct iovec iov[3];
@@ -100,12 +100,19 @@ static int send_msg(lm_client *c, uint8_t kind, uint32_t serial, const char *nam
 	err = lm__proto_encode_header(hdr, kind, serial, name, nl, len, c->max_message);
 	if (err < 0)
 		return err;
+	lm__proto_set_flags(hdr, flags);
 	iov[n++] = (struct iovec){hdr, sizeof(hdr)};
 	if (nl)
 		iov[n++] = (struct iovec){(void *)name, nl};
 	if (len)
 		iov[n++] = (struct iovec){(void *)payload, len};
 	return lm_conn_sendv(c->conn, iov, n);
+}
+
+static int send_msg(lm_client *c, uint8_t kind, uint32_t serial, const char *name, size_t nl,
+		    const void *payload, size_t len)
+{
+	return send_msg_flags(c, kind, 0, serial, name, nl, payload, len);
 }
 
 /* ---- pending calls ---- */
@@ -625,6 +632,22 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
 	if (pd->deadline && (!c->to_deadline || pd->deadline < c->to_deadline))
 		arm_timeout(c, pd->deadline);
 	return 0;
+}
+
+LM_EXPORT int lm_client_call_no_reply(lm_client *c, const char *method, const void *payload,
+				      size_t len)
+{
+	size_t nl;
+
+	if (!c || !method || (!payload && len) || c->doomed)
+		return -EINVAL;
+	nl = strlen(method);
+	if (!lm__proto_name_ok(method, nl))
+		return -EINVAL;
+	if (!c->conn)
+		return -ENOTCONN;
+	return send_msg_flags(c, LM_PROTO_CALL, LM_PROTO_FLAG_NO_REPLY, LM_PROTO_NO_REPLY_SERIAL,
+			      method, nl, payload, len);
 }
 
 struct sync_wait {

@@ -35,6 +35,22 @@ enum lm_proto_kind {
 	LM_PROTO_BYE = 10,
 };
 
+/* Header flags (docs/protocol.md). NO_REPLY on a CALL: the caller wants no
+ * answer, and the server sends none (neither REPLY nor ERROR). */
+#define LM_PROTO_FLAG_NO_REPLY 0x0001
+
+/* The serial of a NO_REPLY call: its low 16 bits are 0, so it is never one
+ * of a client's pending calls (their low 16 bits are a slot + 1), and an
+ * older server's answer to it is dropped. */
+#define LM_PROTO_NO_REPLY_SERIAL 0xffff0000u
+
+/* Set a header's flags (after lm__proto_encode_header). */
+static inline void lm__proto_set_flags(uint8_t hdr[16], uint16_t flags)
+{
+	hdr[4] = (uint8_t)flags;
+	hdr[5] = (uint8_t)(flags >> 8);
+}
+
 /* A decoded message: name and payload point into the decoded buffer. */
 struct lm_proto_msg {
 	uint8_t kind;

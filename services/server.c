@@ -81,6 +81,7 @@ struct lm_call {
 	struct peer *p; /* NULL once the client left */
 	uint32_t serial;
 	bool in_abandon, done;
+	bool no_reply; /* the CALL had NO_REPLY: answers are dropped */
 	const struct method_entry *m;
 	lm_call_abandoned_cb abandoned;
 	void *abandoned_ud;
@@ -218,6 +219,15 @@ static int call_finish(lm_call *call, int err)
 	return err;
 }
 
+/* A NO_REPLY call is answered by freeing it: nothing goes out. */
+static bool call_drop_answer(lm_call *call)
+{
+	if (!call->no_reply)
+		return false;
+	call_put(call);
+	return true;
+}
+
 LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len)
 {
 	int err;
@@ -227,6 +237,8 @@ LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len)
 	err = call_check(call);
 	if (err < 0)
 		return err;
+	if (call_drop_answer(call))
+		return 0;
 	err = send_msg(call->p->conn, LM_PROTO_REPLY, call->serial, NULL, 0, payload, len,
 		       call->s->max_message);
 	if (err == -EMSGSIZE) {
@@ -245,10 +257,17 @@ LM_EXPORT int lm_call_error(lm_call *call, const char *error_name, const char *m
 	err = call_check(call);
 	if (err < 0)
 		return err;
+	if (call_drop_answer(call))
+		return 0;
 	err = send_error(call->p, call->serial, error_name, message);
 	if (err == -EMSGSIZE)
 		err = send_error(call->p, call->serial, error_name, NULL);
 	return call_finish(call, err);
+}
+
+LM_EXPORT bool lm_call_no_reply(const lm_call *call)
+{
+	return call && call->no_reply;
 }
 
 LM_EXPORT const char *lm_call_method(const lm_call *call)
@@ -617,7 +636,7 @@ static const struct method_entry *method_find(lm_server *s, const char *name, si
 
 /* A typed method's arguments do not match: lm.InvalidArgs says where. */
 static bool args_refused(struct peer *p, const struct lm_proto_msg *m,
-			 const struct method_entry *me)
+			 const struct method_entry *me, bool no_reply)
 {
 	char why[300], type[200], msg[600];
 	int err = lm_type_check(me->args, m->payload, m->payload_len, why, sizeof(why));
@@ -625,6 +644,8 @@ static bool args_refused(struct peer *p, const struct lm_proto_msg *m,
 	if (err == 0)
 		return false;
 	p->s->n_calls_refused++;
+	if (no_reply)
+		return true;
 	if (err == -ENOMEM) {
 		send_error(p, m->serial, "lm.Failed", "out of memory");
 		return true;
@@ -641,6 +662,7 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 	lm_server *s = p->s;
 	const struct method_entry *me;
 	lm_call *call;
+	bool no_reply = m->flags & LM_PROTO_FLAG_NO_REPLY;
 	char name[LM_PROTO_MAX_NAME + 1];
 
 	if (m->serial == 0) {
@@ -652,29 +674,33 @@ static void handle_call(struct peer *p, const struct lm_proto_msg *m)
 		memcpy(name, m->name, m->name_len);
 		name[m->name_len] = 0;
 		s->n_calls_refused++;
-		send_error(p, m->serial, "lm.UnknownMethod", name);
+		if (!no_reply)
+			send_error(p, m->serial, "lm.UnknownMethod", name);
 		return;
 	}
 	if (p->ncalls >= s->max_calls) {
 		lm_log_debug("server %s: %u calls await a reply on one connection: refusing more",
 			     s->name, p->ncalls);
 		s->n_calls_refused++;
-		send_error(p, m->serial, "lm.LimitsExceeded",
-			   "too many calls await a reply on this connection");
+		if (!no_reply)
+			send_error(p, m->serial, "lm.LimitsExceeded",
+				   "too many calls await a reply on this connection");
 		return;
 	}
-	if (me->args && args_refused(p, m, me))
+	if (me->args && args_refused(p, m, me, no_reply))
 		return;
 	s->n_calls++;
 	call = call_get(s);
 	if (!call) {
-		send_error(p, m->serial, "lm.Failed", "out of memory");
+		if (!no_reply)
+			send_error(p, m->serial, "lm.Failed", "out of memory");
 		return;
 	}
 	call->s = s;
 	call->p = p;
 	call->serial = m->serial;
 	call->m = me;
+	call->no_reply = no_reply;
 	LIST_INSERT_HEAD(&p->calls, call, link);
 	p->ncalls++;
 	me->handler(call, m->payload, m->payload_len, me->userdata);

@@ -238,10 +238,24 @@ static void m_stats(lm_call *call, const void *p, size_t len, void *ud)
 	lm_call_reply(call, st, sizeof(st));
 }
 
+/* Counts the calls that arrive with NO_REPLY ([0]) and without ([1]); a
+ * call with payload "get" answers the two counts. */
+static void m_note(lm_call *call, const void *p, size_t len, void *ud)
+{
+	static int64_t seen[2];
+
+	if (len == 3 && memcmp(p, "get", 3) == 0) {
+		lm_call_reply(call, seen, sizeof(seen));
+		return;
+	}
+	seen[lm_call_no_reply(call) ? 0 : 1]++;
+	cr_assert_eq(lm_call_reply(call, "ok", 2), 0, "answering a NO_REPLY call frees it");
+}
+
 static const struct lm_method test_methods[] = {
-    {"echo", m_echo},   {"defer", m_defer}, {"fail", m_fail},
-    {"hang", m_hang},   {"emit", m_emit},   {"stats", m_stats},
-    {"flood", m_flood}, {"blob", m_blob},   {"emit_out", m_emit_out},
+    {"echo", m_echo},         {"defer", m_defer}, {"fail", m_fail},   {"hang", m_hang},
+    {"emit", m_emit},         {"stats", m_stats}, {"flood", m_flood}, {"blob", m_blob},
+    {"emit_out", m_emit_out}, {"note", m_note},
 };
 
 static void on_term(lm_source *src, const struct signalfd_siginfo *si, void *ud)
@@ -560,11 +574,12 @@ SVC_TEST(introspect)
 	snprintf(want, sizeof(want), "server %s\n%s", ep_name,
 		 (const char *)reply->payload + 8 + strlen(ep_name));
 	cr_assert_str_eq(want, (const char *)reply->payload);
-	cr_assert_str_eq((const char *)reply->payload + 8 + strlen(ep_name),
-			 "method echo\nmethod defer\nmethod fail\nmethod hang\n"
-			 "method emit\nmethod stats\nmethod flood\nmethod blob\nmethod emit_out\n"
-			 "signal tick drop-oldest\n"
-			 "signal strict disconnect\n");
+	cr_assert_str_eq(
+	    (const char *)reply->payload + 8 + strlen(ep_name),
+	    "method echo\nmethod defer\nmethod fail\nmethod hang\n"
+	    "method emit\nmethod stats\nmethod flood\nmethod blob\nmethod emit_out\nmethod note\n"
+	    "signal tick drop-oldest\n"
+	    "signal strict disconnect\n");
 	lm_reply_free(reply);
 	lm_client_free(c);
 	lm_reactor_free(r);
@@ -1130,6 +1145,60 @@ SVC_TEST(handshake_timeout_and_limit)
 	for (int i = 0; i < 3; i++)
 		lm_conn_free(c[i]);
 	lm_conn_free(hello);
+	lm_reactor_free(r);
+	stop_server(pid);
+}
+
+/* NO_REPLY: the handler runs, nothing comes back (not even an error for an
+ * unknown method), and calls around it are answered as usual. */
+SVC_TEST(fire_and_forget_calls)
+{
+	lm_test_runtime_dir();
+	pid_t pid = start_server(k, NULL);
+	lm_reactor *r = reactor_for(k);
+	lm_client *c = client_for(k, r, NULL);
+	struct lm_reply *reply;
+	struct raw h = {0};
+	lm_conn *raw;
+	uint8_t buf[64];
+	int64_t seen[2];
+	bool never = false;
+	int n;
+
+	wait_connected(r, c);
+	cr_assert_eq(lm_client_call_no_reply(NULL, "note", NULL, 0), -EINVAL);
+	cr_assert_eq(lm_client_call_no_reply(c, "bad name", NULL, 0), -EINVAL);
+	cr_assert_eq(lm_client_call_no_reply(c, "note", NULL, 1), -EINVAL);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(lm_client_call_no_reply(c, "note", "x", 1), 0);
+	cr_assert_eq(lm_client_call_no_reply(c, "nosuch", NULL, 0), 0);
+	cr_assert_eq(lm_client_pending(c), 0, "a fire-and-forget call takes no slot");
+	run_until(r, &never, 100 * MS);
+	cr_assert_eq(lm_client_call_sync(c, "note", "get", 3, 5 * SEC, &reply), 0);
+	memcpy(seen, reply->payload, sizeof(seen));
+	lm_reply_free(reply);
+	cr_assert_eq(seen[0], 5, "every NO_REPLY call ran its handler");
+
+	/* On the wire: a raw peer sends NO_REPLY calls (a known and an unknown
+	 * method) then one ordinary call: the only answers are WELCOME and
+	 * that call's REPLY. */
+	raw = raw_connect(k, r, &h);
+	raw_send(raw, LM_PROTO_HELLO, 0, "raw", NULL, 0);
+	for (int i = 0; i < 2; i++) {
+		n = lm__proto_encode(buf, sizeof(buf), LM_PROTO_CALL, 9, i ? "nosuch" : "note",
+				     i ? 6 : 4, NULL, 0, sizeof(buf));
+		cr_assert_gt(n, 0);
+		lm__proto_set_flags(buf, LM_PROTO_FLAG_NO_REPLY);
+		cr_assert_eq(lm_conn_send(raw, buf, (size_t)n), 0);
+	}
+	raw_send(raw, LM_PROTO_CALL, 10, "echo", "e", 1);
+	while (h.messages < 2 && !h.closed)
+		lm_reactor_run_once(r, 100 * MS);
+	run_until(r, &never, 200 * MS);
+	cr_assert_not(h.closed);
+	cr_assert_eq(h.messages, 2, "WELCOME and the echo's REPLY only, got %u", h.messages);
+	lm_conn_free(raw);
+	lm_client_free(c);
 	lm_reactor_free(r);
 	stop_server(pid);
 }

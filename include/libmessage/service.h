@@ -254,6 +254,9 @@ LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len);
 /* Reply with an error: error_name as lm_server_add_signal names, message may
  * be NULL. Frees call. */
 LM_EXPORT int lm_call_error(lm_call *call, const char *error_name, const char *message);
+/* Whether the caller wants no answer (lm_client_call_no_reply): replying is
+ * still how the handler frees the call, and sends nothing. */
+LM_EXPORT bool lm_call_no_reply(const lm_call *call);
 /* The method called, and the caller's credentials. */
 LM_EXPORT const char *lm_call_method(const lm_call *call);
 LM_EXPORT int lm_call_peer_cred(const lm_call *call, struct lm_peer_cred *ret);
@@ -280,6 +283,17 @@ LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c);
  */
 LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *payload, size_t len,
 			     int64_t timeout_ns, lm_reply_cb cb, void *userdata);
+
+/*
+ * Call method without wanting an answer (fire and forget): the CALL carries
+ * the protocol's NO_REPLY flag, the handler runs as for any call, and the
+ * server sends nothing back, not even an error (an unknown method, invalid
+ * arguments). Nothing tells the caller whether it ran. 0: sent or queued;
+ * -ENOTCONN, -EMSGSIZE, -EINVAL, or the connection's send error (-ENOBUFS:
+ * its queue is full). Takes no pending slot and has no timeout.
+ */
+LM_EXPORT int lm_client_call_no_reply(lm_client *c, const char *method, const void *payload,
+				      size_t len);
 
 /*
  * Call method and wait for the reply. Returns 0 (REPLY), -EREMOTEIO (ERROR),
