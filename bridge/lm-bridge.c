@@ -382,6 +382,8 @@ static int mosq_setup(struct bridge *b)
 	if (!b->mosq)
 		return -ENOMEM;
 	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	/* A call is one small packet each way: Nagle would hold it for an ACK. */
+	mosquitto_int_option(b->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_v5_callback_set(b->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
 	mosquitto_publish_v5_callback_set(b->mosq, on_publish);
