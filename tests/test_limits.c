@@ -135,9 +135,9 @@ static void starved_stop(lm_source *s, const struct signalfd_siginfo *si, void *
 	lm_reactor_stop(lm_source_get_reactor(s), 0);
 }
 
-/* Serve unix:fdhog with at most 64 fds, every one of them taken, until
- * SIGUSR1 frees them; at SIGTERM, write the log counts to out. */
-static void starved_server(enum lm_backend backend, int ready, int out)
+/* Serve ep with at most 64 fds, every one of them taken, until SIGUSR1
+ * frees them; at SIGTERM, write the log counts to out. */
+static void starved_server(enum lm_backend backend, const char *ep, int ready, int out)
 {
 	struct lm_reactor_options ro = {.backend = backend};
 	struct rlimit rl = {64, 64};
@@ -152,8 +152,7 @@ static void starved_server(enum lm_backend backend, int ready, int out)
 	lm_set_log_level(LM_LOG_INFO);
 	if (lm_reactor_add_signal(v.r, NULL, SIGUSR1, starved_free_fds, &v) < 0 ||
 	    lm_reactor_add_signal(v.r, NULL, SIGTERM, starved_stop, &v) < 0 ||
-	    lm_server_new(&s, v.r, "unix:fdhog", NULL) < 0 ||
-	    lm_server_add_methods(s, methods, 1, NULL) < 0)
+	    lm_server_new(&s, v.r, ep, NULL) < 0 || lm_server_add_methods(s, methods, 1, NULL) < 0)
 		_exit(3);
 	while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
 		v.fds[v.nfds++] = fd;
@@ -221,7 +220,7 @@ LM_BACKEND_TEST(limits, out_of_fds_refuses_without_spinning, .timeout = 120)
 	pid = lm_test_fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0)
-		starved_server(backend, ready[1], out[1]);
+		starved_server(backend, "unix:fdhog", ready[1], out[1]);
 	cr_assert_eq(read(ready[0], &b, 1), 1, "the server child did not start");
 
 	cpu0 = cpu_seconds(pid);
@@ -718,4 +717,90 @@ LM_BACKEND_TEST(limits, connection_burst_queued_not_closed, .timeout = 120)
 	kill(pid, SIGTERM);
 	cr_assert_eq(waitpid(pid, &st, 0), pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %#x", st);
+}
+
+static void count_drops(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	if (st == LM_CLIENT_DISCONNECTED)
+		++*(int *)ud;
+}
+
+/* Count the clients connected, among n. */
+static int count_connected(lm_client **c, int n)
+{
+	int up = 0;
+
+	for (int i = 0; i < n; i++)
+		up += lm_client_get_state(c[i]) == LM_CLIENT_CONNECTED;
+	return up;
+}
+
+/*
+ * Out of fds on every transport: the server does not spin while clients
+ * come (on fifo and mq their requests wait in the listener's FIFO or queue,
+ * untouched, rather than be read and lost; on unix they are refused and
+ * come back), warns once, and once fds are free every client gets in.
+ */
+LIMITS_TEST(out_of_fds_then_every_client_served)
+{
+	enum { N = 8 };
+	lm_client *c[N];
+	int ready[2], out[2], st, drops = 0;
+	unsigned counts[2];
+	double cpu0, cpu;
+	int64_t end;
+	lm_reactor *r;
+	char ep[64], b;
+	pid_t pid;
+
+	lm_test_runtime_dir();
+	endpoint_of(ep, sizeof(ep), k, "fdwait");
+	r = lm_test_reactor(k->backend);
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	pid = lm_test_fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		starved_server(k->backend, ep, ready[1], out[1]);
+	if (read(ready[0], &b, 1) != 1) {
+		waitpid(pid, &st, 0);
+		if (!strcmp(k->scheme, "mq"))
+			cr_skip_test("the mq server could not start here (status %#x)", st);
+		cr_assert_fail("the server child did not start: status %#x", st);
+	}
+
+	cpu0 = cpu_seconds(pid);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(lm_client_new(&c[i], r, ep, NULL), 0);
+		lm_client_set_state_cb(c[i], count_drops, &drops);
+	}
+	end = now_ns() + 2 * SEC;
+	while (now_ns() < end)
+		lm_reactor_run_once(r, 20 * MS);
+	cpu = cpu_seconds(pid) - cpu0;
+	cr_assert_lt(cpu, 0.3, "the server used %.2f CPU s while out of fds", cpu);
+	cr_assert_eq(count_connected(c, N), 0, "a client got in while the server had no fd");
+
+	cr_assert_eq(kill(pid, SIGUSR1), 0);
+	end = now_ns() + 30 * SEC;
+	while (count_connected(c, N) < N && now_ns() < end)
+		lm_reactor_run_once(r, 20 * MS);
+	cr_assert_eq(count_connected(c, N), N, "%d of %d clients got in once fds were free",
+		     count_connected(c, N), N);
+	/* fifo, mq: each request waited and was taken; none was lost (its
+	 * client would have timed out and tried again). */
+	if (strcmp(k->scheme, "unix") != 0)
+		cr_assert_eq(drops, 0, "%d clients disconnected while their request waited", drops);
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(call_once(r, c[i], "echo").status, 0);
+		lm_client_free(c[i]);
+	}
+	lm_reactor_free(r);
+
+	cr_assert_eq(kill(pid, SIGTERM), 0);
+	cr_assert_eq(read(out[0], counts, sizeof(counts)), (ssize_t)sizeof(counts));
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %#x", st);
+	cr_assert_eq(counts[0], 1, "%u warnings for one shortage", counts[0]);
+	cr_assert_eq(counts[1], 1, "%u lines for serving again", counts[1]);
 }

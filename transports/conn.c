@@ -1210,6 +1210,22 @@ static bool uid_allowed(const lm_listener *l, uid_t uid)
 	return false;
 }
 
+int lm__fds_available(int fd, int n)
+{
+	int fds[8], k, err = 0;
+
+	for (k = 0; k < n && k < 8; k++) {
+		fds[k] = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (fds[k] < 0) {
+			err = -errno;
+			break;
+		}
+	}
+	while (k > 0)
+		close(fds[--k]);
+	return err;
+}
+
 /* A listener out of fds even with its spare waits this long before trying
  * again (watching it meanwhile would report it ready again at once). */
 #define LISTENER_RETRY_NS (100ull * 1000 * 1000)

@@ -150,6 +150,10 @@ static int fifo_accept(void *lstate, void **cstate)
 	ssize_t n;
 	int err;
 
+	/* The connection's two FIFOs: out of fds, the request waits. */
+	err = lm__fds_available(fl->fd, 2);
+	if (err < 0)
+		return err;
 	n = read(fl->fd, &req, sizeof(req));
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;

@@ -407,6 +407,11 @@ static int mq_accept(void *lstate, void **cstate)
 	ssize_t n;
 	int err = 0;
 
+	/* Two queues, the hang-up FIFO and a pidfd for a moment: out of fds,
+	 * the request waits. */
+	err = lm__fds_available(ml->dirfd, 4);
+	if (err < 0)
+		return err;
 	n = mq_receive(ml->q, (char *)&req, sizeof(req), NULL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;

@@ -173,6 +173,12 @@ int lm__unpack_fragment(lm_conn *c, struct lm__unpack *u, const unsigned char *b
  * raised consumed, leaving mask and pending signals as they were. */
 ssize_t lm__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
 
+/* 0 if n more fds can be opened now, else -EMFILE or -ENFILE (fd: any open
+ * fd, copied to try). An accept() that consumes its request before opening
+ * the connection's fds asks first, so that out of fds the request stays
+ * queued in the kernel for when fds are free, rather than lost. */
+int lm__fds_available(int fd, int n);
+
 /* The pid a live server wrote in the name's lock file, or 0. */
 pid_t lm__server_pid(int dirfd, const char *name, const char *scheme);
 

@@ -201,8 +201,9 @@ LM_EXPORT int lm_listener_allow_uid(lm_listener *l, uid_t uid);
  *
  * Out of fds (EMFILE, ENFILE), a listener refuses clients rather than spin:
  * it keeps one spare fd, which it gives back to take each waiting
- * connection and close it at once; where that fails too it stops watching
- * for 100 ms. It logs one warning when the shortage starts and one line when
+ * connection and close it at once; where that fails too (fifo and mq need
+ * several fds, and leave the request queued until they can have them) it
+ * stops watching for 100 ms. It logs one warning when the shortage starts and one line when
  * it takes a connection again.
  */
 LM_EXPORT int lm_listener_pause(lm_listener *l, bool on);
