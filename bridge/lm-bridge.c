@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -99,8 +100,18 @@ static void on_io(lm_source *s, int fd, uint32_t events, void *userdata)
 	struct bridge *b = userdata;
 	int rc = MOSQ_ERR_SUCCESS;
 
-	if (events & (LM_IO_IN | LM_IO_ERR | LM_IO_HUP))
-		rc = mosquitto_loop_read(b->mosq, 1);
+	if (events & (LM_IO_IN | LM_IO_ERR | LM_IO_HUP)) {
+		/* libmosquitto reads one packet per call: take what the kernel
+		 * holds now (a PUBACK and the next PUBLISH often come together)
+		 * rather than one packet per reactor iteration. */
+		int avail = 0;
+
+		for (int i = 0; i < 64 && rc == MOSQ_ERR_SUCCESS && b->io; i++) {
+			rc = mosquitto_loop_read(b->mosq, 1);
+			if (ioctl(fd, FIONREAD, &avail) < 0 || avail == 0)
+				break;
+		}
+	}
 	if (rc == MOSQ_ERR_SUCCESS && b->io && (events & LM_IO_OUT))
 		rc = mosquitto_loop_write(b->mosq, 1);
 	if (rc != MOSQ_ERR_SUCCESS && b->io) {
