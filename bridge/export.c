@@ -340,6 +340,11 @@ void export_call(struct bridge *b, const char *service, const char *method,
 		ex_call_free(call); /* its deadline passed on the way: the caller gave up */
 		return;
 	}
+	if (!call->resp_topic) { /* nobody wants the reply: a fire-and-forget call */
+		lm_client_call_no_reply(e->client, method, msg->payload, (size_t)msg->payloadlen);
+		ex_call_free(call);
+		return;
+	}
 	err = lm_client_call(e->client, method, msg->payload, (size_t)msg->payloadlen, timeout_ns,
 			     on_reply, call);
 	if (err == 0)

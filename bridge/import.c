@@ -123,6 +123,14 @@ static void on_call(lm_call *call, const void *payload, size_t len, void *userda
 		lm_call_error(call, "lm.Disconnected", "lm-bridge is not connected to its broker");
 		return;
 	}
+	if (lm_call_no_reply(call)) {
+		/* Fire and forget: no response topic, so the exporter makes a
+		 * NO_REPLY call too; nothing waits here. */
+		snprintf(topic, sizeof(topic), "%s%s", im->call_prefix, method);
+		link_publish(b, topic, payload, len, b->cfg.qos, false, NULL, NULL);
+		lm_call_reply(call, NULL, 0);
+		return;
+	}
 	ic = calloc(1, sizeof(*ic));
 	if (!ic) {
 		lm_call_error(call, "lm.Failed", "lm-bridge: out of memory");

@@ -297,6 +297,7 @@ struct watch {
 	enum lm_client_state state;
 	int downs; /* DISCONNECTED after CONNECTED */
 	int ticks;
+	int emitted; /* "tick" signals of 5 bytes: sent by the method emit */
 };
 
 static void on_state(lm_client *c, enum lm_client_state state, int reason, void *userdata)
@@ -384,6 +385,8 @@ static void on_tick_msg(lm_client *c, const char *signal, const void *payload, s
 
 	if (strcmp(signal, "tick") == 0 && len == 4)
 		w->ticks++;
+	if (strcmp(signal, "tick") == 0 && len == 5)
+		w->emitted++;
 }
 
 /* Both hosts up, the imported endpoint answering. */
@@ -448,6 +451,15 @@ ParameterizedTest(int *which, bridge, call_signal_introspect, .timeout = 90)
 	if (!run_until(r, &w.ticks, 5, 20000))
 		show_logs();
 	cr_assert_geq(w.ticks, 5);
+
+	/* A fire-and-forget call crosses as one: "emit" runs (its signal, with
+	 * a 5-byte payload, arrives) and nothing answers it. */
+	w.emitted = 0;
+	cr_assert_eq(lm_client_call_no_reply(c, "emit", "fired", 5), 0);
+	if (!run_until(r, &w.emitted, 1, 20000))
+		show_logs();
+	cr_assert_eq(w.emitted, 1);
+	cr_assert_eq(lm_client_pending(c), 0);
 	lm_client_free(c);
 	lm_reactor_free(r);
 }
