@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,8 +166,12 @@ static void bare_peer(void)
 		for (int i = 0; i < burst; i++) {
 			memcpy(payload, &i, sizeof(i));
 			mosquitto_publish_v5(m, NULL, "bench/sig", 16, payload, 0, false, NULL);
-			while (mosquitto_want_write(m))
-				mosquitto_loop_write(m, 1);
+			while (mosquitto_want_write(m)) { /* the socket is full: wait for room */
+				struct pollfd p = {mosquitto_socket(m), POLLOUT, 0};
+				poll(&p, 1, 1000);
+				if (mosquitto_loop_write(m, 1) != MOSQ_ERR_SUCCESS)
+					break;
+			}
 		}
 		burst = 0;
 	}
