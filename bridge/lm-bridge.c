@@ -196,6 +196,8 @@ static void on_link_down(lm_source *s, void *userdata)
 	struct bridge *b = userdata;
 
 	lm_source_set_enabled(s, false);
+	if (b->stopping) /* our own DISCONNECT: nothing was lost */
+		return;
 	if (b->io)
 		link_lost(b);
 	forget_pubs(b);
