@@ -115,7 +115,7 @@ static void on_call(lm_call *call, const void *payload, size_t len, void *userda
 	mosquitto_property *props = NULL;
 	uint64_t timeout_ms = (uint64_t)(b->cfg.call_timeout_ns / 1000000);
 	struct im_call *ic;
-	char topic[1024], ms[24];
+	char topic[2048], ms[24]; /* prefix, host, service, method: 4 names of <= 255 */
 	uint8_t corr[8];
 	int rc, mid = 0;
 
