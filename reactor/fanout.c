@@ -162,8 +162,11 @@ static void fanout_reap(lm_reactor *r, struct io_uring *ring, struct lm__write *
 
 int lm__reactor_write_many(lm_reactor *r, struct lm__write *w, size_t n)
 {
-	struct io_uring *ring = fanout_ring(r);
+	struct io_uring *ring;
 
+	if (lm__forked(r))
+		return -ECHILD; /* the connections are the parent's */
+	ring = fanout_ring(r);
 	if (!ring)
 		return -EOPNOTSUPP;
 	for (size_t i = 0; i < n; i++)

@@ -54,7 +54,8 @@ void lm__reactor_scratch_give(lm_reactor *r, unsigned char *buf);
  * writes it itself, or -EIO: the ring failed after taking it, written or
  * not is unknown. A write is never queued to a kernel worker: -EOPNOTSUPP
  * is a file that refuses this write, nothing written; the caller should
- * write to that fd itself from then on. Not thread-safe: the thread that
+ * write to that fd itself from then on. -ECHILD in a child after fork()
+ * (lm_reactor_forked()), nothing written. Not thread-safe: the thread that
  * runs r.
  */
 struct lm__write {

@@ -91,6 +91,7 @@ STAILQ_HEAD(lm__post_list, lm__post);
 
 struct lm_reactor {
 	const struct lm_backend_ops *ops;
+	pid_t pid; /* the process that made it: in any other, nothing shared is touched */
 	void *backend;
 	/* the event being dispatched to an io source (lm__source_data): here
 	 * with the other fields every iteration reads, not after events[] */
@@ -179,6 +180,14 @@ uint64_t lm__now_ns(void);
 uint64_t lm__deadline_add(uint64_t t, uint64_t ns);
 /* a * b, or UINT64_MAX where that would wrap. */
 uint64_t lm__mul_sat(uint64_t a, uint64_t b);
+
+/* In a process other than r's (a child after fork()): lm_reactor_forked(). */
+static inline bool lm__forked(const lm_reactor *r)
+{
+	extern pid_t lm__pid(void);
+
+	return r->pid != lm__pid();
+}
 
 /* Frees the fan-out ring, if one was made (fanout.c). */
 void lm__fanout_free(lm_reactor *r);

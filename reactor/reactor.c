@@ -22,6 +22,49 @@ int lm__timers_dispatch(lm_reactor *r);
 			return -EINVAL; \
 	} while (0)
 
+/* ---- fork ---- */
+
+/*
+ * The process id, cached (getpid() is a syscall, and lm_reactor_run_once()
+ * asks every time): forgotten in the child of every fork() by an atfork
+ * handler, installed with the first reactor.
+ */
+static pid_t pid_cached;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void)
+{
+	__atomic_store_n(&pid_cached, 0, __ATOMIC_RELAXED);
+}
+
+static void pid_atfork(void)
+{
+	pthread_atfork(NULL, NULL, pid_forget);
+}
+
+pid_t lm__pid(void)
+{
+	pid_t pid = __atomic_load_n(&pid_cached, __ATOMIC_RELAXED);
+
+	if (pid == 0) {
+		pid = getpid();
+		__atomic_store_n(&pid_cached, pid, __ATOMIC_RELAXED);
+	}
+	return pid;
+}
+
+bool lm_reactor_forked(const lm_reactor *r)
+{
+	return r && lm__forked(r);
+}
+
+/* Every call but the frees and getters, in a child after fork(). */
+#define return_if_forked(r)             \
+	do {                            \
+		if (lm__forked(r))      \
+			return -ECHILD; \
+	} while (0)
+
 /* ---- backend choice ---- */
 
 /* Which backend AUTO prefers where both work: decided by lm-bench-reactor
@@ -159,6 +202,8 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	pthread_once(&pid_once, pid_atfork);
+	r->pid = lm__pid();
 	r->timer_fd = r->signal_fd = r->post_fd = -1;
 	r->refs = 1;
 	r->timer_armed = LM__NEVER;
@@ -225,6 +270,49 @@ void lm_reactor_unref(lm_reactor *r)
 	free(r);
 }
 
+/*
+ * In a child after fork(), r's fds are copies of the parent's, and its
+ * registrations (epoll's interest list, the ring's polls, the timerfd's
+ * deadline, the signalfd's mask) are the parent's too: the child frees its
+ * memory and closes its copies, and tells the kernel nothing else. Its one
+ * thread may find post_lock held by a thread of the parent that it has not:
+ * it never takes it.
+ */
+static void reactor_free_forked(lm_reactor *r)
+{
+	struct lm_source *s;
+	struct lm__post *p;
+
+	while ((s = LIST_FIRST(&r->sources)))
+		lm_source_free(s);
+	while ((s = TAILQ_FIRST(&r->garbage))) {
+		TAILQ_REMOVE(&r->garbage, s, link);
+		source_release(s);
+	}
+	if (r->ops)
+		r->ops->fini(r->backend);
+	if (r->signal_fd >= 0)
+		close(r->signal_fd);
+	if (r->timer_fd >= 0)
+		close(r->timer_fd);
+	if (r->post_fd >= 0)
+		close(r->post_fd);
+	r->post_fd = -1;
+	lm__fanout_free(r);
+	free(r->heap);
+	free(r->slots);
+	free(r->io_byfd);
+	free(r->scratch);
+	r->scratch = NULL;
+	r->shutdown = true;
+	while ((p = STAILQ_FIRST(&r->posts))) {
+		STAILQ_REMOVE_HEAD(&r->posts, link);
+		free(p);
+	}
+	/* The other references are the parent's threads': not here. */
+	free(r);
+}
+
 void lm_reactor_free(lm_reactor *r)
 {
 	struct lm_source *s;
@@ -232,6 +320,10 @@ void lm_reactor_free(lm_reactor *r)
 
 	if (!r)
 		return;
+	if (lm__forked(r)) {
+		reactor_free_forked(r);
+		return;
+	}
 	if (r->dispatching) {
 		lm_log_error("lm_reactor_free() called from a callback: ignored");
 		return;
@@ -285,6 +377,7 @@ int lm_reactor_fd(const lm_reactor *r)
 {
 	if (!r)
 		return -EINVAL;
+	return_if_forked(r);
 	((lm_reactor *)r)->embedded = true;
 	/* A foreign loop polls it from now on: no lone waits, and the fd
 	 * the last one took out is watched again. */
@@ -312,7 +405,7 @@ uint64_t lm_reactor_now(const lm_reactor *r)
 
 void lm_reactor_stop(lm_reactor *r, int code)
 {
-	if (!r)
+	if (!r || lm__forked(r))
 		return;
 	r->exit_requested = true;
 	r->exit_code = code;
@@ -324,6 +417,8 @@ static void kick(lm_reactor *r)
 {
 	uint64_t one = 1;
 
+	if (lm__forked(r))
+		return; /* the eventfd is the parent's */
 	pthread_mutex_lock(&r->post_lock);
 	if (!r->post_kicked && write(r->post_fd, &one, sizeof(one)) == sizeof(one))
 		r->post_kicked = true;
@@ -497,6 +592,8 @@ static inline int timers_arm(lm_reactor *r)
 /* Under the post lock: a post from another thread kicks r->lone. */
 void lm__reactor_lone_add(lm_reactor *r, struct lm__lone *l)
 {
+	if (lm__forked(r))
+		return;
 	pthread_mutex_lock(&r->post_lock);
 	LIST_INSERT_HEAD(&r->lones, l, link);
 	r->nlones++;
@@ -506,11 +603,17 @@ void lm__reactor_lone_add(lm_reactor *r, struct lm__lone *l)
 
 void lm__reactor_lone_remove(lm_reactor *r, struct lm__lone *l)
 {
-	pthread_mutex_lock(&r->post_lock);
+	/* In a child after fork(), post_lock may be held by a parent's
+	 * thread that is not here: the child has one thread, no lock needed. */
+	bool lock = !lm__forked(r);
+
+	if (lock)
+		pthread_mutex_lock(&r->post_lock);
 	LIST_REMOVE(l, link);
 	r->nlones--;
 	r->lone = r->nlones == 1 ? LIST_FIRST(&r->lones) : NULL;
-	pthread_mutex_unlock(&r->post_lock);
+	if (lock)
+		pthread_mutex_unlock(&r->post_lock);
 	if (r->lone_fd_off == l)
 		r->lone_fd_off = NULL;
 }
@@ -583,6 +686,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 
 	if (!r)
 		return -EINVAL;
+	return_if_forked(r);
 	if (r->dispatching)
 		return -EBUSY;
 	/* What was gathered outside dispatch goes out before we sleep; that
@@ -653,6 +757,7 @@ int lm_reactor_run(lm_reactor *r)
 {
 	if (!r)
 		return -EINVAL;
+	return_if_forked(r);
 	if (r->dispatching)
 		return -EBUSY;
 	r->exited = false;
@@ -837,6 +942,39 @@ static void signal_detach(struct lm_source *s)
 	pthread_sigmask(SIG_UNBLOCK, &one, NULL);
 }
 
+/* lm_source_free() in a child after fork(): the source leaves r's memory,
+ * nothing is said to the kernel (the registrations are the parent's). */
+static void source_forget(struct lm_source *s)
+{
+	lm_reactor *r = s->r;
+
+	switch (s->type) {
+	case LM__SRC_IO:
+		if (s->io.watched) {
+			r->io_byfd[s->io.fd] = NULL;
+			r->io_watched--;
+		}
+		s->io.watched = false;
+		break;
+	case LM__SRC_TIMER:
+		lm__heap_remove(r, s);
+		break;
+	case LM__SRC_SIGNAL:
+		r->signals[s->sig.signo] = NULL;
+		sigdelset(&r->signal_mask, s->sig.signo);
+		break;
+	default:
+		break;
+	}
+	slot_give(r, s);
+	s->dead = true;
+	s->enabled = false;
+	LIST_REMOVE(s, all_link);
+	/* Released now: a child does not return into a dispatch of r. */
+	list_move(s, NULL);
+	source_release(s);
+}
+
 void lm_source_free(lm_source *s)
 {
 	lm_reactor *r;
@@ -844,6 +982,10 @@ void lm_source_free(lm_source *s)
 	if (!s || s->dead)
 		return;
 	r = s->r;
+	if (lm__forked(r)) {
+		source_forget(s);
+		return;
+	}
 	switch (s->type) {
 	case LM__SRC_IO:
 		io_unwatch(s);
@@ -876,6 +1018,7 @@ static int add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io
 	struct lm_source *s;
 	int err;
 
+	return_if_forked(r);
 	s = source_new(r, LM__SRC_IO, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
@@ -981,6 +1124,7 @@ int lm_reactor_add_timer(lm_reactor *r, lm_source **ret, uint64_t first_ns, uint
 	int err;
 
 	return_if_invalid(!r || !cb);
+	return_if_forked(r);
 	s = source_new(r, LM__SRC_TIMER, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
@@ -1005,6 +1149,7 @@ int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, lm_signal_c
 
 	return_if_invalid(!r || !cb || signo <= 0 || signo >= _NSIG);
 	return_if_invalid(signo == SIGKILL || signo == SIGSTOP);
+	return_if_forked(r);
 	if (r->signals[signo])
 		return -EBUSY;
 	s = source_new(r, LM__SRC_SIGNAL, userdata, !ret);
@@ -1039,6 +1184,7 @@ static int add_callback_source(lm_reactor *r, lm_source **ret, enum lm__source_t
 	struct lm_source *s;
 
 	return_if_invalid(!r || !cb);
+	return_if_forked(r);
 	s = source_new(r, type, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
@@ -1069,6 +1215,7 @@ int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata)
 
 	if (!r || !fn)
 		return -EINVAL;
+	return_if_forked(r);
 	p = malloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -1104,6 +1251,7 @@ int lm_io_set_events(lm_source *s, uint32_t events)
 
 	return_if_invalid(!s || s->dead || s->type != LM__SRC_IO);
 	return_if_invalid(events & ~(uint32_t)(LM_IO_IN | LM_IO_OUT));
+	return_if_forked(s->r);
 	events |= s->io.events & LM__IO_FLAGS;
 	if (events == s->io.events)
 		return 0;
@@ -1124,6 +1272,7 @@ int lm_io_get_fd(const lm_source *s)
 int lm_timer_set(lm_source *s, uint64_t first_ns, uint64_t period_ns)
 {
 	return_if_invalid(!s || s->dead || s->type != LM__SRC_TIMER);
+	return_if_forked(s->r);
 	return timer_program(s, first_ns, period_ns);
 }
 
@@ -1133,6 +1282,7 @@ int lm_source_set_enabled(lm_source *s, bool enabled)
 	int err = 0;
 
 	return_if_invalid(!s || s->dead);
+	return_if_forked(s->r);
 	if (s->enabled == enabled)
 		return 0;
 	r = s->r;

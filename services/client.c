@@ -442,6 +442,8 @@ static int client_create(lm_client **ret, lm_reactor *r, const char *endpoint,
 
 	if (!ret || !r || !endpoint)
 		return -EINVAL;
+	if (lm_reactor_forked(r))
+		return -ECHILD;
 	if (!opts)
 		opts = &defaults;
 	if (opts->max_pending > LM_LIMIT_MAX_PENDING || opts->call_timeout_ns < 0 ||
@@ -518,7 +520,8 @@ static void client_destroy(lm_client *c)
 {
 	struct sub *sb;
 
-	if (c->conn)
+	/* Not from a child after fork(): the connection is the parent's. */
+	if (c->conn && !lm_reactor_forked(c->r))
 		send_msg(c, LM_PROTO_BYE, 0, NULL, 0, NULL, 0);
 	lm_conn_free(c->conn);
 	c->conn = NULL;
@@ -583,6 +586,8 @@ LM_EXPORT int lm_client_cork(lm_client *c, bool on)
 {
 	if (!c || c->is_sync)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	c->corked = on;
 	return c->conn ? lm_conn_cork(c->conn, on) : 0;
 }
@@ -591,6 +596,8 @@ LM_EXPORT int lm_client_flush(lm_client *c)
 {
 	if (!c || c->is_sync)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	return c->conn ? lm_conn_flush(c->conn) : -ENOTCONN;
 }
 
@@ -604,6 +611,8 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
 
 	if (!c || !method || !cb || (!payload && len) || c->doomed)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	nl = strlen(method);
 	if (!lm__proto_name_ok(method, nl))
 		return -EINVAL;
@@ -762,6 +771,8 @@ LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *
 
 	if (!c || !method || !ret || c->is_sync)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	if (!c->sync) {
 		struct lm_reactor_options ro = {0};
 
@@ -843,6 +854,8 @@ LM_EXPORT int lm_client_subscribe(lm_client *c, const char *signal, lm_signal_ms
 
 	if (!c || !signal || !cb)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	nl = strlen(signal);
 	if (!lm__proto_name_ok(signal, nl))
 		return -EINVAL;
@@ -877,6 +890,8 @@ LM_EXPORT int lm_client_unsubscribe(lm_client *c, const char *signal)
 
 	if (!c || !signal)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	sb = sub_find(c, signal, strlen(signal));
 	if (!sb)
 		return -ENOENT;

@@ -234,6 +234,8 @@ LM_EXPORT int lm_call_reply(lm_call *call, const void *payload, size_t len)
 
 	if (!call || (!payload && len))
 		return -EINVAL;
+	if (lm_reactor_forked(call->s->r))
+		return -ECHILD;
 	err = call_check(call);
 	if (err < 0)
 		return err;
@@ -254,6 +256,8 @@ LM_EXPORT int lm_call_error(lm_call *call, const char *error_name, const char *m
 
 	if (!call || !error_name || !lm__proto_name_ok(error_name, strlen(error_name)))
 		return -EINVAL;
+	if (lm_reactor_forked(call->s->r))
+		return -ECHILD;
 	err = call_check(call);
 	if (err < 0)
 		return err;
@@ -877,6 +881,8 @@ static int server_new(lm_server **ret, lm_reactor *r, const char *endpoint, cons
 
 	if (!ret || !r || (!endpoint && (!scheme || fd < 0)))
 		return -EINVAL;
+	if (lm_reactor_forked(r))
+		return -ECHILD;
 	if (!opts)
 		opts = &defaults;
 	if (opts->handshake_timeout_ns < 0 || (opts->n_allow_uids && !opts->allow_uids))
@@ -964,7 +970,9 @@ LM_EXPORT void lm_server_free(lm_server *s)
 	s->l = NULL;
 	server_enter(s);
 	while ((p = LIST_FIRST(&s->peers))) {
-		send_msg(p->conn, LM_PROTO_BYE, 0, NULL, 0, NULL, 0, s->max_message);
+		/* Not from a child after fork(): the connections are the parent's. */
+		if (!lm_reactor_forked(s->r))
+			send_msg(p->conn, LM_PROTO_BYE, 0, NULL, 0, NULL, 0, s->max_message);
 		peer_kill(p, -ESHUTDOWN);
 	}
 	server_leave(s);
@@ -1189,6 +1197,8 @@ LM_PROTO_HOT LM_EXPORT int lm_server_emit(lm_server *s, const char *signal, cons
 
 	if (!s || !signal || (!payload && len))
 		return -EINVAL;
+	if (lm_reactor_forked(s->r))
+		return -ECHILD;
 	nl = strlen(signal);
 	sig = signal_find(s, signal, nl, &idx);
 	if (!sig)

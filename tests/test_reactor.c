@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -906,4 +907,180 @@ Test(backend, bad_options_are_einval)
 	cr_assert_eq(lm_reactor_new(&r, &o), -EINVAL);
 	cr_assert_eq(lm_reactor_new(NULL, NULL), -EINVAL);
 	cr_assert_null(r);
+}
+
+/* ---- after fork() ---- */
+
+struct fork_seen {
+	int io, timer, post, signal, defer;
+};
+
+static void fork_io_cb(lm_source *s, int fd, uint32_t events, void *userdata)
+{
+	char buf[16];
+
+	if (read(fd, buf, sizeof(buf)) > 0)
+		((struct fork_seen *)userdata)->io++;
+}
+
+static void fork_timer_cb(lm_source *s, uint64_t expirations, void *userdata)
+{
+	((struct fork_seen *)userdata)->timer++;
+}
+
+static void fork_post_cb(void *userdata)
+{
+	((struct fork_seen *)userdata)->post++;
+}
+
+static void fork_signal_cb(lm_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	((struct fork_seen *)userdata)->signal++;
+}
+
+static void fork_defer_cb(lm_source *s, void *userdata)
+{
+	((struct fork_seen *)userdata)->defer++;
+}
+
+/* Everything once: a byte on the pipe, a post, SIGUSR1, the defer enabled;
+ * the periodic timer comes by itself. */
+static void fork_round(lm_reactor *r, struct fork_seen *seen, int wfd, lm_source *defer)
+{
+	*seen = (struct fork_seen){0};
+	cr_assert_eq(write(wfd, "x", 1), 1);
+	cr_assert_eq(lm_reactor_post(r, fork_post_cb, seen), 0);
+	cr_assert_eq(lm_source_set_enabled(defer, true), 0);
+	cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+	for (int i = 0;
+	     i < 200 && !(seen->io && seen->timer && seen->post && seen->signal && seen->defer);
+	     i++)
+		cr_assert_geq(lm_reactor_run_once(r, 100 * MS), 0);
+	cr_assert(seen->io && seen->timer && seen->post && seen->signal && seen->defer,
+		  "io %d timer %d post %d signal %d defer %d", seen->io, seen->timer, seen->post,
+		  seen->signal, seen->defer);
+}
+
+/* The child's side, as an exit status: 0, or the number of the check that
+ * failed. Every call that acts says -ECHILD; the frees only free. */
+static int fork_child(lm_reactor *r, lm_source **src, size_t n, struct fork_seen *seen)
+{
+	lm_source *t = NULL;
+
+	if (!lm_reactor_forked(r))
+		return 10;
+	if (lm_reactor_run(r) != -ECHILD)
+		return 11;
+	if (lm_reactor_run_once(r, 0) != -ECHILD)
+		return 12;
+	if (lm_reactor_post(r, fork_post_cb, seen) != -ECHILD)
+		return 13;
+	if (lm_reactor_add_timer(r, &t, MS, 0, fork_timer_cb, seen) != -ECHILD || t)
+		return 14;
+	if (lm_reactor_add_defer(r, NULL, fork_defer_cb, seen) != -ECHILD)
+		return 15;
+	if (lm_reactor_fd(r) != -ECHILD)
+		return 16;
+	if (lm_timer_set(src[1], MS, 0) != -ECHILD)
+		return 17;
+	if (lm_source_set_enabled(src[0], false) != -ECHILD)
+		return 18;
+	if (lm_io_set_events(src[0], LM_IO_OUT) != -ECHILD)
+		return 19;
+	lm_reactor_stop(r, 3); /* nothing */
+	/* Half the sources one by one, the rest with the reactor. */
+	for (size_t i = 0; i < n / 2; i++)
+		lm_source_free(src[i]);
+	lm_reactor_free(r);
+	return seen->io || seen->timer || seen->post || seen->signal || seen->defer ? 20 : 0;
+}
+
+static void fork_body(enum lm_backend backend, bool embedded)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct fork_seen seen = {0};
+	lm_source *src[4];
+	int p[2], status;
+	pid_t pid;
+
+	cr_assert_not(lm_reactor_forked(r));
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	cr_assert_eq(lm_reactor_add_io(r, &src[0], p[0], LM_IO_IN, fork_io_cb, &seen), 0);
+	cr_assert_eq(lm_reactor_add_timer(r, &src[1], MS, 2 * MS, fork_timer_cb, &seen), 0);
+	cr_assert_eq(lm_reactor_add_signal(r, &src[2], SIGUSR1, fork_signal_cb, &seen), 0);
+	cr_assert_eq(lm_reactor_add_defer(r, &src[3], fork_defer_cb, &seen), 0);
+	if (embedded)
+		cr_assert_geq(lm_reactor_fd(r), 0);
+	/* Every registration live (on io_uring: polls in the kernel, some
+	 * just re-armed) when the child comes. */
+	fork_round(r, &seen, p[1], src[3]);
+	seen = (struct fork_seen){0};
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(fork_child(r, src, 4, &seen));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's check %d failed",
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	/* The parent goes on as if nothing happened, twice over. */
+	fork_round(r, &seen, p[1], src[3]);
+	fork_round(r, &seen, p[1], src[3]);
+	if (embedded) {
+		struct pollfd pfd = {.fd = lm_reactor_fd(r), .events = POLLIN};
+
+		cr_assert_eq(write(p[1], "x", 1), 1);
+		cr_assert_eq(poll(&pfd, 1, 5000), 1, "the embedded fd no longer wakes");
+	}
+	lm_reactor_free(r);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* A child frees every source and the reactor it inherited, and its other
+ * calls say -ECHILD; the parent's io, timers, posts, signals and defers go
+ * on (epoll: the child's EPOLL_CTL_DEL removed the parent's registrations;
+ * io_uring: its cancels and reaping acted on the shared ring). */
+LM_BACKEND_TEST(fork, child_frees_inherited_parent_goes_on, .timeout = 20)
+{
+	fork_body(backend, false);
+}
+
+/* The same with the reactor embedded (its eventfd registered) before. */
+LM_BACKEND_TEST(fork, child_frees_inherited_embedded_parent_goes_on, .timeout = 20)
+{
+	fork_body(backend, true);
+}
+
+/* A child that only exits, freeing nothing, changes nothing either; and a
+ * reactor made in the child is the child's own. */
+LM_BACKEND_TEST(fork, reactor_made_in_child_is_its_own, .timeout = 20)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct lm_reactor_options o = {.backend = backend};
+		lm_reactor *mine;
+		int n = 0;
+
+		if (lm_reactor_new(&mine, &o) < 0)
+			_exit(1);
+		if (lm_reactor_forked(mine) || !lm_reactor_forked(r))
+			_exit(2);
+		if (lm_reactor_add_timer(mine, NULL, MS, 0, count_cb, &n) < 0)
+			_exit(3);
+		while (n == 0)
+			if (lm_reactor_run_once(mine, -1) < 0)
+				_exit(4);
+		lm_reactor_free(mine);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed at %d",
+		  WEXITSTATUS(status));
+	cr_assert_not(lm_reactor_forked(r));
+	lm_reactor_free(r);
 }

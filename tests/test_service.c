@@ -1391,3 +1391,107 @@ SVC_TEST(sync_calls_blocking_wait)
 	/* A server that ends cleanly takes away what the killed one left. */
 	stop_server(start_server(k, NULL));
 }
+
+/* ---- after fork() ---- */
+
+struct fork_svc {
+	int replies, signals, states;
+};
+
+static void fork_on_reply(lm_client *c, const struct lm_reply *reply, void *ud)
+{
+	if (reply->status == 0)
+		((struct fork_svc *)ud)->replies++;
+}
+
+static void fork_on_bell(lm_client *c, const char *signal, const void *p, size_t len,
+			 uint64_t dropped, void *ud)
+{
+	((struct fork_svc *)ud)->signals++;
+}
+
+static void fork_on_state(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	((struct fork_svc *)ud)->states++;
+}
+
+static bool fork_run_until(lm_reactor *r, const int *count, int want)
+{
+	for (int i = 0; i < 500 && *count < want; i++)
+		lm_reactor_run_once(r, 20 * MS);
+	return *count >= want;
+}
+
+/* The child's side: the calls that act say -ECHILD; then it frees the
+ * client, the server and the reactor it inherited. 0, or the failed check. */
+static int fork_svc_child(lm_reactor *r, lm_server *s, lm_client *c, const char *ep,
+			  struct fork_svc *f)
+{
+	lm_client *c2 = NULL;
+	lm_server *s2 = NULL;
+
+	if (lm_client_call(c, "echo", "x", 1, -1, fork_on_reply, f) != -ECHILD)
+		return 10;
+	if (lm_server_emit(s, "bell", "x", 1) != -ECHILD)
+		return 11;
+	if (lm_client_new(&c2, r, ep, NULL) != -ECHILD || c2)
+		return 12;
+	if (lm_server_new(&s2, r, ep, NULL) != -ECHILD || s2)
+		return 13;
+	if (lm_client_subscribe(c, "other", fork_on_bell, f) != -ECHILD)
+		return 14;
+	lm_client_free(c);
+	lm_server_free(s);
+	lm_reactor_free(r);
+	return 0;
+}
+
+/* A child frees the client, the server (its listener and the connection it
+ * accepted) and the reactor it inherited, and exits: the parent's client
+ * saw no BYE and no close (its state never changes), its calls and
+ * signals go on, and the server still takes new clients. */
+SVC_TEST(child_frees_inherited_parent_goes_on)
+{
+	lm_reactor *r = reactor_for(k);
+	struct fork_svc f = {0};
+	lm_client *c, *c2;
+	lm_server *s;
+	char ep[64];
+	int status;
+	pid_t pid;
+
+	lm_test_runtime_dir();
+	endpoint_of(ep, sizeof(ep), k);
+	cr_assert_eq(lm_server_new(&s, r, ep, NULL), 0);
+	cr_assert_eq(lm_server_add_methods(s, test_methods, 1, NULL), 0);
+	cr_assert_eq(lm_server_add_signal(s, "bell", LM_OVERFLOW_DROP_OLDEST), 0);
+	c = client_for(k, r, NULL);
+	wait_connected(r, c);
+	cr_assert_eq(lm_client_subscribe(c, "bell", fork_on_bell, &f), 0);
+	/* The reply comes after the SUBSCRIBE sent before the call. */
+	cr_assert_eq(lm_client_call(c, "echo", "x", 1, -1, fork_on_reply, &f), 0);
+	cr_assert(fork_run_until(r, &f.replies, 1), "no reply before the fork");
+	cr_assert_geq(lm_server_emit(s, "bell", "x", 1), 1);
+	cr_assert(fork_run_until(r, &f.signals, 1), "no signal before the fork");
+	lm_client_set_state_cb(c, fork_on_state, &f);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(fork_svc_child(r, s, c, ep, &f));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's check %d failed",
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	cr_assert_eq(lm_client_call(c, "echo", "y", 1, -1, fork_on_reply, &f), 0);
+	cr_assert(fork_run_until(r, &f.replies, 2), "no reply after the fork");
+	cr_assert_geq(lm_server_emit(s, "bell", "y", 1), 1);
+	cr_assert(fork_run_until(r, &f.signals, 2), "no signal after the fork");
+	cr_assert_eq(f.states, 0, "the client's state changed after the fork");
+	cr_assert_eq(lm_client_get_state(c), LM_CLIENT_CONNECTED);
+	/* The name is still served. */
+	c2 = client_for(k, r, NULL);
+	wait_connected(r, c2);
+	lm_client_free(c2);
+	lm_client_free(c);
+	lm_server_free(s);
+	lm_reactor_free(r);
+}

@@ -2566,3 +2566,66 @@ LM_BACKEND_TEST(transport, listener_new_fd_serves, .timeout = 30)
 	lm_reactor_run_once(r, 0);
 	lm_reactor_free(r);
 }
+
+/* ---- after fork() ---- */
+
+/* The child's side: its calls that act say -ECHILD, then it frees the
+ * client, the server's connection and the listener it inherited, and the
+ * reactor. 0, or the check that failed. */
+static int fork_child_frees(lm_reactor *r, struct lm_tt_server *s, struct lm_tt_peer *cl)
+{
+	lm_listener *l = NULL;
+	lm_conn *c = NULL;
+
+	if (lm_conn_send(cl->c, "x", 1) != -ECHILD ||
+	    lm_conn_send(s->peers[0].c, "x", 1) != -ECHILD)
+		return 10;
+	if (lm_conn_flush(cl->c) != -ECHILD || lm_conn_cork(cl->c, true) != -ECHILD)
+		return 11;
+	if (lm_conn_connect(&c, r, endpoint, NULL, &lm_tt_callbacks, NULL) != -ECHILD || c)
+		return 12;
+	if (lm_listener_new(&l, r, endpoint, NULL, lm_tt_accept, s) != -ECHILD || l)
+		return 13;
+	lm_tt_peer_clear(cl);
+	lm_tt_server_free(s);
+	lm_reactor_free(r);
+	return 0;
+}
+
+/* A child frees every connection and the listener it inherited, and exits:
+ * the parent's connection still carries messages both ways with no close
+ * seen on either side (no goodbye, no registration taken), and its
+ * listener still serves (no file or queue of the name unlinked). */
+LM_TRANSPORT_TEST(transport, child_frees_inherited_parent_goes_on, .timeout = 30)
+{
+	lm_reactor *r = setup(scheme, backend);
+	struct lm_tt_server s = {.echo = true};
+	struct lm_tt_peer cl, cl2 = {0}, *sp;
+	int status;
+	pid_t pid;
+
+	sp = pair_accepted(r, &s, &cl);
+	cr_assert_eq(lm_conn_send(cl.c, "one", 3), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 1, 10), "no echo before the fork");
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(fork_child_frees(r, &s, &cl));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's check %d failed",
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(lm_conn_send(cl.c, "two", 3), 0);
+		cr_assert(LM_TT_RUN_UNTIL(r, cl.received == 2 + (size_t)i, 10),
+			  "no echo after the fork (closed %d/%d)", cl.closed, sp->closed);
+	}
+	cr_assert_eq(sp->received, 4);
+	cr_assert_eq(cl.closed, 0, "the client saw a close (%d)", cl.reason);
+	cr_assert_eq(sp->closed, 0, "the server's side saw a close (%d)", sp->reason);
+	/* A new client gets in: the name's files are there. */
+	cr_assert_eq(connect_or_skip(&cl2.c, r, &cl2), 0);
+	cr_assert_eq(lm_conn_send(cl2.c, "three", 5), 0);
+	cr_assert(LM_TT_RUN_UNTIL(r, cl2.received == 1, 10), "a new client got no echo");
+	lm_tt_peer_clear(&cl2);
+	pair_free(r, &s, &cl);
+}

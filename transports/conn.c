@@ -158,6 +158,26 @@ static void conn_lone_off(lm_conn *c)
 	}
 }
 
+/* Close the connection's fds in a child after fork(), leaving what the
+ * parent still uses (files, queues, the peer) alone. */
+static void conn_abandon(lm_conn *c)
+{
+	const struct lm_transport_fds *f = &c->fds;
+
+	if (c->ops->abandon) {
+		c->ops->abandon(c->tp);
+		return;
+	}
+	if (f->rfd >= 0)
+		close(f->rfd);
+	if (f->wfd >= 0 && f->wfd != f->rfd)
+		close(f->wfd);
+	if (f->hupfd >= 0)
+		close(f->hupfd);
+	if (f->closefd >= 0)
+		close(f->closefd);
+}
+
 static void conn_release(lm_conn *c)
 {
 	/* Before ops->close(): a post from another thread may be kicking it. */
@@ -169,7 +189,10 @@ static void conn_release(lm_conn *c)
 	lm_source_free(c->ptimer);
 	c->rsrc = c->wsrc = c->hsrc = c->csrc = c->ptimer = NULL;
 	if (!c->tp_closed && c->tp) {
-		c->ops->close(c->tp);
+		if (lm_reactor_forked(c->r))
+			conn_abandon(c);
+		else
+			c->ops->close(c->tp);
 		c->tp_closed = true;
 	}
 	lm__reactor_flush_cancel(c->r, &c->flush);
@@ -729,6 +752,8 @@ LM_EXPORT int lm_conn_connect(lm_conn **ret, lm_reactor *r, const char *endpoint
 
 	if (!ret || !r)
 		return -EINVAL;
+	if (lm_reactor_forked(r))
+		return -ECHILD;
 	err = endpoint_parse(endpoint, &ops, &name);
 	if (err < 0)
 		return err;
@@ -783,8 +808,9 @@ LM_EXPORT void lm_conn_free(lm_conn *c)
 		return;
 	c->freed = true;
 	c->notified = true;
-	/* What the user sent before freeing leaves if the kernel takes it. */
-	if (!c->closed && c->ohead < c->olen)
+	/* What the user sent before freeing leaves if the kernel takes it (not
+	 * from a child after fork(): the connection is the parent's). */
+	if (!c->closed && c->ohead < c->olen && !lm_reactor_forked(c->r))
 		conn_push(c);
 	conn_release(c);
 	if (c->busy == 0)
@@ -920,6 +946,8 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 
 	if (!c || iovcnt < 0 || iovcnt > LM_MAX_IOV || (iovcnt && !iov) || c->freed)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	for (int i = 0; i < iovcnt; i++) {
 		if (iov[i].iov_len && !iov[i].iov_base)
 			return -EINVAL;
@@ -1026,6 +1054,9 @@ LM_EXPORT int lm_conn_sendv_many(lm_conn *const *conns, size_t n, const struct i
 
 	if ((n && (!conns || !results)) || iovcnt < 0 || iovcnt > LM_MAX_IOV || (iovcnt && !iov))
 		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (conns[i] && lm_reactor_forked(conns[i]->r))
+			return -ECHILD;
 	f.r = NULL;
 	f.iov = iov;
 	f.iovcnt = iovcnt;
@@ -1069,6 +1100,8 @@ LM_EXPORT int lm_conn_flush(lm_conn *c)
 
 	if (!c || c->freed)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	if (c->closed)
 		return -ECONNRESET;
 	if (c->want_out)
@@ -1086,6 +1119,8 @@ LM_EXPORT int lm_conn_cork(lm_conn *c, bool on)
 {
 	if (!c || c->freed)
 		return -EINVAL;
+	if (lm_reactor_forked(c->r))
+		return -ECHILD;
 	c->corked = on;
 	if (!on && c->ohead < c->olen && !c->closed)
 		lm_conn_flush(c);
@@ -1176,6 +1211,10 @@ static int lock_take(lm_listener *l, int dirfd, const char *name, bool *leftover
 
 static void listener_destroy(lm_listener *l)
 {
+	/* A child after fork() closes its copies and leaves the parent's files
+	 * (and its lock: held by the open file, which the parent keeps). */
+	bool forked = lm_reactor_forked(l->r);
+
 	lm_source_free(l->src);
 	l->src = NULL;
 	lm_source_free(l->retry);
@@ -1183,13 +1222,20 @@ static void listener_destroy(lm_listener *l)
 	if (l->spare >= 0)
 		close(l->spare);
 	l->spare = -1;
-	if (l->tp) {
+	if (l->tp && forked) {
+		if (l->ops->listen_abandon)
+			l->ops->listen_abandon(l->tp);
+		else
+			close(l->ops->listen_fd(l->tp));
+		l->tp = NULL;
+	} else if (l->tp) {
 		l->ops->listen_close(l->tp);
 		l->tp = NULL;
 	}
 	if (l->lockfd >= 0) {
 		/* Still locked: nobody else can be using the name now. */
-		unlinkat(l->dirfd, l->lockname, 0);
+		if (!forked)
+			unlinkat(l->dirfd, l->lockname, 0);
 		close(l->lockfd);
 		l->lockfd = -1;
 	}
@@ -1376,6 +1422,8 @@ LM_EXPORT int lm_listener_new(lm_listener **ret, lm_reactor *r, const char *endp
 
 	if (!ret || !r || !cb)
 		return -EINVAL;
+	if (lm_reactor_forked(r))
+		return -ECHILD;
 	err = endpoint_parse(endpoint, &ops, &name);
 	if (err < 0)
 		return err;
@@ -1420,6 +1468,8 @@ LM_EXPORT int lm_listener_new_fd(lm_listener **ret, lm_reactor *r, const char *s
 
 	if (!ret || !r || !cb || !scheme || fd < 0)
 		return -EINVAL;
+	if (lm_reactor_forked(r))
+		return -ECHILD;
 	ops = transport_find(scheme, strlen(scheme));
 	if (!ops) {
 		lm_log_error("listener on fd %d: unknown transport '%s'", fd, scheme);
@@ -1472,6 +1522,8 @@ LM_EXPORT int lm_listener_pause(lm_listener *l, bool on)
 {
 	if (!l || l->freed)
 		return -EINVAL;
+	if (lm_reactor_forked(l->r))
+		return -ECHILD;
 	l->paused = on;
 	listener_watch(l);
 	return 0;

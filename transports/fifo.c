@@ -524,6 +524,24 @@ static void fifo_close(void *cstate)
 	fc->rfd = fc->wfd = fc->pidfd = fc->dirfd = -1;
 }
 
+/* In a child after fork(): the FIFOs' files are the parent's. */
+static void fifo_abandon(void *cstate)
+{
+	struct fifo_conn *fc = cstate;
+
+	fc->c2s[0] = fc->s2c[0] = 0;
+	fifo_close(fc);
+}
+
+static void fifo_listen_abandon(void *lstate)
+{
+	struct fifo_listener *fl = lstate;
+
+	close(fl->fd);
+	close(fl->dirfd);
+	free(fl);
+}
+
 static void fifo_free(void *cstate)
 {
 	struct fifo_conn *fc = cstate;
@@ -539,6 +557,8 @@ const struct lm_transport_ops lm__transport_fifo = {
     .listen_fd = fifo_listen_fd,
     .accept = fifo_accept,
     .listen_close = fifo_listen_close,
+    .listen_abandon = fifo_listen_abandon,
+    .abandon = fifo_abandon,
     .connect = fifo_connect,
     .fds = fifo_fds,
     .send = fifo_send,

@@ -763,6 +763,26 @@ static void mq_conn_close(void *cstate)
 	mc->pidfd = mc->dirfd = mc->fifo = -1;
 }
 
+/* In a child after fork(): close the descriptors, nothing else (no wake-up
+ * unit sent, no queue or file unlinked: they are the parent's). */
+static void mq_conn_abandon(void *cstate)
+{
+	struct mq_conn *mc = cstate;
+
+	mc->server = false;
+	mc->c2s[0] = mc->s2c[0] = mc->hup[0] = 0;
+	mq_conn_close(mc);
+}
+
+static void mq_listen_abandon(void *lstate)
+{
+	struct mq_listener *ml = lstate;
+
+	mq_close(ml->q);
+	close(ml->dirfd);
+	free(ml);
+}
+
 static void mq_conn_free(void *cstate)
 {
 	struct mq_conn *mc = cstate;
@@ -778,6 +798,8 @@ const struct lm_transport_ops lm__transport_mq = {
     .listen_fd = mq_listen_fd,
     .accept = mq_accept,
     .listen_close = mq_listen_close,
+    .listen_abandon = mq_listen_abandon,
+    .abandon = mq_conn_abandon,
     .connect = mq_connect,
     .fds = mq_fds,
     .send = mq_conn_send,

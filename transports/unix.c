@@ -424,6 +424,17 @@ static void unix_close(void *cstate)
 	uc->fd = -1;
 }
 
+static void unix_listen_abandon(void *lstate)
+{
+	struct unix_listener *ul = lstate;
+
+	if (ul->fd >= 0) {
+		close(ul->fd);
+		close(ul->dirfd);
+	}
+	free(ul);
+}
+
 static void unix_free(void *state)
 {
 	struct unix_conn *uc = state;
@@ -438,6 +449,8 @@ const struct lm_transport_ops lm__transport_unix = {
     .listen_fd = unix_listen_fd,
     .accept = unix_accept,
     .listen_close = unix_listen_close,
+    .listen_abandon = unix_listen_abandon,
+    .abandon = unix_close, /* closes its fd: nothing else */
     .connect = unix_connect,
     .fds = unix_fds,
     .send = unix_send,

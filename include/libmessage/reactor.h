@@ -25,6 +25,29 @@ extern "C" {
  * lm_reactor_unref(). It may be created in one thread and run in another,
  * and handed from one thread to the next between runs (with io_uring the
  * first wait in the new thread rebuilds the ring: docs/backends.md).
+ *
+ * After fork(): a reactor remembers the process that made it. In any other
+ * process (a child of fork(), which inherits r and everything made on it),
+ * nothing touches kernel state it shares with that process:
+ *  - lm_source_free(), lm_reactor_free(), and the frees of what was made on
+ *    r (lm_conn_free(), lm_listener_free(), lm_client_free(),
+ *    lm_server_free()) release the child's memory and close its own copies
+ *    of the fds, and do nothing else: no epoll or io_uring registration of
+ *    the parent is removed or cancelled, no timerfd or signalfd changed, no
+ *    socket, FIFO, queue or lock file unlinked, no message (BYE) sent on a
+ *    connection; callbacks that a free would run (a client's pending calls
+ *    failed with -ECANCELED) still run;
+ *  - every other call that acts returns -ECHILD (lm_reactor_run(),
+ *    lm_reactor_run_once(), lm_reactor_fd(), every add, lm_reactor_post(),
+ *    lm_io_set_events(), lm_timer_set(), lm_source_set_enabled(), and the
+ *    transport and service calls that send, connect or listen);
+ *    lm_reactor_stop() does nothing; getters still answer.
+ * So a child may free what it inherited, or leave it, and exec or exit;
+ * the parent's reactor goes on as before. A child forked from inside a
+ * callback must not return into the reactor (exec or _exit first). The
+ * child is known by its process id, refreshed in the child by a
+ * pthread_atfork() handler: a child made by fork() is covered; one made by
+ * a raw clone() or vfork() must only exec or _exit.
  */
 
 /* ---- types ---- */
@@ -104,6 +127,12 @@ LM_EXPORT void lm_reactor_unref(lm_reactor *r);
 
 /* "epoll" or "io_uring". */
 LM_EXPORT const char *lm_reactor_backend_name(const lm_reactor *r);
+
+/* True in a process other than the one that made r (a child after fork():
+ * see "After fork()" above), where r's calls return -ECHILD and its frees
+ * only release memory. False for NULL. For code built on the reactor that
+ * owns kernel state of its own (files to unlink, peers to say goodbye to). */
+LM_EXPORT bool lm_reactor_forked(const lm_reactor *r);
 
 /* ---- running ---- */
 

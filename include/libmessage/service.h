@@ -179,7 +179,10 @@ LM_EXPORT void lm_server_free(lm_server *s);
 LM_EXPORT int lm_client_new(lm_client **ret, lm_reactor *r, const char *endpoint,
 			    const struct lm_client_options *opts);
 /* Every pending call completes with -ECANCELED, then the client is freed.
- * Must not be called from its own callbacks during a sync call. NULL-safe. */
+ * Must not be called from its own callbacks during a sync call. NULL-safe.
+ * In a child after fork() (reactor.h, "After fork()"), this and
+ * lm_server_free() send no BYE and remove nothing: they free memory and close
+ * the child's fd copies; the other calls that act return -ECHILD. */
 LM_EXPORT void lm_client_free(lm_client *c);
 
 /* ---- server operations ---- */

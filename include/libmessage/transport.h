@@ -107,7 +107,9 @@ LM_EXPORT int lm_listener_new_fd(lm_listener **ret, lm_reactor *r, const char *s
 				 const struct lm_transport_options *opts, lm_accept_cb cb,
 				 void *userdata);
 /* Stop serving, remove the endpoint's files. Accepted connections live on.
- * Safe from callbacks. NULL-safe. */
+ * Safe from callbacks. NULL-safe. In a child after fork() (reactor.h, "After
+ * fork()"), the frees here close the child's fd copies only: no file
+ * removed, nothing sent; the other calls that act return -ECHILD. */
 LM_EXPORT void lm_listener_free(lm_listener *l);
 
 /*
@@ -409,6 +411,18 @@ struct lm_transport_ops {
 	 * message is not whole within partial_timeout_ns
 	 * (lm_transport_options). NULL: never. */
 	bool (*partial)(void *cstate);
+	/*
+	 * Optional, for a child after fork() (lm_reactor_forked() of the
+	 * connection's or listener's reactor), in place of close() or
+	 * listen_close(): close this process's copies of the fds, and nothing
+	 * else (the parent still uses the connection: remove no file or
+	 * queue, send nothing); listen_abandon() also frees lstate, free() is
+	 * called after abandon(). NULL: the generic layer closes the fds that
+	 * fds() or listen_fd() gave, and a listener's lstate is left (its other
+	 * fds, if any, stay open in the child).
+	 */
+	void (*abandon)(void *cstate);
+	void (*listen_abandon)(void *lstate);
 };
 
 /* The longest datagram take() is given whole (64 KiB). */
