@@ -83,6 +83,7 @@ struct bridge {
 	bool stopping;
 	int64_t backoff_ns;
 	int last_connect_err; /* to log a repeated failure once */
+	char last_error[256]; /* libmosquitto's last logged error (TLS says why there) */
 	char instance[17];    /* random hex: this run's reply topic */
 	char *reply_topic;
 	uint64_t next_call_id;

@@ -216,14 +216,16 @@ static void link_connect(struct bridge *b)
 {
 	int rc, fd, err;
 
+	b->last_error[0] = 0;
 	rc = mosquitto_connect_bind_v5(b->mosq, b->cfg.broker_host, b->cfg.broker_port,
 				       b->cfg.keepalive, NULL, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		int e = rc == MOSQ_ERR_ERRNO ? errno : 0;
 		if (rc != b->last_connect_err)
-			blog(LM_LOG_WARN, "cannot reach the broker %s:%d: %s (retrying)",
+			blog(LM_LOG_WARN, "cannot reach the broker %s:%d: %s%s%s%s (retrying)",
 			     b->cfg.broker_host, b->cfg.broker_port,
-			     e ? strerror(e) : mosquitto_strerror(rc));
+			     e ? strerror(e) : mosquitto_strerror(rc), b->last_error[0] ? " (" : "",
+			     b->last_error, b->last_error[0] ? ")" : "");
 		b->last_connect_err = rc;
 		schedule_retry(b);
 		return;
@@ -355,8 +357,14 @@ out:
 	free(topic);
 }
 
+/* libmosquitto says why TLS failed only in its log: keep its last error for
+ * the message of a failed connection attempt. */
 static void on_mosq_log(struct mosquitto *m, void *obj, int level, const char *str)
 {
+	struct bridge *b = obj;
+
+	if (level & MOSQ_LOG_ERR)
+		snprintf(b->last_error, sizeof(b->last_error), "%s", str);
 	if (bridge_verbose > 1)
 		blog(LM_LOG_DEBUG, "mosquitto: %s", str);
 }

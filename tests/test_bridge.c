@@ -30,6 +30,7 @@ static struct {
 	const char *scheme; /* the local transport on both sides */
 	int port;
 	const char *bind_ip; /* where the broker listens (127.0.0.1 unless in a netns) */
+	const char *url;     /* the broker URL's scheme: mqtt (default) or mqtts */
 	pid_t broker, server, bridge[2];
 	char bridge_log[2][200];
 	const char *netns[2]; /* the bridges run in these namespaces when set */
@@ -197,7 +198,7 @@ static void bridge_start(int i, const char *const *extra)
 	const char *argv[32];
 	int n = 0;
 
-	snprintf(broker, sizeof(broker), "mqtt://%s:%d", T.bind_ip, T.port);
+	snprintf(broker, sizeof(broker), "%s://%s:%d", T.url ? T.url : "mqtt", T.bind_ip, T.port);
 	snprintf(exp, sizeof(exp), "%s=%s:%s", T.svc, T.scheme, T.svc);
 	snprintf(imp, sizeof(imp), "ha/%s=%s:ha.%s", T.svc, T.scheme, T.svc);
 	char log[200];
@@ -802,4 +803,75 @@ Test(bridge, across_network_namespaces, .timeout = 120)
 	snprintf(cmd, sizeof(cmd), "ip netns list | grep -c 'lmbr-[ab]-%d'", (int)getpid());
 	memset(&T, 0, sizeof(T));
 	cr_assert_neq(system(cmd), 0, "the namespaces were not deleted");
+}
+
+/* Make a CA, a broker certificate for 127.0.0.1 and a client certificate in T.dir. */
+static bool make_certs(void)
+{
+	char cmd[2048];
+
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "cd %s && exec >openssl.log 2>&1 && set -e && "
+	    "key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes' && "
+	    "openssl req -x509 $key -keyout ca.key -out ca.crt -days 2 -subj /CN=lm-test-ca && "
+	    "openssl req -x509 $key -keyout other.key -out other.crt -days 2 -subj /CN=other && "
+	    "openssl req $key -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 && "
+	    "printf 'subjectAltName=IP:127.0.0.1\n' > san && "
+	    "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+	    "-out srv.crt -days 2 -extfile san && "
+	    "openssl req $key -keyout cli.key -out cli.csr -subj /CN=bridge && "
+	    "openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+	    "-out cli.crt -days 2",
+	    T.dir);
+	return system(cmd) == 0;
+}
+
+Test(bridge, tls_with_client_certificates, .timeout = 90)
+{
+	char conf[600], ca[100], cert[100], key[100], args[600], out[4096];
+	struct watch w = {0};
+	struct result res;
+	lm_reactor *r;
+	lm_client *c;
+
+	setup("unix");
+	if (access("/usr/bin/openssl", X_OK) != 0 || !make_certs())
+		cr_skip_test("openssl cannot make the test certificates");
+	snprintf(conf, sizeof(conf),
+		 "allow_anonymous true\ncafile %s/ca.crt\ncertfile %s/srv.crt\nkeyfile %s/srv.key\n"
+		 "require_certificate true\n",
+		 T.dir, T.dir, T.dir);
+	broker_start(conf);
+	T.url = "mqtts";
+	snprintf(ca, sizeof(ca), "%s/ca.crt", T.dir);
+	snprintf(cert, sizeof(cert), "%s/cli.crt", T.dir);
+	snprintf(key, sizeof(key), "%s/cli.key", T.dir);
+
+	/* A broker certificate from another CA: refused, and said so. */
+	snprintf(args, sizeof(args),
+		 "--broker mqtts://127.0.0.1:%d --host hx --import ha/x --ca-file %s/other.crt "
+		 "--cert-file %s --key-file %s",
+		 T.port, T.dir, cert, key);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "timeout 3 %s %s 2>&1", bridge_path(), args);
+	FILE *f = popen(cmd, "r");
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	pclose(f);
+	cr_assert(strstr(out, "TLS") && strstr(out, "certificate verify failed"), "said: %s", out);
+
+	const char *const extra[] = {"--ca-file", ca, "--cert-file", cert, "--key-file", key, NULL};
+	server_start();
+	bridge_start(0, extra);
+	bridge_start(1, extra);
+	cr_assert_eq(lm_reactor_new(&r, NULL), 0);
+	c = client_new(r, &w);
+	wait_connected(r, &w);
+	call(r, c, "echo", "tls", 3, &res);
+	cr_assert_eq(res.status, 0, "%s %s", strerror(-res.status), res.error);
+	cr_assert_eq(lm_client_subscribe(c, "tick", on_tick_msg, &w), 0);
+	cr_assert(run_until(r, &w.ticks, 3, 20000));
+	lm_client_free(c);
+	lm_reactor_free(r);
 }
