@@ -18,6 +18,11 @@ for b in blocks:
     if not any(b in e for e in examples):
         sys.exit("README.md's C block starting %r is in no examples/*.c" % b.splitlines()[0])
 print("README.md: %d C block(s), each an example's text" % len(blocks))
+# ...and it says what each guide in docs/ is for.
+readme = (src / "README.md").read_text()
+for doc in sorted((src / "docs").glob("*.md")):
+    if "`docs/%s`" % doc.name not in readme:
+        sys.exit("README.md does not say what docs/%s is for" % doc.name)
 PY
 tmp=$(mktemp -d)
 server=
