@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build-fuzz
-targets=(codec frame fifo_stream fifo_request mq_request)
+targets=(codec frame fifo_stream fifo_request mq_request types)
 
 # Longest input per target: the framing targets need room for several units.
 max_len() {

@@ -300,6 +300,23 @@ LM_EXPORT size_t lm_type_format(const lm_type *t, char *buf, size_t size)
 
 /* ---- checking ---- */
 
+/* libcbor's cbor_is_null() and cbor_is_bool() assert (abort) when given a
+ * float: ask them only about a simple value (a float_ctrl of width 0). */
+static bool is_ctrl(const cbor_item_t *it)
+{
+	return cbor_isa_float_ctrl(it) && cbor_float_get_width(it) == CBOR_FLOAT_0;
+}
+
+static bool is_null(const cbor_item_t *it)
+{
+	return is_ctrl(it) && cbor_is_null(it);
+}
+
+static bool is_bool(const cbor_item_t *it)
+{
+	return is_ctrl(it) && cbor_is_bool(it);
+}
+
 static const char *item_name(const cbor_item_t *it)
 {
 	switch (cbor_typeof(it)) {
@@ -318,9 +335,9 @@ static const char *item_name(const cbor_item_t *it)
 	case CBOR_TYPE_TAG:
 		return "tag";
 	case CBOR_TYPE_FLOAT_CTRL:
-		if (cbor_is_null(it))
+		if (is_null(it))
 			return "null";
-		if (cbor_is_bool(it))
+		if (is_bool(it))
 			return "bool";
 		return cbor_is_float(it) ? "float" : "simple value";
 	}
@@ -451,7 +468,7 @@ static int check_item(const lm_type *t, const cbor_item_t *it, struct check *ck)
 	size_t plen;
 	int err;
 
-	if (t->optional && cbor_is_null(it))
+	if (t->optional && is_null(it))
 		return 0;
 	switch (t->kind) {
 	case LM_TYPE_EMPTY:
@@ -467,7 +484,7 @@ static int check_item(const lm_type *t, const cbor_item_t *it, struct check *ck)
 	case LM_TYPE_FLOAT:
 		return cbor_is_float(it) || cbor_is_int(it) ? 0 : mismatch(ck, "float", it);
 	case LM_TYPE_BOOL:
-		return cbor_is_bool(it) ? 0 : mismatch(ck, "bool", it);
+		return is_bool(it) ? 0 : mismatch(ck, "bool", it);
 	case LM_TYPE_TEXT:
 		if (!cbor_isa_string(it))
 			return mismatch(ck, "text", it);
@@ -498,6 +515,168 @@ static int check_item(const lm_type *t, const cbor_item_t *it, struct check *ck)
 	return -EINVAL;
 }
 
+/*
+ * Before cbor_load(), which allocates at once what each header announces (a
+ * 28-byte payload of nested arrays announcing 2^31 items each made it take
+ * gigabytes and minutes): walk the headers with libcbor's streaming decoder
+ * and refuse a definite array or map that announces more items than bytes
+ * are left (each item takes one at least), and nesting deeper than
+ * LM_TYPE_CBOR_MAX_NEST. What loads then costs memory in proportion to the
+ * payload.
+ */
+struct scan {
+	size_t left;                        /* bytes from the current header on */
+	size_t at;                          /* its offset */
+	int depth;                          /* containers open */
+	size_t open[LM_TYPE_CBOR_MAX_NEST]; /* items each still expects; SIZE_MAX: indefinite */
+	const char *bad;                    /* why the payload is refused */
+};
+
+/* An item begins: its container has one fewer to come. */
+static void scan_item(struct scan *sc)
+{
+	if (sc->depth > 0 && sc->open[sc->depth - 1] != SIZE_MAX)
+		sc->open[sc->depth - 1]--;
+}
+
+/* Containers that have all their items are over. */
+static void scan_close(struct scan *sc)
+{
+	while (sc->depth > 0 && sc->open[sc->depth - 1] == 0)
+		sc->depth--;
+}
+
+static void scan_open(struct scan *sc, size_t items)
+{
+	scan_item(sc);
+	if (items != SIZE_MAX && items >= sc->left)
+		sc->bad = "announces more items than the payload holds";
+	else if (sc->depth == LM_TYPE_CBOR_MAX_NEST)
+		sc->bad = "nests too deep";
+	else
+		sc->open[sc->depth++] = items;
+	scan_close(sc);
+}
+
+static void scan_scalar(struct scan *sc)
+{
+	scan_item(sc);
+	scan_close(sc);
+}
+
+static void scan_u8(void *sc, uint8_t v)
+{
+	scan_scalar(sc);
+}
+static void scan_u16(void *sc, uint16_t v)
+{
+	scan_scalar(sc);
+}
+static void scan_u32(void *sc, uint32_t v)
+{
+	scan_scalar(sc);
+}
+static void scan_u64(void *sc, uint64_t v)
+{
+	scan_scalar(sc);
+}
+static void scan_simple(void *sc)
+{
+	scan_scalar(sc);
+}
+static void scan_string(void *sc, cbor_data d, size_t n)
+{
+	scan_scalar(sc);
+}
+static void scan_float(void *sc, float v)
+{
+	scan_scalar(sc);
+}
+static void scan_double(void *sc, double v)
+{
+	scan_scalar(sc);
+}
+static void scan_bool(void *sc, bool v)
+{
+	scan_scalar(sc);
+}
+static void scan_indef(void *sc)
+{
+	scan_open(sc, SIZE_MAX);
+}
+static void scan_array(void *sc, size_t n)
+{
+	scan_open(sc, n);
+}
+static void scan_map(void *sc, size_t n)
+{
+	scan_open(sc, n > SIZE_MAX / 2 - 1 ? SIZE_MAX - 1 : 2 * n);
+}
+static void scan_tag(void *sc, uint64_t v)
+{
+	scan_open(sc, 1); /* the tagged item */
+}
+static void scan_break(void *v)
+{
+	struct scan *sc = v;
+
+	if (sc->depth > 0 && sc->open[sc->depth - 1] == SIZE_MAX)
+		sc->depth--;
+	scan_close(sc);
+}
+
+static const struct cbor_callbacks scan_callbacks = {
+    .uint8 = scan_u8,
+    .uint16 = scan_u16,
+    .uint32 = scan_u32,
+    .uint64 = scan_u64,
+    .negint8 = scan_u8,
+    .negint16 = scan_u16,
+    .negint32 = scan_u32,
+    .negint64 = scan_u64,
+    .byte_string_start = scan_indef,
+    .byte_string = scan_string,
+    .string = scan_string,
+    .string_start = scan_indef,
+    .indef_array_start = scan_indef,
+    .array_start = scan_array,
+    .indef_map_start = scan_indef,
+    .map_start = scan_map,
+    .tag = scan_tag,
+    .float2 = scan_float,
+    .float4 = scan_float,
+    .float8 = scan_double,
+    .undefined = scan_simple,
+    .null = scan_simple,
+    .boolean = scan_bool,
+    .indef_break = scan_break,
+};
+
+/* 0 if cbor_load() may take payload (it reports what is malformed itself),
+ * -EBADMSG with err set if it must not. */
+static int cbor_scan(const uint8_t *p, size_t len, char *err, size_t errsize)
+{
+	struct scan sc = {0};
+
+	while (sc.at < len) {
+		struct cbor_decoder_result r;
+
+		sc.left = len - sc.at;
+		r = cbor_stream_decode(p + sc.at, len - sc.at, &scan_callbacks, &sc);
+		if (sc.bad) {
+			set_err(err, errsize, "not CBOR we take (the item at byte %zu %s)", sc.at,
+				sc.bad);
+			return -EBADMSG;
+		}
+		if (r.status != CBOR_DECODER_FINISHED || r.read == 0)
+			return 0;
+		sc.at += r.read;
+		if (sc.depth == 0)
+			break; /* one whole item */
+	}
+	return 0;
+}
+
 LM_EXPORT int lm_type_check(const lm_type *t, const void *payload, size_t len, char *err,
 			    size_t errsize)
 {
@@ -518,6 +697,9 @@ LM_EXPORT int lm_type_check(const lm_type *t, const void *payload, size_t len, c
 		set_err(err, errsize, "expected %s, got no payload", kind_names[t->kind]);
 		return -EBADMSG;
 	}
+	ret = cbor_scan(payload, len, err, errsize);
+	if (ret < 0)
+		return ret;
 	it = cbor_load(payload, len, &res);
 	if (!it) {
 		if (res.error.code == CBOR_ERR_MEMERROR) {

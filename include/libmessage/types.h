@@ -39,6 +39,8 @@ enum lm_type_kind {
 
 /* Types nest at most this deep. */
 #define LM_TYPE_MAX_DEPTH 32
+/* A payload's CBOR items nest at most this deep (inside `any` too). */
+#define LM_TYPE_CBOR_MAX_NEST 64
 
 /*
  * Parse text into *ret. 0, -EINVAL for a malformed type (why, in err:
@@ -56,7 +58,10 @@ LM_EXPORT size_t lm_type_format(const lm_type *t, char *buf, size_t size);
 /*
  * Whether payload (len bytes) is one CBOR item of type t and nothing after
  * it. 0 if it is; -EBADMSG if not, with what is wrong and where in err
- * ("sec: expected int, got text"); -ENOMEM.
+ * ("sec: expected int, got text"); -ENOMEM. A payload whose items nest
+ * deeper than LM_TYPE_CBOR_MAX_NEST, or with an array or map that announces
+ * more items than the payload has bytes left, is -EBADMSG before anything
+ * is allocated for it: checking costs memory in proportion to len.
  */
 LM_EXPORT int lm_type_check(const lm_type *t, const void *payload, size_t len, char *err,
 			    size_t errsize);

@@ -9,6 +9,7 @@
 #include <cbor.h>
 
 #include "libmessage/srvtime.h"
+#include "libmessage/types.h"
 
 struct lm_srvtime_server {
 	lm_server *server;
@@ -36,10 +37,22 @@ LM_EXPORT void lm_srvtime_encode(uint8_t out[LM_SRVTIME_PAYLOAD_SIZE], const str
 static int decode_cbor(struct lm_srvtime *t, const void *payload, size_t len)
 {
 	struct cbor_load_result res;
-	cbor_item_t *it = cbor_load(payload, len, &res);
 	struct cbor_pair *pairs;
-	int found = 0, err = -EBADMSG;
+	cbor_item_t *it;
+	lm_type *type;
+	int found = 0, err;
 
+	/* Checked first: lm_type_check() refuses what cbor_load() would take
+	 * gigabytes to build (a header that announces more than the payload). */
+	err = lm_type_parse(&type, LM_SRVTIME_TYPE, NULL, 0);
+	if (err < 0)
+		return err;
+	err = lm_type_check(type, payload, len, NULL, 0);
+	lm_type_free(type);
+	if (err < 0)
+		return err == -ENOMEM ? err : -EBADMSG;
+	err = -EBADMSG;
+	it = cbor_load(payload, len, &res);
 	if (!it)
 		return -EBADMSG;
 	if (res.read != len || !cbor_isa_map(it) || cbor_map_size(it) != 3)
