@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -310,6 +312,55 @@ Test(systemd, journal_not_installed_for_another_stream)
 {
 	journal_stream_is_stderr(false);
 	cr_assert_eq(lm_systemd_journal_install(), 0);
+}
+
+/* In a child with its own mount namespace and a tmpfs on /run/systemd,
+ * the test's datagram socket is journald's: what lm_systemd_journal_log()
+ * sends arrives there. Exit codes: 0 right, 77 no namespace here, else the
+ * check that failed. */
+static int journal_child(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char buf[4096];
+	ssize_t n;
+	int fd;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", "/run/systemd", "tmpfs", 0, "mode=0755") < 0)
+		return 77;
+	if (mkdir("/run/systemd/journal", 0755) < 0)
+		return 2;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/run/systemd/journal/socket");
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return 3;
+	lm_systemd_journal_log(LM_LOG_WARN, "a warning", NULL);
+	n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	if (n <= 0)
+		return 4;
+	buf[n] = 0;
+	if (!strstr(buf, "MESSAGE=libmessage: warning: a warning\n"))
+		return 5;
+	if (!strstr(buf, "PRIORITY=4\n") || !strstr(buf, "LM_LEVEL=warning\n"))
+		return 6;
+	if (!strstr(buf, "SYSLOG_IDENTIFIER="))
+		return 7;
+	return 0;
+}
+
+Test(systemd, journal_native_fields)
+{
+	pid_t pid = lm_test_fork();
+	int st;
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(journal_child());
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st), "status %#x", st);
+	if (WEXITSTATUS(st) == 77)
+		cr_skip_test("no private mount namespace here to stand for journald's socket");
+	cr_assert_eq(WEXITSTATUS(st), 0, "check %d failed (journal_child)", WEXITSTATUS(st));
 }
 
 /* ---- srvtime-server under systemd's protocol ---- */

@@ -104,7 +104,8 @@ LM_EXPORT void lm_systemd_journal_log(enum lm_log_level level, const char *msg, 
 	if (sd_journal_send("MESSAGE=libmessage: %s: %s", tag, msg, "PRIORITY=%d", prio,
 			    "LM_LEVEL=%s", tag, "SYSLOG_IDENTIFIER=%s",
 			    program_invocation_short_name, NULL) < 0)
-		/* No journald to take it: stderr, as the default output. */
+		/* The journal refused it (libsystemd drops it silently when no
+		 * journald listens): stderr, as the default output. */
 		fprintf(stderr, "<%d>libmessage: %s: %s\n", prio, tag, msg);
 }
 
