@@ -13,9 +13,10 @@
 #   scripts/fuzz.sh smoke [SECONDS]           every target in turn, SECONDS in
 #                                             all (60), on a copy of its corpus
 #
-# A crash leaves crash-* in build-fuzz/: add it to the target's corpus (so CI
-# replays it with gcc as a regression test) and fix the code.
-# One process at a time (-jobs=1): the machine's cores are shared.
+# A crash leaves crash-* (oom-*, timeout-*) in build-fuzz/: add it to the
+# target's corpus as regress_<what> (merge keeps those; CI replays it with gcc
+# as a regression test) and fix the code.
+# One fuzzing process at a time (no -jobs, -workers): the machine's cores are shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build-fuzz
@@ -69,7 +70,7 @@ run)
 	build
 	mkdir -p "$dir/corpus/$t"
 	cd "$dir"
-	exec "./tests/fuzz/fuzz_$t" -max_len="$(max_len "$t")" -jobs=1 -print_final_stats=1 \
+	exec "./tests/fuzz/fuzz_$t" -max_len="$(max_len "$t")" -print_final_stats=1 \
 		"$@" "corpus/$t" "../tests/fuzz/corpus/$t"
 	;;
 merge)
@@ -80,8 +81,8 @@ merge)
 	mkdir -p "$dir/merged/$t" "$dir/corpus/$t"
 	"$dir/tests/fuzz/fuzz_$t" -merge=1 -max_len="$(max_len "$t")" "$dir/merged/$t" \
 		"tests/fuzz/corpus/$t" "$dir/corpus/$t"
-	rm -rf "tests/fuzz/corpus/$t"
-	mkdir -p "tests/fuzz/corpus/$t"
+	# Inputs named regress_* (crashes found, now regression tests) stay as they are.
+	find "tests/fuzz/corpus/$t" -maxdepth 1 -type f ! -name 'regress_*' -delete
 	cp "$dir/merged/$t"/* "tests/fuzz/corpus/$t/"
 	echo "tests/fuzz/corpus/$t: $(ls "tests/fuzz/corpus/$t" | wc -l) inputs"
 	;;

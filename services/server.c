@@ -115,6 +115,7 @@ struct lm_server {
 	struct timespec started; /* CLOCK_MONOTONIC, for lm.Stats */
 	/* What lm.Stats reports (docs/protocol.md). */
 	uint64_t n_calls, n_calls_refused, n_emitted, n_dropped, n_overflow_kills;
+	uint64_t n_conn_refused, n_stalled;
 };
 
 static void peer_kill(struct peer *p, int reason);
@@ -415,6 +416,7 @@ static void handle_hello(struct peer *p, const struct lm_proto_msg *m)
 	if (p->over) {
 		lm_log_info("server %s: uid %u has %u connections already: refusing one more",
 			    s->name, (unsigned)cred.uid, s->max_per_uid);
+		s->n_conn_refused++;
 		send_error(p, 0, "lm.LimitsExceeded", "too many connections for this uid");
 		peer_kill(p, -EUSERS);
 		return;
@@ -561,6 +563,7 @@ static void introspect(lm_call *call, const void *payload, size_t len, void *use
 #define STATS_TYPE                                                                        \
 	"{name: text, uptime_ns: uint, clients: uint, calls: uint, calls_refused: uint, " \
 	"signals_emitted: uint, signals_dropped: uint, overflow_disconnects: uint, "      \
+	"connections_refused: uint, stalled_disconnects: uint, "                          \
 	"signals: [{name: text, subscribers: uint}]}"
 
 static bool map_put(cbor_item_t *map, const char *key, cbor_item_t *value)
@@ -588,7 +591,7 @@ static uint64_t elapsed_ns(const struct timespec *since)
 static void stats(lm_call *call, const void *payload, size_t len, void *userdata)
 {
 	lm_server *s = userdata;
-	cbor_item_t *map = cbor_new_definite_map(9), *sigs = cbor_new_definite_array(s->nsignals);
+	cbor_item_t *map = cbor_new_definite_map(11), *sigs = cbor_new_definite_array(s->nsignals);
 	unsigned char *buf = NULL;
 	size_t size = 0, n = 0;
 	bool ok = map && sigs;
@@ -610,6 +613,8 @@ static void stats(lm_call *call, const void *payload, size_t len, void *userdata
 	     map_put(map, "signals_emitted", cbor_build_uint64(s->n_emitted)) &&
 	     map_put(map, "signals_dropped", cbor_build_uint64(s->n_dropped)) &&
 	     map_put(map, "overflow_disconnects", cbor_build_uint64(s->n_overflow_kills)) &&
+	     map_put(map, "connections_refused", cbor_build_uint64(s->n_conn_refused)) &&
+	     map_put(map, "stalled_disconnects", cbor_build_uint64(s->n_stalled)) &&
 	     map_put(map, "signals", cbor_incref(sigs));
 	if (ok)
 		n = cbor_serialize_alloc(map, &buf, &size);
@@ -750,7 +755,12 @@ static void peer_message(lm_conn *c, const void *data, size_t len, void *userdat
 
 static void peer_closed(lm_conn *c, int reason, void *userdata)
 {
-	peer_kill(userdata, reason);
+	struct peer *p = userdata;
+
+	/* A message begun and not whole in time (partial_timeout_ns). */
+	if (reason == -ETIMEDOUT)
+		p->s->n_stalled++;
+	peer_kill(p, reason);
 }
 
 /* The queue emptied: send what DROP_OLDEST held back, DROPPED notice first. */

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cbor.h>
+
 #include <libmessage/libmessage.h>
 #include <libmessage/srvtime.h>
 #include <libmessage/types.h>
@@ -103,6 +105,54 @@ static void m_echo(lm_call *call, const void *p, size_t len, void *ud)
 }
 
 static const struct lm_method methods[] = {{"echo", m_echo}};
+
+struct stats_reply {
+	bool done;
+	int status;
+	uint8_t buf[4096];
+	size_t len;
+};
+
+static void on_stats(lm_client *c, const struct lm_reply *reply, void *ud)
+{
+	struct stats_reply *sr = ud;
+
+	sr->done = true;
+	sr->status = reply->status;
+	if (reply->status == 0 && reply->len <= sizeof(sr->buf)) {
+		memcpy(sr->buf, reply->payload, reply->len);
+		sr->len = reply->len;
+	}
+}
+
+/* Counter name of the server at ep, from lm.Stats (through a client on r). */
+static uint64_t stat_of(lm_reactor *r, const char *ep, const char *name)
+{
+	struct stats_reply sr = {0};
+	struct cbor_load_result lr;
+	struct cbor_pair *pairs;
+	cbor_item_t *it;
+	uint64_t v = UINT64_MAX;
+	lm_client *c;
+
+	cr_assert_eq(lm_client_new(&c, r, ep, NULL), 0);
+	for (int i = 0; i < 500 && lm_client_get_state(c) != LM_CLIENT_CONNECTED; i++)
+		lm_reactor_run_once(r, 10 * MS);
+	cr_assert_eq(lm_client_call(c, "lm.Stats", NULL, 0, 10 * SEC, on_stats, &sr), 0);
+	cr_assert(run_until(r, &sr.done, 15 * SEC));
+	cr_assert_eq(sr.status, 0);
+	it = cbor_load(sr.buf, sr.len, &lr);
+	cr_assert(it && cbor_isa_map(it));
+	pairs = cbor_map_handle(it);
+	for (size_t i = 0; i < cbor_map_size(it); i++)
+		if (cbor_string_length(pairs[i].key) == strlen(name) &&
+		    !memcmp(cbor_string_handle(pairs[i].key), name, strlen(name)))
+			v = cbor_get_int(pairs[i].value);
+	cbor_decref(&it);
+	lm_client_free(c);
+	cr_assert_neq(v, UINT64_MAX, "lm.Stats has no %s", name);
+	return v;
+}
 
 /* ---- out of fds ---- */
 
@@ -417,6 +467,7 @@ LIMITS_TEST(half_sent_message_is_dropped)
 		lm_reactor_run_once(r, 10 * MS);
 	cr_assert_eq(lm_server_client_count(s), 0, "the stalled peer is still connected");
 	cr_assert_eq(stalls_logged, 1);
+	cr_assert_eq(stat_of(r, ep, "stalled_disconnects"), 1);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	lm_server_free(s);

@@ -337,6 +337,7 @@ Test(types, stats)
 				   "{name: text, uptime_ns: uint, clients: uint, calls: uint, "
 				   "calls_refused: uint, signals_emitted: uint, "
 				   "signals_dropped: uint, overflow_disconnects: uint, "
+				   "connections_refused: uint, stalled_disconnects: uint, "
 				   "signals: [{name: text, subscribers: uint}]}",
 				   NULL, 0),
 		     0);
@@ -350,6 +351,8 @@ Test(types, stats)
 	cr_assert_eq(cbor_get_int(field(it, "signals_emitted")), 2);
 	cr_assert_eq(cbor_get_int(field(it, "signals_dropped")), 0);
 	cr_assert_eq(cbor_get_int(field(it, "overflow_disconnects")), 0);
+	cr_assert_eq(cbor_get_int(field(it, "connections_refused")), 0);
+	cr_assert_eq(cbor_get_int(field(it, "stalled_disconnects")), 0);
 	sigs = field(it, "signals");
 	cr_assert_eq(cbor_array_size(sigs), 1);
 	cr_assert_eq(cbor_get_int(field(cbor_array_handle(sigs)[0], "subscribers")), 0);
