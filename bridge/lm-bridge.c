@@ -116,9 +116,16 @@ static void on_io(lm_source *s, int fd, uint32_t events, void *userdata)
 		rc = mosquitto_loop_write(b->mosq, 1);
 	if (rc != MOSQ_ERR_SUCCESS && b->io) {
 		/* libmosquitto closed the socket (and told on_disconnect, if it
-		 * was connected). */
-		if (b->io)
-			link_lost(b);
+		 * was connected). Before CONNACK, say why: a TLS handshake that
+		 * did not end in the connect call fails here. */
+		if (!b->connected && rc != b->last_connect_err)
+			blog(LM_LOG_WARN, "cannot connect to the broker %s:%d: %s%s%s%s (retrying)",
+			     b->cfg.broker_host, b->cfg.broker_port, mosquitto_strerror(rc),
+			     b->last_error[0] ? " (" : "", b->last_error,
+			     b->last_error[0] ? ")" : "");
+		if (!b->connected)
+			b->last_connect_err = rc;
+		link_lost(b);
 		return;
 	}
 	link_sync(b);

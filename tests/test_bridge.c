@@ -854,7 +854,7 @@ Test(bridge, tls_with_client_certificates, .timeout = 90)
 		 "--cert-file %s --key-file %s",
 		 T.port, T.dir, cert, key);
 	char cmd[700];
-	snprintf(cmd, sizeof(cmd), "timeout 3 %s %s 2>&1", bridge_path(), args);
+	snprintf(cmd, sizeof(cmd), "timeout 8 %s %s 2>&1", bridge_path(), args);
 	FILE *f = popen(cmd, "r");
 	size_t n = fread(out, 1, sizeof(out) - 1, f);
 	out[n] = 0;
