@@ -97,13 +97,19 @@ static double bench_pingpong(enum lm_backend backend)
 	pp.b = reactor(backend);
 	if (!pp.a || !pp.b)
 		return -1;
-	/* b is run by its own thread only: created here, run there. */
+	/* b is run by its own thread only: created here, run there. Each
+	 * reactor is posted to by the other's thread: a reference each keeps
+	 * their loops alive until they are stopped. */
+	lm_reactor_ref(pp.a);
+	lm_reactor_ref(pp.b);
 	pthread_create(&t, NULL, run_b, pp.b);
 	t0 = now_ns();
 	lm_reactor_post(pp.b, pong, &pp);
 	lm_reactor_run(pp.a);
 	t1 = now_ns();
 	pthread_join(t, NULL);
+	lm_reactor_unref(pp.a);
+	lm_reactor_unref(pp.b);
 	lm_reactor_free(pp.a);
 	lm_reactor_free(pp.b);
 	return (double)(t1 - t0) / (double)pp.trips;

@@ -13,7 +13,9 @@
 /*
  * A flush: work to do once before the reactor next sleeps, e.g. writing the
  * messages a connection gathered during dispatch. Queued flushes run at the
- * end of each dispatch round (after the defers) and at the start of each
+ * end of each dispatch round (after the defers and the public prepare
+ * sources: they are the last step of the reactor's before-sleep hook, so
+ * they write what prepare callbacks sent too) and at the start of each
  * lm_reactor_run_once(), so none waits while the reactor blocks or while a
  * foreign loop holds it. fn runs on the reactor's thread, once per queueing;
  * it may queue flushes again (they run in the same round).

@@ -22,6 +22,8 @@ enum lm__source_type {
 	LM__SRC_SIGNAL,
 	LM__SRC_DEFER,
 	LM__SRC_EXIT,
+	LM__SRC_PREPARE,
+	LM__SRC_CHILD,
 	LM__SRC_TIMERFD,
 	LM__SRC_SIGNALFD,
 	LM__SRC_POSTFD,
@@ -37,8 +39,10 @@ struct lm_source {
 	uint64_t handle;
 	void *userdata;
 	bool enabled;
-	bool floating; /* owned by the reactor: ret was NULL */
-	bool dead;     /* freed during dispatch; memory released after it */
+	bool floating;  /* owned by the reactor: ret was NULL */
+	bool dead;      /* freed during dispatch; memory released after it */
+	bool keepalive; /* lm_source_set_keepalive() */
+	bool alive;     /* counted in r->alive */
 	LIST_ENTRY(lm_source) all_link;
 	/* On one of the reactor's lists (defers, exits, garbage), named by list. */
 	TAILQ_ENTRY(lm_source) link;
@@ -51,11 +55,16 @@ struct lm_source {
 			lm_io_cb cb;
 		} io;
 		struct {
-			uint64_t deadline;
+			uint64_t deadline; /* on clock; LM__NEVER: never */
 			uint64_t period;
 			uint64_t seq;
 			size_t heap_idx; /* SIZE_MAX when not in the heap */
 			lm_timer_cb cb;
+			/* -1: CLOCK_MONOTONIC, in the heap; else a timerfd of
+			 * its own on clock, registered while enabled */
+			int fd;
+			clockid_t clock;
+			bool registered;
 		} timer;
 		struct {
 			int signo;
@@ -64,7 +73,15 @@ struct lm_source {
 		} sig;
 		struct {
 			lm_source_cb cb;
-		} defer; /* and exit */
+		} defer; /* and exit, prepare */
+		struct {
+			int pidfd;
+			pid_t pid;
+			unsigned flags;
+			bool registered; /* with the backend */
+			bool reported;   /* its end was reported (reaped) */
+			lm_child_cb cb;
+		} child;
 	};
 };
 
@@ -111,6 +128,10 @@ struct lm_reactor {
 	struct lm__source_list exits;
 	struct lm__source_list exits_run;
 	struct lm__source_list garbage;
+	struct lm__source_list prepares;
+	struct lm__source_list prepares_run;
+	bool prepare_due;              /* a prepare source was added or enabled */
+	unsigned alive;                /* sources that keep lm_reactor_run() going */
 	struct lm__flush_list flushes; /* run before the reactor next sleeps */
 
 	/* lone waiters (hooks-internal.h): used when there is one */
@@ -120,6 +141,7 @@ struct lm_reactor {
 	struct lm__lone *lone_fd_off; /* waited last: its fd is unwatched */
 	int64_t lone_ns;     /* LM__LONE_NS, or LM_LONE_NS from the environment; 0: never */
 	unsigned io_watched; /* io sources registered with the backend */
+	unsigned fd_watched; /* other sources' fds registered (pidfds, timerfds) */
 
 	/* the receive buffer its connections share (hooks-internal.h) */
 	unsigned char *scratch;
@@ -193,6 +215,33 @@ static inline bool lm__forked(const lm_reactor *r)
 void lm__fanout_free(lm_reactor *r);
 /* Make the staged writes and call their done() (fanout.c). */
 void lm__fanout_run(lm_reactor *r);
+
+/* For the sources in other files (child.c, timer.c): a new source with a
+ * handle (so that it can be registered with the backend), or NULL; keep
+ * r->alive right after a change of what source_keeps_alive() reads. */
+struct lm_source *lm__source_new_watchable(lm_reactor *r, enum lm__source_type type, void *userdata,
+					   bool floating);
+void lm__source_alive_sync(struct lm_source *s);
+/* The end of an add function: err < 0 frees s and is returned; else s is
+ * counted alive, given to ret, and 0 returned. */
+int lm__source_added(struct lm_source *s, lm_source **ret, int err);
+/* Register an fd of a source other than io (a pidfd, a timerfd) with the
+ * backend, or unregister it; *registered says which it is. */
+int lm__reactor_watch_fd(lm_reactor *r, struct lm_source *s, int fd, bool *registered);
+void lm__reactor_unwatch_fd(lm_reactor *r, struct lm_source *s, int fd, bool *registered);
+
+/* Child sources (child.c). */
+int lm__child_dispatch(lm_reactor *r, struct lm_source *s);
+int lm__child_watch(struct lm_source *s);
+void lm__child_detach(struct lm_source *s);
+
+/* Timers with a timerfd of their own (timer.c): timer.fd >= 0. */
+int lm__clock_timer_add(lm_reactor *r, lm_source **ret, clockid_t clock, uint64_t when_ns,
+			uint64_t period_ns, unsigned flags, lm_timer_cb cb, void *userdata);
+int lm__clock_timer_dispatch(lm_reactor *r, struct lm_source *s);
+int lm__clock_timer_watch(struct lm_source *s);
+int lm__clock_timer_set(struct lm_source *s, uint64_t first_ns, uint64_t period_ns);
+void lm__clock_timer_detach(struct lm_source *s);
 
 /* The iteration's time, read from the clock on first use after a wait. */
 uint64_t lm__reactor_now(lm_reactor *r);

@@ -214,6 +214,8 @@ int lm_reactor_new(lm_reactor **ret, const struct lm_reactor_options *opts)
 	TAILQ_INIT(&r->exits);
 	TAILQ_INIT(&r->exits_run);
 	TAILQ_INIT(&r->garbage);
+	TAILQ_INIT(&r->prepares);
+	TAILQ_INIT(&r->prepares_run);
 	TAILQ_INIT(&r->flushes);
 	TAILQ_INIT(&r->staged);
 	STAILQ_INIT(&r->posts);
@@ -491,6 +493,10 @@ static int dispatch_event(lm_reactor *r, const struct lm_backend_event *ev)
 		return dispatch_signals(r);
 	case LM__SRC_POSTFD:
 		return dispatch_posts(r);
+	case LM__SRC_TIMER: /* only those with a timerfd of their own */
+		return s->dead ? 0 : lm__clock_timer_dispatch(r, s);
+	case LM__SRC_CHILD:
+		return s->dead ? 0 : lm__child_dispatch(r, s);
 	case LM__SRC_IO:
 		/* Freed, disabled or re-aimed earlier in this batch: the event
 		 * is stale. */
@@ -528,6 +534,7 @@ static int dispatch_defers(lm_reactor *r)
 	while ((s = TAILQ_FIRST(&r->defers_run))) {
 		list_move(s, NULL);
 		s->enabled = false;
+		lm__source_alive_sync(s);
 		s->defer.cb(s, s->userdata);
 		count++;
 		if (!s->dead && s->floating && !s->enabled)
@@ -576,6 +583,35 @@ static void run_flushes(lm_reactor *r)
 		/* What the flushes staged goes in one submission. */
 		lm__fanout_run(r);
 	} while (!TAILQ_EMPTY(&r->flushes));
+}
+
+/* The prepare sources, in the order added; one added by a callback here
+ * runs next time. */
+static void run_prepares(lm_reactor *r)
+{
+	struct lm_source *s;
+
+	r->prepare_due = false;
+	while ((s = TAILQ_FIRST(&r->prepares)))
+		list_move(s, &r->prepares_run);
+	while ((s = TAILQ_FIRST(&r->prepares_run))) {
+		list_move(s, &r->prepares);
+		if (s->enabled)
+			s->defer.cb(s, s->userdata);
+	}
+}
+
+/*
+ * What runs before the reactor (or the loop embedding it) waits: the public
+ * prepare sources, then the library's own flushes (hooks-internal.h), which
+ * are the last user of this hook: they write what the round, the prepare
+ * callbacks included, gathered.
+ */
+static void before_sleep(lm_reactor *r)
+{
+	if (!TAILQ_EMPTY(&r->prepares))
+		run_prepares(r);
+	run_flushes(r);
 }
 
 /* lm__timers_arm() unless the earliest deadline is the one programmed
@@ -627,7 +663,7 @@ bool lm__source_watched(const lm_source *s)
 static bool lone_alone(const lm_reactor *r)
 {
 	return r->lone && r->lone_ns > 0 && !r->embedded && TAILQ_EMPTY(&r->defers) &&
-	       !r->exit_requested && r->signal_fd < 0 &&
+	       !r->exit_requested && r->signal_fd < 0 && !r->fd_watched &&
 	       r->io_watched == r->lone->ops->sources(r->lone);
 }
 
@@ -692,12 +728,16 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	/* What was gathered outside dispatch goes out before we sleep; that
 	 * was work: do not sleep after it (a caller looping until its output
 	 * is written must not block once it is). */
-	if (!TAILQ_EMPTY(&r->flushes)) {
+	if (!TAILQ_EMPTY(&r->flushes) || r->prepare_due) {
 		r->dispatching = true;
-		run_flushes(r);
+		if (r->prepare_due)
+			run_prepares(r);
+		if (!TAILQ_EMPTY(&r->flushes)) {
+			run_flushes(r);
+			timeout_ns = 0;
+		}
 		r->dispatching = false;
 		collect_garbage(r);
-		timeout_ns = 0;
 	}
 	if (!TAILQ_EMPTY(&r->defers) || r->exit_requested)
 		timeout_ns = 0;
@@ -733,7 +773,7 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 		count += dispatch_exits(r);
 		r->exited = true;
 	}
-	run_flushes(r);
+	before_sleep(r);
 	r->dispatching = false;
 	collect_garbage(r);
 	/* Program the timerfd now, not only before the next wait: a foreign
@@ -753,6 +793,16 @@ int lm_reactor_run_once(lm_reactor *r, int64_t timeout_ns)
 	return count;
 }
 
+static bool posts_pending(lm_reactor *r)
+{
+	bool pending;
+
+	pthread_mutex_lock(&r->post_lock);
+	pending = !STAILQ_EMPTY(&r->posts);
+	pthread_mutex_unlock(&r->post_lock);
+	return pending;
+}
+
 int lm_reactor_run(lm_reactor *r)
 {
 	if (!r)
@@ -762,7 +812,15 @@ int lm_reactor_run(lm_reactor *r)
 		return -EBUSY;
 	r->exited = false;
 	while (!r->exited) {
-		int err = lm_reactor_run_once(r, -1);
+		int err;
+
+		/* Nothing keeps it going: stop, as lm_reactor_stop(r, 0) would,
+		 * once the posts already queued have run. A thread that holds a
+		 * reference may post: it keeps the loop alive. */
+		if (!r->alive && !r->exit_requested &&
+		    __atomic_load_n(&r->refs, __ATOMIC_ACQUIRE) <= 1 && !posts_pending(r))
+			lm_reactor_stop(r, 0);
+		err = lm_reactor_run_once(r, -1);
 
 		if (err < 0 && err != -EINTR)
 			return err;
@@ -835,8 +893,94 @@ static struct lm_source *source_new(lm_reactor *r, enum lm__source_type type, vo
 	s->userdata = userdata;
 	s->floating = floating;
 	s->enabled = true;
+	s->keepalive = true;
 	LIST_INSERT_HEAD(&r->sources, s, all_link);
 	return s;
+}
+
+struct lm_source *lm__source_new_watchable(lm_reactor *r, enum lm__source_type type, void *userdata,
+					   bool floating)
+{
+	struct lm_source *s = source_new(r, type, userdata, floating);
+
+	if (s && slot_take(r, s) < 0) {
+		/* Nothing of its type is set yet: not lm_source_free(). */
+		LIST_REMOVE(s, all_link);
+		free(s);
+		s = NULL;
+	}
+	if (s && type == LM__SRC_TIMER)
+		s->timer.fd = -1;
+	if (s && type == LM__SRC_CHILD)
+		s->child.pidfd = -1;
+	return s;
+}
+
+static bool source_keeps_alive(const struct lm_source *s)
+{
+	if (s->dead || !s->enabled || !s->keepalive)
+		return false;
+	switch (s->type) {
+	case LM__SRC_IO:
+		return s->io.events & (LM_IO_IN | LM_IO_OUT);
+	case LM__SRC_TIMER:
+		return s->timer.deadline != LM__NEVER;
+	case LM__SRC_CHILD:
+		return !s->child.reported;
+	case LM__SRC_SIGNAL:
+	case LM__SRC_DEFER:
+		return true;
+	default:
+		return false; /* exit, prepare, the reactor's own */
+	}
+}
+
+int lm__source_added(struct lm_source *s, lm_source **ret, int err)
+{
+	if (err < 0) {
+		lm_source_free(s);
+		return err;
+	}
+	lm__source_alive_sync(s);
+	if (ret)
+		*ret = s;
+	return 0;
+}
+
+void lm__source_alive_sync(struct lm_source *s)
+{
+	bool alive = source_keeps_alive(s);
+
+	if (alive == s->alive)
+		return;
+	s->alive = alive;
+	if (alive)
+		s->r->alive++;
+	else
+		s->r->alive--;
+}
+
+int lm__reactor_watch_fd(lm_reactor *r, struct lm_source *s, int fd, bool *registered)
+{
+	int err;
+
+	if (*registered)
+		return 0;
+	err = r->ops->add(r->backend, fd, LM_IO_IN, s->handle);
+	if (err == 0) {
+		*registered = true;
+		r->fd_watched++;
+	}
+	return err;
+}
+
+void lm__reactor_unwatch_fd(lm_reactor *r, struct lm_source *s, int fd, bool *registered)
+{
+	if (!*registered)
+		return;
+	r->ops->del(r->backend, fd, s->handle);
+	*registered = false;
+	r->fd_watched--;
 }
 
 static void source_release(struct lm_source *s)
@@ -958,10 +1102,19 @@ static void source_forget(struct lm_source *s)
 		break;
 	case LM__SRC_TIMER:
 		lm__heap_remove(r, s);
+		if (s->timer.fd >= 0) /* our copy: the parent's timer goes on */
+			close(s->timer.fd);
+		s->timer.fd = -1;
 		break;
 	case LM__SRC_SIGNAL:
 		r->signals[s->sig.signo] = NULL;
 		sigdelset(&r->signal_mask, s->sig.signo);
+		break;
+	case LM__SRC_CHILD:
+		/* The parent's child: never killed nor waited for from here. */
+		if (s->child.pidfd >= 0)
+			close(s->child.pidfd);
+		s->child.pidfd = -1;
 		break;
 	default:
 		break;
@@ -969,6 +1122,7 @@ static void source_forget(struct lm_source *s)
 	slot_give(r, s);
 	s->dead = true;
 	s->enabled = false;
+	lm__source_alive_sync(s);
 	LIST_REMOVE(s, all_link);
 	/* Released now: a child does not return into a dispatch of r. */
 	list_move(s, NULL);
@@ -991,11 +1145,18 @@ void lm_source_free(lm_source *s)
 		io_unwatch(s);
 		break;
 	case LM__SRC_TIMER:
+		if (s->timer.fd >= 0) {
+			lm__clock_timer_detach(s);
+			break;
+		}
 		lm__heap_remove(r, s);
 		timers_changed(r);
 		break;
 	case LM__SRC_SIGNAL:
 		signal_detach(s);
+		break;
+	case LM__SRC_CHILD:
+		lm__child_detach(s);
 		break;
 	default:
 		break;
@@ -1003,6 +1164,7 @@ void lm_source_free(lm_source *s)
 	slot_give(r, s);
 	s->dead = true;
 	s->enabled = false;
+	lm__source_alive_sync(s);
 	LIST_REMOVE(s, all_link);
 	if (r->dispatching) {
 		list_move(s, &r->garbage);
@@ -1016,28 +1178,15 @@ static int add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io
 		  void *userdata)
 {
 	struct lm_source *s;
-	int err;
 
 	return_if_forked(r);
-	s = source_new(r, LM__SRC_IO, userdata, !ret);
+	s = lm__source_new_watchable(r, LM__SRC_IO, userdata, !ret);
 	if (!s)
 		return -ENOMEM;
-	err = slot_take(r, s);
-	if (err < 0) {
-		lm_source_free(s);
-		return err;
-	}
 	s->io.fd = fd;
 	s->io.events = events;
 	s->io.cb = cb;
-	err = io_watch(s);
-	if (err < 0) {
-		lm_source_free(s);
-		return err;
-	}
-	if (ret)
-		*ret = s;
-	return 0;
+	return lm__source_added(s, ret, io_watch(s));
 }
 
 int lm_reactor_add_io(lm_reactor *r, lm_source **ret, int fd, uint32_t events, lm_io_cb cb,
@@ -1102,42 +1251,48 @@ static void timers_changed(lm_reactor *r)
 		lm_log_warn("timerfd: %s", strerror(-err));
 }
 
-static int timer_program(struct lm_source *s, uint64_t first_ns, uint64_t period_ns)
+static int timer_program_at(struct lm_source *s, uint64_t deadline, uint64_t period_ns)
 {
 	lm_reactor *r = s->r;
-	uint64_t now = lm__now_ns();
 	int err;
 
 	lm__heap_remove(r, s);
-	s->timer.deadline = lm__deadline_add(now, first_ns);
+	s->timer.deadline = deadline;
 	s->timer.period = period_ns;
 	s->enabled = true;
 	err = lm__heap_push(r, s);
 	timers_changed(r);
+	lm__source_alive_sync(s);
 	return err;
+}
+
+static int timer_program(struct lm_source *s, uint64_t first_ns, uint64_t period_ns)
+{
+	if (s->timer.fd >= 0)
+		return lm__clock_timer_set(s, first_ns, period_ns);
+	return timer_program_at(s, lm__deadline_add(lm__now_ns(), first_ns), period_ns);
+}
+
+static int add_heap_timer(lm_reactor *r, lm_source **ret, uint64_t deadline, uint64_t period_ns,
+			  lm_timer_cb cb, void *userdata)
+{
+	struct lm_source *s = source_new(r, LM__SRC_TIMER, userdata, !ret);
+
+	if (!s)
+		return -ENOMEM;
+	s->timer.cb = cb;
+	s->timer.heap_idx = SIZE_MAX;
+	s->timer.fd = -1;
+	return lm__source_added(s, ret, timer_program_at(s, deadline, period_ns));
 }
 
 int lm_reactor_add_timer(lm_reactor *r, lm_source **ret, uint64_t first_ns, uint64_t period_ns,
 			 lm_timer_cb cb, void *userdata)
 {
-	struct lm_source *s;
-	int err;
-
 	return_if_invalid(!r || !cb);
 	return_if_forked(r);
-	s = source_new(r, LM__SRC_TIMER, userdata, !ret);
-	if (!s)
-		return -ENOMEM;
-	s->timer.cb = cb;
-	s->timer.heap_idx = SIZE_MAX;
-	err = timer_program(s, first_ns, period_ns);
-	if (err < 0) {
-		lm_source_free(s);
-		return err;
-	}
-	if (ret)
-		*ret = s;
-	return 0;
+	return add_heap_timer(r, ret, lm__deadline_add(lm__now_ns(), first_ns), period_ns, cb,
+			      userdata);
 }
 
 int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, lm_signal_cb cb,
@@ -1168,14 +1323,7 @@ int lm_reactor_add_signal(lm_reactor *r, lm_source **ret, int signo, lm_signal_c
 	s->sig.was_blocked = sigismember(&old, signo);
 	sigaddset(&r->signal_mask, signo);
 	r->signals[signo] = s;
-	err = signal_mask_update(r);
-	if (err < 0) {
-		lm_source_free(s);
-		return err;
-	}
-	if (ret)
-		*ret = s;
-	return 0;
+	return lm__source_added(s, ret, signal_mask_update(r));
 }
 
 static int add_callback_source(lm_reactor *r, lm_source **ret, enum lm__source_type type,
@@ -1189,9 +1337,15 @@ static int add_callback_source(lm_reactor *r, lm_source **ret, enum lm__source_t
 	if (!s)
 		return -ENOMEM;
 	s->defer.cb = cb;
-	list_move(s, type == LM__SRC_DEFER ? &r->defers : &r->exits);
+	if (type == LM__SRC_PREPARE) {
+		list_move(s, &r->prepares);
+		r->prepare_due = true;
+	} else {
+		list_move(s, type == LM__SRC_DEFER ? &r->defers : &r->exits);
+	}
 	if (type == LM__SRC_DEFER && r->embedded && !r->dispatching)
 		kick(r);
+	lm__source_alive_sync(s);
 	if (ret)
 		*ret = s;
 	return 0;
@@ -1205,6 +1359,25 @@ int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *
 int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata)
 {
 	return add_callback_source(r, ret, LM__SRC_EXIT, cb, userdata);
+}
+
+int lm_reactor_add_prepare(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata)
+{
+	return add_callback_source(r, ret, LM__SRC_PREPARE, cb, userdata);
+}
+
+int lm_reactor_add_timer_clock(lm_reactor *r, lm_source **ret, clockid_t clock, uint64_t when_ns,
+			       uint64_t period_ns, unsigned flags, lm_timer_cb cb, void *userdata)
+{
+	return_if_invalid(!r || !cb || (flags & ~(unsigned)LM_TIMER_ABSOLUTE));
+	return_if_invalid(clock != CLOCK_MONOTONIC && clock != CLOCK_BOOTTIME &&
+			  clock != CLOCK_REALTIME);
+	return_if_forked(r);
+	if (clock != CLOCK_MONOTONIC)
+		return lm__clock_timer_add(r, ret, clock, when_ns, period_ns, flags, cb, userdata);
+	if (!(flags & LM_TIMER_ABSOLUTE))
+		return lm_reactor_add_timer(r, ret, when_ns, period_ns, cb, userdata);
+	return add_heap_timer(r, ret, when_ns, period_ns, cb, userdata);
 }
 
 int lm_reactor_post(lm_reactor *r, lm_post_cb fn, void *userdata)
@@ -1260,6 +1433,7 @@ int lm_io_set_events(lm_source *s, uint32_t events)
 	err = io_watch(s);
 	if (err < 0)
 		s->io.events = old;
+	lm__source_alive_sync(s);
 	return err;
 }
 
@@ -1292,11 +1466,21 @@ int lm_source_set_enabled(lm_source *s, bool enabled)
 		err = io_watch(s);
 		break;
 	case LM__SRC_TIMER:
+		if (s->timer.fd >= 0) {
+			err = lm__clock_timer_watch(s);
+			break;
+		}
 		if (enabled)
 			err = lm__heap_push(r, s);
 		else
 			lm__heap_remove(r, s);
 		timers_changed(r);
+		break;
+	case LM__SRC_CHILD:
+		err = lm__child_watch(s);
+		break;
+	case LM__SRC_PREPARE:
+		r->prepare_due |= enabled;
 		break;
 	case LM__SRC_SIGNAL:
 		/* Disabled: still blocked, so it waits pending in the kernel. */
@@ -1316,7 +1500,22 @@ int lm_source_set_enabled(lm_source *s, bool enabled)
 	}
 	if (err < 0)
 		s->enabled = !enabled;
+	lm__source_alive_sync(s);
 	return err;
+}
+
+int lm_source_set_keepalive(lm_source *s, bool keepalive)
+{
+	return_if_invalid(!s || s->dead);
+	return_if_forked(s->r);
+	s->keepalive = keepalive;
+	lm__source_alive_sync(s);
+	return 0;
+}
+
+bool lm_source_get_keepalive(const lm_source *s)
+{
+	return s && s->keepalive;
 }
 
 bool lm_source_get_enabled(const lm_source *s)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Timers: a min-heap on (deadline, seq) behind one timerfd armed with TFD_TIMER_ABSTIME. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -168,10 +170,140 @@ int lm__timers_dispatch(lm_reactor *r)
 		} else {
 			s->enabled = false;
 		}
+		lm__source_alive_sync(s);
 		s->timer.cb(s, expirations, s->userdata);
 		count++;
 		if (!s->dead && !s->enabled && s->floating)
 			lm_source_free(s);
 	}
 	return count;
+}
+
+/* ---- timers on other clocks: a timerfd each ---- */
+
+static uint64_t clock_now(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec ts_of(uint64_t ns)
+{
+	return (struct timespec){.tv_sec = (time_t)(ns / 1000000000u),
+				 .tv_nsec = (long)(ns % 1000000000u)};
+}
+
+/* Program the timerfd for the source's deadline (absolute on its clock)
+ * and period. A period the kernel's clock cannot add (past INT64_MAX ns)
+ * is left to us: the next deadline is never. */
+static int clock_timer_arm(struct lm_source *s)
+{
+	struct itimerspec its = {0};
+	int flags = TFD_TIMER_ABSTIME;
+
+	if (s->timer.clock == CLOCK_REALTIME)
+		flags |= TFD_TIMER_CANCEL_ON_SET;
+	if (s->timer.deadline != LM__NEVER) {
+		its.it_value = ts_of(s->timer.deadline ? s->timer.deadline : 1);
+		if (s->timer.period <= INT64_MAX)
+			its.it_interval = ts_of(s->timer.period);
+	}
+	return timerfd_settime(s->timer.fd, flags, &its, NULL) < 0 ? -errno : 0;
+}
+
+/* Registered with the backend while enabled; the timerfd counts on while
+ * disabled, so a deadline missed then fires on enable. */
+int lm__clock_timer_watch(struct lm_source *s)
+{
+	if (s->enabled)
+		return lm__reactor_watch_fd(s->r, s, s->timer.fd, &s->timer.registered);
+	lm__reactor_unwatch_fd(s->r, s, s->timer.fd, &s->timer.registered);
+	return 0;
+}
+
+int lm__clock_timer_set(struct lm_source *s, uint64_t first_ns, uint64_t period_ns)
+{
+	int err;
+
+	s->timer.deadline = lm__deadline_add(clock_now(s->timer.clock), first_ns);
+	s->timer.period = period_ns;
+	err = clock_timer_arm(s);
+	if (err < 0)
+		return err;
+	s->enabled = true;
+	err = lm__clock_timer_watch(s);
+	lm__source_alive_sync(s);
+	return err;
+}
+
+int lm__clock_timer_add(lm_reactor *r, lm_source **ret, clockid_t clock, uint64_t when_ns,
+			uint64_t period_ns, unsigned flags, lm_timer_cb cb, void *userdata)
+{
+	struct lm_source *s;
+	int err;
+
+	s = lm__source_new_watchable(r, LM__SRC_TIMER, userdata, !ret);
+	if (!s)
+		return -ENOMEM;
+	s->timer.cb = cb;
+	s->timer.heap_idx = SIZE_MAX;
+	s->timer.clock = clock;
+	s->timer.fd = timerfd_create(clock, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->timer.fd < 0) {
+		err = -errno;
+		lm_source_free(s);
+		return err;
+	}
+	s->timer.deadline =
+	    flags & LM_TIMER_ABSOLUTE ? when_ns : lm__deadline_add(clock_now(clock), when_ns);
+	s->timer.period = period_ns;
+	err = clock_timer_arm(s);
+	if (err == 0)
+		err = lm__clock_timer_watch(s);
+	return lm__source_added(s, ret, err);
+}
+
+void lm__clock_timer_detach(struct lm_source *s)
+{
+	lm__reactor_unwatch_fd(s->r, s, s->timer.fd, &s->timer.registered);
+	close(s->timer.fd);
+	s->timer.fd = -1;
+}
+
+int lm__clock_timer_dispatch(lm_reactor *r, struct lm_source *s)
+{
+	uint64_t expirations;
+	ssize_t n;
+
+	(void)r;
+	if (!s->enabled)
+		return 0;
+	n = read(s->timer.fd, &expirations, sizeof(expirations));
+	if (n < 0 && errno == ECANCELED) {
+		/* The wall clock was set: armed again for the same deadline,
+		 * on the new time (at once if it is past now). */
+		int err = clock_timer_arm(s);
+
+		if (err < 0)
+			lm_log_warn("timerfd: %s", strerror(-err));
+		expirations = 0;
+	} else if (n != sizeof(expirations)) {
+		return 0; /* read by a report before: nothing due */
+	} else if (s->timer.period) {
+		s->timer.deadline =
+		    s->timer.period > INT64_MAX
+			? LM__NEVER
+			: lm__deadline_add(s->timer.deadline,
+					   lm__mul_sat(expirations, s->timer.period));
+	} else {
+		s->enabled = false;
+		lm__reactor_unwatch_fd(s->r, s, s->timer.fd, &s->timer.registered);
+	}
+	lm__source_alive_sync(s);
+	s->timer.cb(s, expirations, s->userdata);
+	if (!s->dead && !s->enabled && s->floating)
+		lm_source_free(s);
+	return 1;
 }

@@ -34,20 +34,6 @@ static bool timerfd_disarmed(const lm_reactor *r)
 	return its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0;
 }
 
-/* Runs n non-blocking iterations and returns how many callbacks they ran. */
-static int spin(lm_reactor *r, int n)
-{
-	int total = 0;
-
-	for (int i = 0; i < n; i++) {
-		int c = lm_reactor_run_once(r, 0);
-
-		cr_assert_geq(c, 0);
-		total += c;
-	}
-	return total;
-}
-
 /* ---- part 4: timers at the limits ---- */
 
 /* A periodic timer whose period does not fit after its deadline fires once:
@@ -68,7 +54,7 @@ LM_BACKEND_TEST(timer_limits, huge_periods_fire_once)
 		cr_assert_eq(n, 1, "period %llu: fired %d times", (unsigned long long)periods[i],
 			     n);
 		/* A wrapped deadline would fire at every iteration. */
-		cr_assert_eq(spin(r, 1000), 0, "period %llu fired again",
+		cr_assert_eq(lm_test_spin(r, 1000), 0, "period %llu fired again",
 			     (unsigned long long)periods[i]);
 		cr_assert_eq(lm_reactor_run_once(r, 5 * MS), 0);
 		cr_assert_eq(n, 1);
@@ -100,13 +86,13 @@ LM_BACKEND_TEST(timer_limits, huge_first_deadlines_never_come)
 	for (int k = 0; k < 20 && m == 0; k++)
 		cr_assert_geq(lm_reactor_run_once(r, 10 * MS), 0);
 	cr_assert_eq(m, 1);
-	cr_assert_eq(spin(r, 1000), 0);
+	cr_assert_eq(lm_test_spin(r, 1000), 0);
 	cr_assert_eq(lm_reactor_run_once(r, 5 * MS), 0);
 	cr_assert_eq(n, 0);
 	cr_assert_eq(m, 1);
 	cr_assert(timerfd_disarmed(r), "armed for a deadline that never comes");
 	cr_assert_eq(lm_timer_set(a, UINT64_MAX, UINT64_MAX), 0);
-	cr_assert_eq(spin(r, 10), 0);
+	cr_assert_eq(lm_test_spin(r, 10), 0);
 	lm_source_free(a);
 	lm_source_free(b);
 	lm_source_free(c);
@@ -184,7 +170,7 @@ LM_BACKEND_TEST(misuse, fd_closed_with_a_dup_open_then_freed)
 	close(sv[0]);
 	lm_source_free(s);
 	cr_assert_eq(write(sv[1], "x", 1), 1);
-	cr_assert_eq(spin(r, 100), 0);
+	cr_assert_eq(lm_test_spin(r, 100), 0);
 	cr_assert_eq(c.calls, 0);
 	cr_assert_eq(lm_reactor_run_once(r, 5 * MS), 0);
 	cr_assert_not(reactor_fd_ready(r), "a registration outlived its source");
@@ -220,7 +206,7 @@ LM_BACKEND_TEST(misuse, fd_closed_while_the_source_lives)
 	cr_assert_eq(write(sv[1], "xy", 2), 2);
 	cr_assert_geq(lm_reactor_run_once(r, 10 * MS), 0);
 	lm_source_free(s);
-	cr_assert_eq(spin(r, 100), 0);
+	cr_assert_eq(lm_test_spin(r, 100), 0);
 	cr_assert_leq(c.calls, 1);
 	close(d);
 	close(sv[1]);
@@ -271,7 +257,7 @@ LM_BACKEND_TEST(misuse, late_free_of_an_old_source_leaves_the_new_one)
 	for (int i = 0; i < 10 && !neu.calls; i++)
 		cr_assert_geq(lm_reactor_run_once(r, 10 * MS), 0);
 	cr_assert_eq(neu.calls, 1);
-	cr_assert_eq(spin(r, 50), 50, "only the new source hears");
+	cr_assert_eq(lm_test_spin(r, 50), 50, "only the new source hears");
 	cr_assert_eq(old.calls, 0);
 	lm_source_free(b);
 	close(n);

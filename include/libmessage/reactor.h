@@ -7,7 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/types.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -86,11 +89,17 @@ enum lm_log_level {
 /* fd is readable/writable/...: events is a mask of LM_IO_* limited to what is
  * wanted, plus ERR/HUP. */
 typedef void (*lm_io_cb)(lm_source *s, int fd, uint32_t events, void *userdata);
-/* expirations >= 1: how many periods elapsed since the last call (overruns). */
+/* expirations >= 1: how many periods elapsed since the last call (overruns);
+ * 0 only for a CLOCK_REALTIME timer, when the wall clock was set. */
 typedef void (*lm_timer_cb)(lm_source *s, uint64_t expirations, void *userdata);
 typedef void (*lm_signal_cb)(lm_source *s, const struct signalfd_siginfo *si, void *userdata);
-/* Defer and exit sources. */
+/* Defer, exit and prepare sources. */
 typedef void (*lm_source_cb)(lm_source *s, void *userdata);
+/* A child process ended: si as waitid(2) fills it (si_pid, si_code CLD_EXITED,
+ * CLD_KILLED or CLD_DUMPED, si_status the exit code or the signal). si_code
+ * 0: it ended but its status was taken by someone else (another wait, or
+ * SIGCHLD set to SIG_IGN). */
+typedef void (*lm_child_cb)(lm_source *s, const siginfo_t *si, void *userdata);
 typedef void (*lm_post_cb)(void *userdata);
 typedef void (*lm_log_cb)(enum lm_log_level level, const char *msg, void *userdata);
 
@@ -137,8 +146,10 @@ LM_EXPORT bool lm_reactor_forked(const lm_reactor *r);
 /* ---- running ---- */
 
 /*
- * Run until lm_reactor_stop(); then run the exit sources (in the order they
- * were added) and return the stop code. -EBUSY if called from a callback.
+ * Run until lm_reactor_stop(), or until no source keeps the loop alive (see
+ * lm_source_set_keepalive(); then it stops with code 0); then run the exit
+ * sources (in the order they were added) and return the stop code. Posts
+ * queued and not yet run are run first. -EBUSY if called from a callback.
  */
 LM_EXPORT int lm_reactor_run(lm_reactor *r);
 
@@ -246,6 +257,69 @@ LM_EXPORT int lm_reactor_add_defer(lm_reactor *r, lm_source **ret, lm_source_cb 
 LM_EXPORT int lm_reactor_add_exit(lm_reactor *r, lm_source **ret, lm_source_cb cb, void *userdata);
 
 /*
+ * Run cb once per iteration, before the reactor waits (sd-event's prepare,
+ * ae's beforesleep): at the end of each lm_reactor_run_once() round, after
+ * its callbacks, defers and exit sources, so before the next wait whoever
+ * waits (lm_reactor_run(), a run_once loop, or a foreign loop embedding
+ * lm_reactor_fd()); a new or re-enabled one also runs at the start of the
+ * next lm_reactor_run_once(). Prepare sources run in the order added, before
+ * the output connections gathered in the round is written, so what cb sends
+ * goes out in the same round. They are not counted in run_once's return.
+ */
+LM_EXPORT int lm_reactor_add_prepare(lm_reactor *r, lm_source **ret, lm_source_cb cb,
+				     void *userdata);
+
+/* Flags of lm_reactor_add_child(). */
+enum {
+	/* Freeing the source before the child ended sends it SIGKILL and
+	 * reaps it (the free waits for it to die). */
+	LM_CHILD_KILL_ON_FREE = 1u << 0,
+};
+
+/*
+ * Tell when child process pid ends, through a pidfd (pidfd_open(2), Linux
+ * 5.3): cb runs once with its status (waitid(P_PIDFD), which reaps it), then
+ * the source is disabled (freed if floating). No SIGCHLD handler is needed,
+ * and any number of reactors in one process may each watch their children.
+ * pid must be a child of the calling process: -ECHILD otherwise, -ESRCH if
+ * there is no such process, -EINVAL for bad flags. Freed before the child
+ * ended (without LM_CHILD_KILL_ON_FREE), the child is left alone: reap it
+ * yourself.
+ */
+LM_EXPORT int lm_reactor_add_child(lm_reactor *r, lm_source **ret, pid_t pid, unsigned flags,
+				   lm_child_cb cb, void *userdata);
+/* The same from a pidfd the caller has (clone3(CLONE_PIDFD), pidfd_open());
+ * the source watches a copy of it: pidfd stays the caller's. -EBADF if it is
+ * not a pidfd. */
+LM_EXPORT int lm_reactor_add_child_pidfd(lm_reactor *r, lm_source **ret, int pidfd, unsigned flags,
+					 lm_child_cb cb, void *userdata);
+/* The pid of a child source; -EINVAL if s is not one. */
+LM_EXPORT pid_t lm_child_get_pid(const lm_source *s);
+
+/* Flags of lm_reactor_add_timer_clock(). */
+enum {
+	/* when_ns is a time on the clock (ns since its epoch), not from now. */
+	LM_TIMER_ABSOLUTE = 1u << 0,
+};
+
+/*
+ * A timer on another clock: CLOCK_MONOTONIC (as lm_reactor_add_timer(),
+ * which LM_TIMER_ABSOLUTE makes absolute), CLOCK_BOOTTIME (it counts the
+ * time the machine was suspended), or CLOCK_REALTIME (the wall clock). Due
+ * at when_ns (from now, or absolute), then every period_ns (0: one-shot),
+ * with the same callbacks, overrun counts, saturation and lm_timer_set()
+ * (relative, on the timer's clock) as a monotonic timer.
+ * A CLOCK_REALTIME timer is told when the wall clock is set (a jump, not a
+ * slew: settimeofday, clock_settime, NTP stepping): its callback runs with
+ * expirations 0 and the timer stays armed for the same deadline on the new
+ * time (fired at once if that is past now). -EINVAL for another clock or
+ * bad flags. Each such timer has a timerfd of its own.
+ */
+LM_EXPORT int lm_reactor_add_timer_clock(lm_reactor *r, lm_source **ret, clockid_t clock,
+					 uint64_t when_ns, uint64_t period_ns, unsigned flags,
+					 lm_timer_cb cb, void *userdata);
+
+/*
  * Run fn(userdata) on the reactor's thread. The only call safe from any
  * thread. Posts are never lost or merged; those of one thread run in the
  * order posted; a batch of posts wakes the loop once. Allocates; not
@@ -267,6 +341,20 @@ LM_EXPORT int lm_timer_set(lm_source *s, uint64_t first_ns, uint64_t period_ns);
  * enable), a signal stays blocked and pending in the kernel. */
 LM_EXPORT int lm_source_set_enabled(lm_source *s, bool enabled);
 LM_EXPORT bool lm_source_get_enabled(const lm_source *s);
+
+/*
+ * Whether s keeps lm_reactor_run() going (libuv's ref/unref, sd-event's
+ * exit_on_idle): run() returns 0 once no enabled source that keeps it alive
+ * remains. By default io sources (watching something), timers (with a
+ * deadline that can come), signal sources, child sources (until their
+ * child is reported) and defer sources (while pending) keep it alive;
+ * prepare and exit sources never do, nor do the reactor's own fds. Posts:
+ * those queued are run first, and a thread that holds a reference
+ * (lm_reactor_ref(), as a thread that posts should) keeps the loop alive
+ * until it drops it. Disabled sources do not.
+ */
+LM_EXPORT int lm_source_set_keepalive(lm_source *s, bool keepalive);
+LM_EXPORT bool lm_source_get_keepalive(const lm_source *s);
 LM_EXPORT void *lm_source_get_userdata(const lm_source *s);
 LM_EXPORT lm_reactor *lm_source_get_reactor(const lm_source *s);
 

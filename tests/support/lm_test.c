@@ -75,6 +75,19 @@ const char *lm_test_runtime_dir(void)
 	return runtime_dir;
 }
 
+int lm_test_spin(lm_reactor *r, int n)
+{
+	int total = 0;
+
+	for (int i = 0; i < n; i++) {
+		int c = lm_reactor_run_once(r, 0);
+
+		cr_assert_geq(c, 0);
+		total += c;
+	}
+	return total;
+}
+
 int lm_test_fd_count(void)
 {
 	DIR *d = opendir("/proc/self/fd");

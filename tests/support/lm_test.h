@@ -26,6 +26,10 @@ const char *lm_test_runtime_dir(void);
 /* fork() for test peers: the child gets SIGKILL if the test process dies. */
 pid_t lm_test_fork(void);
 
+/* Runs n non-blocking iterations of r (each must succeed) and returns how
+ * many callbacks they ran: a count over a window, not a timed check. */
+int lm_test_spin(lm_reactor *r, int n);
+
 /* Number of open fds of this process. */
 int lm_test_fd_count(void);
 
