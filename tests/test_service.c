@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1494,4 +1496,66 @@ SVC_TEST(child_frees_inherited_parent_goes_on)
 	lm_client_free(c);
 	lm_server_free(s);
 	lm_reactor_free(r);
+
+/* ---- another uid ---- */
+
+/* The machine-wide name of an mq listener at name, in the runtime directory
+ * (transports/mq.c: from the directory's identity). */
+static void mq_base(char *buf, size_t size, const char *name)
+{
+	struct statx stx;
+
+	cr_assert_eq(statx(AT_FDCWD, getenv("LM_RUNTIME_DIR"), 0, STATX_INO | STATX_BTIME, &stx),
+		     0);
+	snprintf(buf, size, "/lm.%x.%x.%llx.%llx.%x.%s", stx.stx_dev_major, stx.stx_dev_minor,
+		 (unsigned long long)stx.stx_ino, (unsigned long long)stx.stx_btime.tv_sec,
+		 stx.stx_btime.tv_nsec, name);
+}
+
+/* Another uid creates the mq names a client would have used (the old
+ * "<pid>.<n>" scheme) and a listener's name before its server starts. The
+ * client connects at its first attempt all the same (its names are random);
+ * the server whose listener name is taken fails with -EEXIST, as
+ * docs/transports.md says (a listener name is public by design). */
+Test(other_uid, mq_names_cannot_be_squatted, .timeout = 60, .fini = svc_fini)
+{
+	const struct combo k = {LM_BACKEND_EPOLL, "mq"};
+	char base[300], sq[48], out[64], names[17][320], ep[64];
+	const char *argv[20] = {LM_UID_HELPER, "mq-create"};
+	lm_reactor *r;
+	lm_client *c;
+	lm_server *s;
+	pid_t pid;
+
+	svc_setup(&k);
+	chmod(lm_test_runtime_dir(), 0755); /* the squatter knows where it is */
+	endpoint_of(ep, sizeof(ep), &k);
+	mq_base(base, sizeof(base), ep_name);
+	for (int i = 0; i < 8; i++) {
+		snprintf(names[2 * i], sizeof(names[0]), "%s.%d.%d.c2s", base, (int)getpid(), i);
+		snprintf(names[2 * i + 1], sizeof(names[0]), "%s.%d.%d.s2c", base, (int)getpid(),
+			 i);
+	}
+	snprintf(sq, sizeof(sq), "%ssq", ep_name);
+	mq_base(names[16], sizeof(names[16]), sq);
+	for (int i = 0; i < 17; i++)
+		argv[2 + i] = names[i];
+	cr_assert_eq(lm_test_as_other_uid(out, sizeof(out), NULL, argv), 0);
+	cr_assert_str_eq(out, "17", "the other uid made its names");
+
+	pid = start_server(&k, NULL);
+	r = reactor_for(&k);
+	c = client_for(&k, r, NULL);
+	cr_assert_eq(lm_client_get_state(c), LM_CLIENT_CONNECTING,
+		     "connected at the first attempt, names taken or not");
+	wait_connected(r, c);
+	lm_client_free(c);
+
+	snprintf(ep, sizeof(ep), "mq:%s", sq);
+	cr_assert_eq(lm_server_new(&s, r, ep, NULL), -EEXIST,
+		     "a listener name taken by another uid");
+	lm_reactor_free(r);
+	stop_server(pid);
+	for (int i = 0; i < 17; i++)
+		mq_unlink(names[i]);
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,7 +193,8 @@ static int fifo_accept(void *lstate, void **cstate)
 
 static int fifo_connect(int dirfd, const char *name, void **cstate)
 {
-	static unsigned counter;
+	/* Shared by every reactor's thread: two connections never get one id. */
+	static _Atomic unsigned counter;
 	struct fifo_req req = {.magic = REQ_MAGIC, .pid = getpid()};
 	char file[LM_NAME_MAX + 8];
 	struct fifo_conn *fc;
@@ -213,7 +215,8 @@ static int fifo_connect(int dirfd, const char *name, void **cstate)
 	fc->cred.uid = st.st_uid;
 	fc->cred.gid = st.st_gid;
 	fc->cred.pid = lm__server_pid(dirfd, name, "fifo");
-	snprintf(req.id, sizeof(req.id), "%s.%d.%u", name, (int)getpid(), counter++);
+	snprintf(req.id, sizeof(req.id), "%s.%d.%u", name, (int)getpid(),
+		 atomic_fetch_add(&counter, 1));
 	snprintf(fc->c2s, sizeof(fc->c2s), "%s.c2s", req.id);
 	snprintf(fc->s2c, sizeof(fc->s2c), "%s.s2c", req.id);
 	fc->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);

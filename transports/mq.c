@@ -3,11 +3,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <mqueue.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,15 +20,20 @@
 /*
  * Names: the listener's queue is "/lm.<dev>.<ino>.<btime>.<name>", from the
  * identity of the runtime directory, so two users (or two directories) never
- * collide; a connection's are that plus ".<pid>.<n>.c2s" and ".s2c", made by
+ * collide; a connection's are that plus ".<pid>.<r>.c2s" and ".s2c", made by
  * the client (O_EXCL, 0600) and unlinked by the server once it holds them.
+ * Queue names are one machine-wide namespace that any uid may create names
+ * in, and the listener's is public by design (a client must find it): <r> is
+ * 64 random bits (getrandom), so another uid cannot take a connection's
+ * names before its client does; a name found taken anyway is replaced by a
+ * fresh one at once (CONNECT_TRIES), not after a reconnection backoff.
  *
  * Framing (frame.c): messages packed into units of at most msgsize bytes,
  * a bigger one cut into units of exactly msgsize bytes and a shorter last.
  * A gathered batch goes one unit per mq_send, many messages in each.
  *
  * Queues have no end of file. A FIFO per connection in the runtime
- * directory, "<name>.mq.<pid>.<n>.hup", carries it: the client makes it and
+ * directory, "<name>.mq.<pid>.<r>.hup", carries it: the client makes it and
  * holds the read end, the server opens the write end at accept and unlinks
  * it. Nothing is ever written; when either side closes the connection or
  * dies, the other sees it hung up (the client: POLLHUP, no writer left; the
@@ -35,10 +42,11 @@
  * name's lock file), its hupfd, for a server that dies before it took the
  * request. mq_notify is not used: see docs/transports.md.
  */
-#define REQ_MAGIC  0x6c6d6d31u /* "lmm1" */
-#define UNIT_MAX   (1u << 20)  /* the largest msgsize we accept from a peer's queue */
-#define UNIT_MIN   64          /* and the smallest */
-#define STACK_UNIT 4096        /* a unit this small is gathered on the stack */
+#define REQ_MAGIC     0x6c6d6d31u /* "lmm1" */
+#define UNIT_MAX      (1u << 20)  /* the largest msgsize we accept from a peer's queue */
+#define UNIT_MIN      64          /* and the smallest */
+#define STACK_UNIT    4096        /* a unit this small is gathered on the stack */
+#define CONNECT_TRIES 8           /* fresh names for a connection whose names are taken */
 
 struct mq_req {
 	uint32_t magic;
@@ -232,20 +240,19 @@ static void drop_orphans(const char *qname)
 	while ((de = readdir(d))) {
 		const char *rest = de->d_name + blen;
 		char path[NAME_MAX + 2];
-		unsigned n;
 		int pid, end = 0;
 		struct stat st;
 
-		/* "<name>.<pid>.<n>.c2s" or ".s2c", as mq_connect() makes them. */
+		/* "<name>.<pid>.<r>.c2s" or ".s2c", as mq_connect() makes them. */
 		if (strncmp(de->d_name, qname + 1, blen) != 0 ||
-		    sscanf(rest, ".%d.%u.%*[cs]2%*[cs]%n", &pid, &n, &end) < 2 || end == 0 ||
+		    sscanf(rest, ".%d.%*[0-9].%*[cs]2%*[cs]%n", &pid, &end) < 1 || end == 0 ||
 		    rest[end] != 0 || pid <= 0 || (kill(pid, 0) == 0 || errno != ESRCH))
 			continue;
 		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || st.st_uid != geteuid())
 			continue;
 		snprintf(path, sizeof(path), "/%s", de->d_name);
 		/* Names may hold dots: a listener queue of an endpoint called
-		 * "<name>.<pid>.<n>.c2s" looks the same, but its messages are
+		 * "<name>.<pid>.<r>.c2s" looks the same, but its messages are
 		 * requests. */
 		if (!is_connection_queue(path))
 			continue;
@@ -258,7 +265,7 @@ static void drop_orphans(const char *qname)
 /*
  * Close FIFOs at the name whose client process is gone and which no request
  * names (a client killed between making its FIFO and sending its request):
- * "<name>.mq.<pid>.<n>.hup" in the runtime directory, ours, a FIFO.
+ * "<name>.mq.<pid>.<r>.hup" in the runtime directory, ours, a FIFO.
  */
 static void drop_orphan_fifos(int dirfd, const char *name)
 {
@@ -274,12 +281,11 @@ static void drop_orphan_fifos(int dirfd, const char *name)
 	}
 	while ((de = readdir(d))) {
 		const char *rest = de->d_name + nlen;
-		unsigned n;
 		int pid, end = 0;
 		struct stat st;
 
 		if (strncmp(de->d_name, name, nlen) != 0 ||
-		    sscanf(rest, ".mq.%d.%u.hup%n", &pid, &n, &end) < 2 || end == 0 ||
+		    sscanf(rest, ".mq.%d.%*[0-9].hup%n", &pid, &end) < 1 || end == 0 ||
 		    rest[end] != 0 || pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
 			continue;
 		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -494,9 +500,55 @@ static int hup_make(struct mq_conn *mc, int dirfd, const char *name, const char 
 	return mc->fifo < 0 ? -errno : 0;
 }
 
+/* 64 bits no other process can guess: getrandom, which does not block once
+ * the kernel's pool is initialised (early boot: a clock and a counter, shared
+ * atomically by every thread). */
+static uint64_t conn_random(void)
+{
+	static _Atomic uint64_t fallback;
+	uint64_t v;
+	struct timespec ts;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+		return v;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return atomic_fetch_add(&fallback, 1) ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
+}
+
+/* Make the connection's two queues under fresh random names: a name taken
+ * (EEXIST: another process made it) is retried at once with new ones. */
+static int conn_queues(struct mq_conn *mc, struct mq_req *req, const char *base,
+		       const struct mq_attr *attr)
+{
+	for (int tries = 0;; tries++) {
+		snprintf(req->id, sizeof(req->id), "%d.%llu", (int)req->pid,
+			 (unsigned long long)conn_random());
+		snprintf(mc->c2s, sizeof(mc->c2s), "%s.%s.c2s", base, req->id);
+		snprintf(mc->s2c, sizeof(mc->s2c), "%s.%s.s2c", base, req->id);
+		mc->wq = mq_create(mc->c2s, O_WRONLY, attr->mq_maxmsg, attr->mq_msgsize);
+		if (mc->wq != (mqd_t)-1) {
+			mc->rq = mq_create(mc->s2c, O_RDONLY, attr->mq_maxmsg, attr->mq_msgsize);
+			if (mc->rq != (mqd_t)-1)
+				return 0;
+			int err = errno;
+
+			mq_close(mc->wq);
+			mq_unlink(mc->c2s);
+			mc->wq = (mqd_t)-1;
+			errno = err;
+		}
+		if (errno != EEXIST || tries + 1 == CONNECT_TRIES) {
+			int err = mq_error(errno, mc->c2s, attr);
+
+			mc->c2s[0] = mc->s2c[0] = 0;
+			return err;
+		}
+		lm_log_debug("mq %s: taken, trying other names", mc->c2s);
+	}
+}
+
 static int mq_connect(int dirfd, const char *name, void **cstate)
 {
-	static unsigned counter;
 	struct mq_req req = {.magic = REQ_MAGIC, .pid = getpid()};
 	char base[256];
 	struct mq_conn *mc;
@@ -532,21 +584,9 @@ static int mq_connect(int dirfd, const char *name, void **cstate)
 	err = queue_shape(&attr.mq_maxmsg, &attr.mq_msgsize);
 	if (err < 0)
 		goto fail;
-	snprintf(req.id, sizeof(req.id), "%d.%u", (int)getpid(), counter++);
-	snprintf(mc->c2s, sizeof(mc->c2s), "%s.%s.c2s", base, req.id);
-	snprintf(mc->s2c, sizeof(mc->s2c), "%s.%s.s2c", base, req.id);
-	mc->wq = mq_create(mc->c2s, O_WRONLY, attr.mq_maxmsg, attr.mq_msgsize);
-	if (mc->wq == (mqd_t)-1) {
-		err = mq_error(errno, mc->c2s, &attr);
-		mc->c2s[0] = 0;
+	err = conn_queues(mc, &req, base, &attr);
+	if (err < 0)
 		goto fail;
-	}
-	mc->rq = mq_create(mc->s2c, O_RDONLY, attr.mq_maxmsg, attr.mq_msgsize);
-	if (mc->rq == (mqd_t)-1) {
-		err = mq_error(errno, mc->s2c, &attr);
-		mc->s2c[0] = 0;
-		goto fail;
-	}
 	err = unit_size(mc->rq, &mc->runit);
 	if (!err)
 		err = unit_size(mc->wq, &mc->wunit);

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lm_test.h"
@@ -171,4 +172,53 @@ int lm_test_refuse_syscall(long nr)
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
 		return -errno;
 	return 0;
+}
+
+int lm_test_as_other_uid(char *out, size_t size, const char *groups, const char *const argv[])
+{
+	char uid[32], gid[32], grp[128];
+	const char *args[32];
+	int pfd[2], st, n = 0;
+	ssize_t got = 0, r;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		cr_skip_test("running as another uid needs root (setpriv --reuid)");
+	if (access("/usr/bin/setpriv", X_OK) != 0)
+		cr_skip_test("setpriv (util-linux) is not installed");
+	snprintf(uid, sizeof(uid), "--reuid=%d", LM_TEST_OTHER_UID);
+	snprintf(gid, sizeof(gid), "--regid=%d", LM_TEST_OTHER_UID);
+	args[n++] = "/usr/bin/setpriv";
+	args[n++] = uid;
+	args[n++] = gid;
+	if (groups) {
+		snprintf(grp, sizeof(grp), "--groups=%s", groups);
+		args[n++] = grp;
+	} else {
+		args[n++] = "--clear-groups";
+	}
+	for (int i = 0; argv[i] && n < 31; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		execv(args[0], (char *const *)args);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (size > 1 && (r = read(pfd[0], out + got, size - 1 - (size_t)got)) > 0)
+		got += r;
+	close(pfd[0]);
+	if (size) {
+		out[got] = 0;
+		out[strcspn(out, "\n")] = 0;
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st), "setpriv %s: killed by signal %d", argv[0], WTERMSIG(st));
+	return WEXITSTATUS(st);
 }

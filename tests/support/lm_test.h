@@ -33,6 +33,16 @@ int lm_test_spin(lm_reactor *r, int n);
 /* Number of open fds of this process. */
 int lm_test_fd_count(void);
 
+/* The uid and gid lm_test_as_other_uid() runs as (nobody, nogroup). */
+#define LM_TEST_OTHER_UID 65534
+/*
+ * Run argv (argv[0] a path) as another uid, LM_TEST_OTHER_UID, with no
+ * supplementary groups, or those of groups (a comma list, NULL: none),
+ * through setpriv; its stdout (first line) into out. Returns its exit
+ * status. Skips the test where that cannot be done (not root, no setpriv).
+ */
+int lm_test_as_other_uid(char *out, size_t size, const char *groups, const char *const argv[]);
+
 /* False when LM_URING_MULTISHOT=0 (the *_older_kernel runs): io_uring
  * watches edge-triggered sources with one-shot polls, level-triggered. */
 bool lm_test_uring_multishot(void);
