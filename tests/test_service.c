@@ -1496,6 +1496,7 @@ SVC_TEST(child_frees_inherited_parent_goes_on)
 	lm_client_free(c);
 	lm_server_free(s);
 	lm_reactor_free(r);
+}
 
 /* ---- another uid ---- */
 
