@@ -24,15 +24,26 @@ echo "== srvtime-server --endpoint $endpoint --period-ms 200 (runtime dir $LM_RU
 "$bin/srvtime-server" --endpoint "$endpoint" --period-ms 200 &
 server_pid=$!
 
-# The client waits for the server to appear; give it a few tries.
-for _ in $(seq 50); do
-	"$bin/srvtime-client" getdate --endpoint "$endpoint" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+# Wait for the server to answer (lmctl wait), when lmctl is built.
+lmctl=build/tools/lmctl/lmctl
+if [ -x "$lmctl" ]; then
+	"$lmctl" wait "$endpoint" --timeout 10
+else
+	for _ in $(seq 50); do
+		"$bin/srvtime-client" getdate --endpoint "$endpoint" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+fi
 echo "== srvtime-client getdate"
 "$bin/srvtime-client" getdate --endpoint "$endpoint"
 echo "== srvtime-client watch --count 3"
 "$bin/srvtime-client" watch --count 3 --endpoint "$endpoint"
+if [ -x "$lmctl" ]; then
+	echo "== lmctl introspect, call getdate, monitor --count 2"
+	"$lmctl" introspect "$endpoint"
+	"$lmctl" call "$endpoint" getdate
+	"$lmctl" monitor "$endpoint" --count 2
+fi
 
 echo "== stopping the server (SIGTERM)"
 kill -TERM "$server_pid"

@@ -75,7 +75,14 @@ fi
 # beside them, with no LD_LIBRARY_PATH; srvtime-server serves and
 # srvtime-client calls it, in a private runtime directory.
 bin="$tmp/prefix/bin"
-for p in srvtime-server srvtime-client lm-bench; do
+progs=(srvtime-server srvtime-client lm-bench)
+# lmctl and its bash completion, where it is built (LM_WITH_LMCTL).
+if [ -e "$bin/lmctl" ]; then
+	progs+=(lmctl)
+	[ -f "$(dirname "$bin")/share/bash-completion/completions/lmctl" ] ||
+		{ echo "lmctl's bash completion is not installed"; exit 1; }
+fi
+for p in "${progs[@]}"; do
 	runpath=$(readelf -d "$bin/$p" | sed -n 's/.*R\(UN\)\{0,1\}PATH.*\[\(.*\)\]/\2/p')
 	[ -n "$runpath" ] || [ "$p" = lm-bench ] || { echo "$p: no RUNPATH"; exit 1; }
 	env -u LD_LIBRARY_PATH "$bin/$p" --help >/dev/null || { echo "installed $p does not start"; exit 1; }
