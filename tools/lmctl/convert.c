@@ -324,7 +324,7 @@ int lmctl_json_to_cbor(const lm_type *t, const char *json, unsigned char **out, 
 
 /* ---- CBOR to JSON ---- */
 
-static struct json_object *hex_string(const unsigned char *p, size_t n)
+struct json_object *lmctl_hex_json(const unsigned char *p, size_t n)
 {
 	char *s = malloc(2 * n + 1);
 	struct json_object *j;
@@ -396,7 +396,7 @@ static struct json_object *to_json(const cbor_item_t *it)
 		if (!b)
 			return NULL;
 		j = cbor_isa_string(it) ? json_object_new_string_len((const char *)b, (int)n)
-					: hex_string(b, n);
+					: lmctl_hex_json(b, n);
 		free(b);
 		return j;
 	case CBOR_TYPE_ARRAY:

@@ -29,4 +29,7 @@ int lmctl_json_to_cbor(const lm_type *t, const char *json, unsigned char **out, 
  */
 struct json_object *lmctl_cbor_to_json(const void *payload, size_t len, bool *ok);
 
+/* Bytes as a JSON string of hex digits ("00ff"); a new reference. */
+struct json_object *lmctl_hex_json(const unsigned char *p, size_t n);
+
 #endif

@@ -462,18 +462,6 @@ static void print_hex_dump(FILE *f, const unsigned char *p, size_t n)
 	}
 }
 
-static char *hex_of(const unsigned char *p, size_t n)
-{
-	char *s = malloc(2 * n + 1);
-
-	if (!s)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		snprintf(s + 2 * i, 3, "%02x", p[i]);
-	s[2 * n] = 0;
-	return s;
-}
-
 /*
  * A payload as JSON: a typed one (type not NULL, or forced) as its value,
  * under "value"; text under "text"; other bytes as hex under "hex". Adds
@@ -494,9 +482,7 @@ static bool payload_to_json(struct json_object *obj, const lm_type *type, const 
 		json_object_object_add(
 		    obj, "text", json_object_new_string_len(n ? (const char *)p : "", (int)n));
 	} else {
-		char *h = hex_of(p, n);
-		json_object_object_add(obj, "hex", json_object_new_string(h ? h : ""));
-		free(h);
+		json_object_object_add(obj, "hex", lmctl_hex_json(p, n));
 	}
 	return true;
 }
