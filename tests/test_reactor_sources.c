@@ -373,6 +373,35 @@ LM_BACKEND_TEST(child, kill_on_free_and_caller_pidfd, .timeout = 10)
 	lm_reactor_free(r);
 }
 
+/* A child of fork() that frees an inherited child source made with
+ * LM_CHILD_KILL_ON_FREE kills nothing: the process it watches is the
+ * parent's child. */
+LM_BACKEND_TEST(child, kill_on_free_left_to_the_parent_after_fork, .timeout = 10)
+{
+	lm_reactor *r = lm_test_reactor(backend);
+	struct child_state c = {0};
+	pid_t pid = spawn_sleeper(), forked;
+	lm_source *s;
+	int status;
+
+	cr_assert_eq(lm_reactor_add_child(r, &s, pid, LM_CHILD_KILL_ON_FREE, child_cb, &c), 0);
+	forked = fork();
+	cr_assert_geq(forked, 0);
+	if (forked == 0) {
+		lm_source_free(s);
+		lm_reactor_free(r);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(forked, &status, 0), forked);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the forked child killed the parent's child");
+	cr_assert_eq(lm_test_spin(r, 3), 0);
+	lm_source_free(s);
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), -1);
+	cr_assert_eq(errno, ECHILD);
+	lm_reactor_free(r);
+}
+
 LM_BACKEND_TEST(child, bad_input)
 {
 	lm_reactor *r = lm_test_reactor(backend);

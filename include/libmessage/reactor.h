@@ -272,7 +272,8 @@ LM_EXPORT int lm_reactor_add_prepare(lm_reactor *r, lm_source **ret, lm_source_c
 /* Flags of lm_reactor_add_child(). */
 enum {
 	/* Freeing the source before the child ended sends it SIGKILL and
-	 * reaps it (the free waits for it to die). */
+	 * reaps it (the free waits for it to die); not in a child of fork()
+	 * (see "After fork()"), where the free only closes its pidfd copy. */
 	LM_CHILD_KILL_ON_FREE = 1u << 0,
 };
 
