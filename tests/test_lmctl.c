@@ -588,6 +588,22 @@ Test(lmctl, monitor_dropped, .init = setup)
 	stop(t, SIGTERM);
 }
 
+/* A queue that overflows while a round's signals are gathered (4 KiB, less
+ * than one round's output): the subscriber still gets its DROPPED notice
+ * and the newest signal once the round's output went out, and goes on (it
+ * waited forever for a writability event that never came). */
+Test(lmctl, monitor_dropped_small_queue, .init = setup)
+{
+	pid_t t;
+	struct run *r;
+
+	t = test_server("unix:t", "100", "2000", "4096");
+	wait_for("unix:t");
+	r = expect(0, "timeout 60 $L monitor unix:t tick --count 3000 | grep -c DROPPED");
+	cr_assert_geq(atoi(r->out), 2, "%s", r->out);
+	stop(t, SIGTERM);
+}
+
 ParameterizedTestParameters(lmctl, wait)
 {
 	return cr_make_param_array(int, transport_ix, 3);
@@ -634,6 +650,8 @@ ParameterizedTest(int *ix, lmctl, status, .init = setup)
 	struct json_object *o, *sig;
 
 	servers(*tp, &t, &s);
+	/* One tick seen: the server has emitted. */
+	expect(0, "$L monitor %s tick --count 1", ep_t);
 	expect(3, "$L call %s fail", ep_t);
 	expect(3, "$L call %s nosuch", ep_t);
 	r = expect(0, "$L status --json %s", ep_t);

@@ -454,9 +454,25 @@ static int conn_drain(lm_conn *c)
 	ret = conn_want_out(c, false);
 	if (ret < 0)
 		return ret;
+	c->refused = false;
 	if (c->cb.drained)
 		c->cb.drained(c, c->userdata);
 	return 0;
+}
+
+/*
+ * All the output went at the end of a round (ret: conn_push's 1): a send
+ * that was refused (-ENOBUFS) while it was gathered is owed drained() too,
+ * or a user waiting for it (a DROP_OLDEST subscriber's held signal) would
+ * wait for a writability event that never comes. Called with c busy.
+ */
+static void conn_out_done(lm_conn *c, int ret)
+{
+	if (ret != 1 || !c->refused || c->closed)
+		return;
+	c->refused = false;
+	if (c->cb.drained)
+		c->cb.drained(c, c->userdata);
 }
 
 /* The reactor's staged write of c's output was made (or not). */
@@ -473,6 +489,8 @@ static void conn_stage_done(struct lm__staged *st)
 		ret = conn_push(c);
 	if (ret < 0)
 		conn_fail(c, ret);
+	else
+		conn_out_done(c, ret);
 	conn_unbusy(c);
 }
 
@@ -493,6 +511,8 @@ static void conn_flush_cb(struct lm__flush *f)
 	ret = conn_push(c);
 	if (ret < 0)
 		conn_fail(c, ret);
+	else
+		conn_out_done(c, ret);
 	conn_unbusy(c);
 }
 
@@ -957,8 +977,10 @@ LM_EXPORT int lm_conn_sendv(lm_conn *c, const struct iovec *iov, int iovcnt)
 	}
 	if (c->closed)
 		return -ECONNRESET;
-	if (c->queued + len > c->max_queue)
+	if (c->queued + len > c->max_queue) {
+		c->refused = true;
 		return -ENOBUFS;
+	}
 	waiting = c->ohead < c->olen;
 	gather = c->corked || (lm__reactor_dispatching(c->r) && !c->direct);
 	if (waiting || (gather && len < LM_DIRECT_MIN)) {

@@ -61,6 +61,7 @@ struct lm_conn {
 	bool fanning;          /* in a lm_conn_sendv_many() chunk not written yet */
 	bool no_flat;          /* the fan-out ring cannot write wfd: sendv always */
 	bool progress;         /* a message was delivered since conn_partial_check() */
+	bool refused;          /* a send got -ENOBUFS: drained() is owed once the output is out */
 	struct lm__lone *lone; /* registered with r as its lone waiter, or NULL */
 	unsigned char ibuf[LM_INLINE_OUT];
 	/* The end of the round's write, when it is one small message: after

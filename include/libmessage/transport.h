@@ -66,7 +66,8 @@ typedef void (*lm_conn_message_cb)(lm_conn *c, const void *data, size_t len, voi
  * -ETIMEDOUT (a message not whole within partial_timeout_ns), or another
  * -errno. Called once; the connection may be freed inside. */
 typedef void (*lm_conn_closed_cb)(lm_conn *c, int reason, void *userdata);
-/* The output queue became empty again (optional). */
+/* The output queue became empty again (optional): after the kernel pushed
+ * back, or after a send was refused with -ENOBUFS, once what waited is out. */
 typedef void (*lm_conn_drained_cb)(lm_conn *c, void *userdata);
 
 struct lm_conn_callbacks {
