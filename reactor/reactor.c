@@ -311,8 +311,11 @@ static void reactor_free_forked(lm_reactor *r)
 		STAILQ_REMOVE_HEAD(&r->posts, link);
 		free(p);
 	}
-	/* The other references are the parent's threads': not here. */
-	free(r);
+	/* The memory goes with the last reference, as in the parent: a
+	 * reference the child's code took before the fork stays valid until
+	 * its unref (those of the parent's other threads are never dropped
+	 * here: the child keeps that memory). */
+	lm_reactor_unref(r);
 }
 
 void lm_reactor_free(lm_reactor *r)
