@@ -401,9 +401,8 @@ int exports_start(struct bridge *b)
 			     e->cfg->endpoint, strerror(-err));
 			return err;
 		}
+		/* Told the current state at once, then each change. */
 		lm_client_set_state_cb(e->client, on_state, e);
-		if (lm_client_get_state(e->client) == LM_CLIENT_CONNECTED)
-			on_state(e->client, LM_CLIENT_CONNECTED, 0, e);
 	}
 	return 0;
 }

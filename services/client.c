@@ -58,6 +58,8 @@ struct lm_client {
 	uint32_t rnd;
 	lm_client_state_cb state_cb;
 	void *state_ud;
+	int reason;         /* of the last DISCONNECTED */
+	int refused;        /* a permanent refusal (-EACCES, -EPROTONOSUPPORT): no retry */
 	bool is_sync;       /* the private connection of another client */
 	bool corked;        /* lm_client_cork(): kept across reconnections */
 	lm_reactor *sync_r; /* private reactor of sync calls */
@@ -66,6 +68,16 @@ struct lm_client {
 };
 
 static void client_destroy(lm_client *c);
+
+/* A fresh clock: lm_reactor_now() is the last iteration's, stale outside
+ * dispatch (a call made from the program's own loop) and after a lone wait. */
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 static void schedule_reconnect(lm_client *c);
 
 static void client_enter(lm_client *c)
@@ -86,6 +98,7 @@ static bool client_leave(lm_client *c)
 static void set_state(lm_client *c, enum lm_client_state st, int reason)
 {
 	c->state = st;
+	c->reason = reason;
 	if (c->state_cb)
 		c->state_cb(c, st, reason, c->state_ud);
 }
@@ -172,7 +185,7 @@ static void fail_all(lm_client *c, int status)
 
 static void arm_timeout(lm_client *c, uint64_t deadline)
 {
-	uint64_t now = lm_reactor_now(c->r);
+	uint64_t now = mono_ns();
 
 	c->to_deadline = deadline;
 	lm_timer_set(c->to_timer, deadline > now ? deadline - now : 1, 0);
@@ -182,7 +195,7 @@ static void on_timeout(lm_source *s, uint64_t expirations, void *userdata)
 {
 	lm_client *c = userdata;
 	struct lm_reply reply = {.status = -ETIMEDOUT};
-	uint64_t now = lm_reactor_now(c->r), next = 0;
+	uint64_t now = mono_ns(), next = 0;
 
 	c->to_deadline = 0;
 	client_enter(c);
@@ -211,10 +224,13 @@ static void disconnect(lm_client *c, int reason)
 	c->conn = NULL;
 	lm_source_set_enabled(c->hs_timer, false);
 	c->state = LM_CLIENT_DISCONNECTED;
-	fail_all(c, -ECONNRESET);
+	fail_all(c, c->refused ? c->refused : -ECONNRESET);
 	if (c->doomed)
 		return;
-	schedule_reconnect(c);
+	if (c->refused)
+		lm_log_warn("client %s: not retrying: %s", c->endpoint, strerror(-c->refused));
+	else
+		schedule_reconnect(c);
 	set_state(c, LM_CLIENT_DISCONNECTED, reason);
 }
 
@@ -234,6 +250,10 @@ static void handle_reply(lm_client *c, const struct lm_proto_msg *m)
 			    m->name_len == 17 && memcmp(m->name, "lm.LimitsExceeded", 17) == 0;
 			lm_log_warn("client %s: server refused the connection (%.*s)", c->endpoint,
 				    (int)m->name_len, m->name);
+			/* Access and the protocol version do not change by
+			 * retrying; a full server may have room later. */
+			if (!full)
+				c->refused = denied ? -EACCES : -EPROTONOSUPPORT;
 			disconnect(c, denied ? -EACCES : full ? -EUSERS : -EPROTONOSUPPORT);
 		} else {
 			lm_log_debug("client %s: %.*s: %.*s", c->endpoint, (int)m->name_len,
@@ -500,6 +520,7 @@ static int client_create(lm_client **ret, lm_reactor *r, const char *endpoint,
 	if (err < 0) {
 		lm_log_debug("client %s: not connected yet (%s)", endpoint, strerror(-err));
 		c->state = LM_CLIENT_DISCONNECTED;
+		c->reason = err;
 		if (!is_sync)
 			schedule_reconnect(c);
 	}
@@ -565,6 +586,13 @@ LM_EXPORT void lm_client_set_state_cb(lm_client *c, lm_client_state_cb cb, void 
 		return;
 	c->state_cb = cb;
 	c->state_ud = userdata;
+	/* The state now, so that no transition is missed (a client made a
+	 * moment ago is CONNECTING already, or DISCONNECTED). */
+	if (cb && !c->doomed) {
+		client_enter(c);
+		cb(c, c->state, c->state == LM_CLIENT_DISCONNECTED ? c->reason : 0, userdata);
+		client_leave(c);
+	}
 }
 
 LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c)
@@ -617,7 +645,7 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
 	if (!lm__proto_name_ok(method, nl))
 		return -EINVAL;
 	if (!c->conn)
-		return -ENOTCONN;
+		return c->refused ? c->refused : -ENOTCONN;
 	if (!c->pend && (err = pending_alloc(c)) < 0)
 		return err;
 	if (!c->nfree)
@@ -636,7 +664,7 @@ LM_EXPORT int lm_client_call(lm_client *c, const char *method, const void *paylo
 	pd->userdata = userdata;
 	if (timeout_ns < 0)
 		timeout_ns = c->call_timeout;
-	pd->deadline = timeout_ns ? lm_reactor_now(c->r) + (uint64_t)timeout_ns : 0;
+	pd->deadline = timeout_ns ? mono_ns() + (uint64_t)timeout_ns : 0;
 	/* One timer for the earliest deadline; usually already due earlier. */
 	if (pd->deadline && (!c->to_deadline || pd->deadline < c->to_deadline))
 		arm_timeout(c, pd->deadline);
@@ -725,14 +753,6 @@ static void sync_done(lm_client *c, const struct lm_reply *reply, void *userdata
 #define SYNC_BLOCK_NS 10000000
 #define SYNC_LOOK_NS  10000000
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* The first part of a sync call's wait: in the kernel's blocking receive,
  * on the private connection alone, until the reply, SYNC_BLOCK_NS or the
  * call's own timeout (what the reactor handles from then on). */
@@ -759,6 +779,38 @@ static void sync_wait_blocking(lm_client *s, const struct sync_wait *w, int64_t 
 		lm_reactor_run_once(s->r, 0);
 		now = mono_ns();
 	}
+}
+
+/*
+ * Connect the private client of sync calls, waiting for a server that is
+ * not there yet (as sd-bus does) within the call's timeout, which is then
+ * reduced by the time spent. A server absent for the whole timeout:
+ * -ENOTCONN. Other errors at once.
+ */
+static int sync_connect(lm_client *s, int64_t *timeout_ns)
+{
+	int64_t t = *timeout_ns < 0 ? s->call_timeout : *timeout_ns;
+	uint64_t start = mono_ns(), end = t ? start + (uint64_t)t : UINT64_MAX, now;
+	int64_t step = s->rc_min;
+
+	for (;;) {
+		int err = try_connect(s);
+
+		now = mono_ns();
+		if (err == 0)
+			break;
+		if (err != -ENOENT && err != -ECONNREFUSED && err != -EAGAIN)
+			return err;
+		if (now >= end)
+			return -ENOTCONN;
+		if ((uint64_t)step > end - now)
+			step = (int64_t)(end - now);
+		nanosleep(&(struct timespec){step / 1000000000, step % 1000000000}, NULL);
+		step = step * 2 > s->rc_max ? s->rc_max : step * 2;
+	}
+	if (t)
+		*timeout_ns = now >= end ? 1 : (int64_t)(end - now);
+	return 0;
 }
 
 LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *payload, size_t len,
@@ -803,11 +855,13 @@ LM_EXPORT int lm_client_call_sync(lm_client *c, const char *method, const void *
 		lm_reactor_run_once(c->sync_r, 0);
 		c->sync->looked = now;
 	}
+	if (c->refused)
+		return c->refused;
 	for (int attempt = 0;; attempt++) {
 		if (!c->sync->conn) {
-			err = try_connect(c->sync);
+			err = sync_connect(c->sync, &timeout_ns);
 			if (err < 0)
-				return err == -ENOENT || err == -ECONNREFUSED ? -ENOTCONN : err;
+				return err;
 		}
 		err = lm_client_call(c->sync, method, payload, len, timeout_ns, sync_done, &w);
 		if (err != -ECONNRESET || attempt)

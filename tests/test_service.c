@@ -670,7 +670,8 @@ SVC_TEST(call_while_server_gone)
 	cr_assert(reason == -ENOENT || reason == -ECONNREFUSED, "reason %d", reason);
 	lm_client_set_state_cb(c, NULL, NULL);
 	cr_assert_eq(lm_client_call(c, "echo", NULL, 0, -1, on_reply, &res), -ENOTCONN);
-	cr_assert_eq(lm_client_call_sync(c, "echo", NULL, 0, -1, &reply), -ENOTCONN);
+	/* A sync call waits for the server within its timeout; none comes. */
+	cr_assert_eq(lm_client_call_sync(c, "echo", NULL, 0, 200 * MS, &reply), -ENOTCONN);
 	cr_assert_not(res.done);
 	/* The server appears: the client connects by itself. */
 	pid = start_server(k, NULL);
@@ -1205,6 +1206,129 @@ SVC_TEST(fire_and_forget_calls)
 	stop_server(pid);
 }
 
+struct states {
+	int n[3];   /* callbacks per state */
+	int first;  /* the first state reported, -1: none */
+	int reason; /* of the last DISCONNECTED */
+};
+
+static void count_states(lm_client *c, enum lm_client_state st, int reason, void *ud)
+{
+	struct states *s = ud;
+
+	if (s->first < 0)
+		s->first = (int)st;
+	s->n[st]++;
+	if (st == LM_CLIENT_DISCONNECTED)
+		s->reason = reason;
+}
+
+/* The state callback is told the current state when it is set; a sync
+ * call made before the server exists waits for it within its timeout. */
+SVC_TEST(lifecycle_state_at_once_sync_waits_for_server)
+{
+	lm_test_runtime_dir();
+	lm_reactor *r = reactor_for(k);
+	struct lm_client_options co = {.reconnect_min_ns = 10 * MS, .reconnect_max_ns = 50 * MS};
+	lm_client *c = client_for(k, r, &co), *c2;
+	struct states st = {.first = -1};
+	struct lm_reply *reply;
+	pid_t pid, starter;
+
+	lm_client_set_state_cb(c, count_states, &st);
+	cr_assert_eq(st.first, LM_CLIENT_DISCONNECTED, "told the state when the callback is set");
+	cr_assert(st.reason == -ENOENT || st.reason == -ECONNREFUSED, "and why: %d", st.reason);
+	/* The server comes 300 ms after the call begins. */
+	starter = lm_test_fork();
+	cr_assert_geq(starter, 0);
+	if (starter == 0) {
+		sigset_t term;
+		int signo;
+
+		sigemptyset(&term);
+		sigaddset(&term, SIGTERM);
+		sigprocmask(SIG_BLOCK, &term, NULL);
+		usleep(300000);
+		pid = start_server(k, NULL);
+		/* Serve until the test's client is done (its SIGTERM). */
+		sigwait(&term, &signo);
+		stop_server(pid);
+		_exit(0);
+	}
+	cr_assert_eq(lm_client_call_sync(c, "echo", "w", 1, 10 * SEC, &reply), 0,
+		     "the sync call waited for its server");
+	cr_assert(reply->len == 1 && !memcmp(reply->payload, "w", 1));
+	lm_reply_free(reply);
+	/* A client made while the server runs is CONNECTING at once. */
+	st = (struct states){.first = -1};
+	c2 = client_for(k, r, NULL);
+	lm_client_set_state_cb(c2, count_states, &st);
+	cr_assert_eq(st.first, LM_CLIENT_CONNECTING);
+	lm_client_free(c2);
+	lm_client_free(c);
+	lm_reactor_free(r);
+	kill(starter, SIGTERM);
+	waitpid(starter, NULL, 0);
+}
+
+/* A listener that refuses every HELLO as a server does a uid it does not
+ * allow: ERROR lm.AccessDenied, then close. */
+static void refuse_message(lm_conn *c, const void *data, size_t len, void *ud)
+{
+	uint8_t buf[64];
+	int n = lm__proto_encode(buf, sizeof(buf), LM_PROTO_ERROR, 0, "lm.AccessDenied", 15, "no",
+				 2, sizeof(buf));
+
+	lm_conn_send(c, buf, (size_t)n);
+	lm_conn_flush(c);
+}
+
+static void refuse_accept(lm_listener *l, lm_conn *c, void *ud)
+{
+	static const struct lm_conn_callbacks cbs = {.message = refuse_message};
+
+	(*(int *)ud)++;
+	lm_conn_set_callbacks(c, &cbs, NULL);
+}
+
+/* A permanent refusal (lm.AccessDenied) is reported and not retried: the
+ * listener sees one connection over many reconnection periods, and calls
+ * say -EACCES. */
+SVC_TEST(refusal_is_not_retried)
+{
+	lm_test_runtime_dir();
+	lm_reactor *r = reactor_for(k);
+	struct lm_client_options co = {.reconnect_min_ns = 5 * MS, .reconnect_max_ns = 10 * MS};
+	struct states st = {.first = -1};
+	struct result res = {0};
+	struct lm_reply *reply;
+	lm_listener *l;
+	lm_client *c;
+	bool never = false;
+	char ep[64];
+	int accepted = 0, err;
+
+	endpoint_of(ep, sizeof(ep), k);
+	err = lm_listener_new(&l, r, ep, NULL, refuse_accept, &accepted);
+	if (err == -EPERM && k->backend == LM_BACKEND_URING)
+		cr_skip_test("io_uring cannot watch this transport's fds here");
+	cr_assert_eq(err, 0);
+	c = client_for(k, r, &co);
+	lm_client_set_state_cb(c, count_states, &st);
+	for (int i = 0; i < 200 && st.n[LM_CLIENT_DISCONNECTED] == 0; i++)
+		lm_reactor_run_once(r, 10 * MS);
+	cr_assert_eq(st.reason, -EACCES, "refused: %d", st.reason);
+	/* 40 reconnection periods. */
+	run_until(r, &never, 400 * MS);
+	cr_assert_eq(accepted, 1, "retried %d times", accepted - 1);
+	cr_assert_eq(st.n[LM_CLIENT_DISCONNECTED], 1);
+	cr_assert_eq(lm_client_call(c, "echo", NULL, 0, -1, on_reply, &res), -EACCES);
+	cr_assert_eq(lm_client_call_sync(c, "echo", NULL, 0, -1, &reply), -EACCES);
+	lm_client_free(c);
+	lm_listener_free(l);
+	lm_reactor_free(r);
+}
+
 SVC_TEST(message_size_limit)
 {
 	lm_test_runtime_dir();
@@ -1371,7 +1495,7 @@ SVC_TEST(sync_calls_blocking_wait)
 	 * blocking wait, and none waits for its timeout. */
 	err = lm_client_call_sync(c, "echo", "x", 1, 20 * SEC, &reply);
 	cr_assert(err == -ENOTCONN || err == -ECONNRESET, "call after the death: %d", err);
-	cr_assert_eq(lm_client_call_sync(c, "echo", "x", 1, 20 * SEC, &reply), -ENOTCONN);
+	cr_assert_eq(lm_client_call_sync(c, "echo", "x", 1, 300 * MS, &reply), -ENOTCONN);
 	/* A new server: sync calls reach it. */
 	pid = start_server(k, NULL);
 	err = -ENOTCONN;
@@ -1476,6 +1600,7 @@ SVC_TEST(child_frees_inherited_parent_goes_on)
 	cr_assert_geq(lm_server_emit(s, "bell", "x", 1), 1);
 	cr_assert(fork_run_until(r, &f.signals, 1), "no signal before the fork");
 	lm_client_set_state_cb(c, fork_on_state, &f);
+	f.states = 0; /* the state at once, when the callback is set */
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0)

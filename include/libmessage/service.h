@@ -25,11 +25,12 @@ extern "C" {
  *                  [A-Za-z0-9_.-], an option out of range)
  *   -EMSGSIZE      the message would pass max_message; nothing was sent
  *   -ENOBUFS       a client: max_pending calls already wait
- *   -ENOTCONN      a client not connected (server absent; it keeps trying)
+ *   -ENOTCONN      a client not connected (server absent; it keeps trying;
+ *                  a sync call waits for it within its timeout first)
  *   -ECONNRESET    the connection broke while the call was pending
  *   -ETIMEDOUT     no reply within the call's timeout
  *   -EREMOTEIO     the server replied with an ERROR (see struct lm_reply)
- *   -EACCES        the server refused this uid
+ *   -EACCES        the server refused this uid (not retried)
  *   -EEXIST        a method or signal of that name is already registered
  *   -ENOENT        no such signal (emit) or subscription (unsubscribe)
  *   -EADDRINUSE    a live server already serves the endpoint
@@ -270,10 +271,15 @@ LM_EXPORT void lm_call_set_abandoned_cb(lm_call *call, lm_call_abandoned_cb cb, 
 
 /* ---- client operations ---- */
 
-/* Be told of connection state changes (NULL to stop). DISCONNECTED comes
- * when a connection ends and again after each failed reconnection attempt,
- * its reason saying why (-ENOENT: no server; -EAGAIN: the server's backlog is
- * full; -EMFILE: out of fds or, on mq, of RLIMIT_MSGQUEUE; ...). */
+/* Be told of connection state changes (NULL to stop). cb runs at once,
+ * from inside this call, with the current state (and, DISCONNECTED, the
+ * last reason), so no state is missed; then at each change. DISCONNECTED
+ * comes when a connection ends and again after each failed reconnection
+ * attempt, its reason saying why (-ENOENT: no server; -EAGAIN: the server's
+ * backlog is full; -EMFILE: out of fds or, on mq, of RLIMIT_MSGQUEUE; ...).
+ * A permanent refusal, -EACCES (lm.AccessDenied) or -EPROTONOSUPPORT
+ * (lm.VersionMismatch), is reported once and not retried: the client stays
+ * DISCONNECTED and its calls return that error (free it, make a new one). */
 LM_EXPORT void lm_client_set_state_cb(lm_client *c, lm_client_state_cb cb, void *userdata);
 LM_EXPORT enum lm_client_state lm_client_get_state(const lm_client *c);
 LM_EXPORT lm_reactor *lm_client_get_reactor(const lm_client *c);
@@ -300,8 +306,14 @@ LM_EXPORT int lm_client_call_no_reply(lm_client *c, const char *method, const vo
 
 /*
  * Call method and wait for the reply. Returns 0 (REPLY), -EREMOTEIO (ERROR),
- * or another -errno (-ENOTCONN, -ETIMEDOUT, -ECONNRESET, ...). On 0 and on
- * -EREMOTEIO *ret is a reply to free with lm_reply_free().
+ * or another -errno (-ENOTCONN, -ETIMEDOUT, -ECONNRESET, -EACCES, ...). On 0
+ * and on -EREMOTEIO *ret is a reply to free with lm_reply_free().
+ *
+ * A server that is not there yet is waited for (as sd-bus does), retrying
+ * with the client's reconnection backoff, within the call's timeout (0: no
+ * timeout, it waits until one comes); the time spent is taken from that
+ * timeout. -ENOTCONN: no server came within it. A permanent refusal
+ * (-EACCES, -EPROTONOSUPPORT) returns at once.
  *
  * What it does while it waits: it uses a second, private connection of this
  * client to the same endpoint, on a private reactor (both made on the first
