@@ -40,8 +40,8 @@
  * once, it stays in the fd's wait queue and completes on every wake-up (the
  * kernel folds wake-ups that come before its completion runs into one). No
  * SQE, no poll request made and torn down, no wait-queue entry added and
- * removed per report: 8-15 % less time per wake-up than the one-shot re-arm
- * in a bare fan-out to 100 subscribers (lm-bench's loop). It is for
+ * removed per report, so less time per wake-up than the one-shot re-arm
+ * (docs/bench.md). It is for
  * callers that read until the fd is empty; again() puts a rec back on the
  * ready list for one that stopped before. A multishot poll the kernel ends
  * (a completion without IORING_CQE_F_MORE: cancelled, or the CQ overflowed)
@@ -62,7 +62,7 @@
  * Task work: where the kernel allows it (6.1), the ring is set up with
  * IORING_SETUP_DEFER_TASKRUN: completions are run only when we enter to wait
  * (or ask for events), never by interrupting us elsewhere, which costs least
- * per wake-up (about 8 % of a bare poll ping-pong here). Two consequences are
+ * per wake-up (docs/bench.md). Two consequences are
  * handled below: nothing completes until we enter with GETEVENTS, so del()
  * asks for events after its POLL_REMOVE (the cancelled poll lets its file go
  * before del() returns) and a wait that must not block asks for events too;
@@ -85,9 +85,8 @@
  * of RECV_BUFS provided buffers (group RECV_BGID) that the backend registers
  * when the first such rec comes. A datagram then costs its wake-up and one io_uring_enter(),
  * which returns it received: no poll completion followed by a recv()
- * syscall, and no poll request made and torn down per message (a bare
- * fan-out to 100 subscribers: 1.11-1.14 x the blocking floor against
- * 1.20-1.21 with one-shot polls). Each datagram's completion holds its
+ * syscall, and no poll request made and torn down per message
+ * (docs/bench.md has the A/B). Each datagram's completion holds its
  * buffer, queued in arrival order (q) until report() hands it out as an
  * event with data, and the reactor gives it back with recycle() after its
  * callback; so the queue never holds more than RECV_BUFS. A receive the

@@ -15,9 +15,7 @@
  * is N writes to N fds, N syscalls where one io_uring_enter() can make them
  * all (each write non-blocking, so all complete inline before it returns).
  * The emitter then wakes its N readers in one go instead of being switched
- * out after each write that woke one: with 100 unix subscribers on one CPU,
- * about 10 % less time to the last one, on epoll and io_uring alike
- * (docs/bench.md).
+ * out after each write that woke one (docs/bench.md has what it saves).
  * Writes are never handed to io_uring's worker threads, nor waited for: a
  * send is MSG_DONTWAIT, a write goes to an O_NONBLOCK fd, which io_uring
  * writes inline, and one that found no room (a full FIFO: io_uring then

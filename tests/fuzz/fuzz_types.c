@@ -14,8 +14,18 @@
 #include "libmessage/types.h"
 
 static const char *const fixed_text[] = {
-    "()",    "int",  "uint", "float", "bool", "text", "bytes", "any", "[text]",
-    "{name: text, age: uint?}", "[{a: [int?], b: {c: bytes}}]", LM_SRVTIME_TYPE,
+    "()",
+    "int",
+    "uint",
+    "float",
+    "bool",
+    "text",
+    "bytes",
+    "any",
+    "[text]",
+    "{name: text, age: uint?}",
+    "[{a: [int?], b: {c: bytes}}]",
+    LM_SRVTIME_TYPE,
 };
 #define NFIXED (sizeof(fixed_text) / sizeof(fixed_text[0]))
 static lm_type *fixed[NFIXED];
